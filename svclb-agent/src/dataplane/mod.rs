@@ -1,0 +1,2 @@
+//! Dataplane backends. They take a [`crate::model::DesiredState`] and know nothing of
+//! Kubernetes objects.

@@ -1,0 +1,9 @@
+//! svclb node agent as a library: the binary in main.rs is a thin CLI over it, and the
+//! integration tests and benchmarks drive the same code.
+pub mod dataplane;
+pub mod model;
+pub mod plan;
+pub mod source;
+
+/// The eBPF object built by build.rs (aya-build), embedded so the agent is one file.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/svclb"));

@@ -1,0 +1,3 @@
+fn main() {
+    println!("{} bytes of eBPF", svclb_agent::EBPF_OBJECT.len());
+}

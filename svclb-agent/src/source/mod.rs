@@ -1,0 +1,1 @@
+//! Where Kubernetes objects come from: manifest files or the apiserver.

@@ -1,0 +1,75 @@
+//! Flag bits and small enumerations stored as integers in map values.
+
+/// [`crate::ServiceValue::flags`]: pick the client's previous backend while it is fresh.
+pub const SVC_F_AFFINITY: u16 = 1 << 0;
+/// [`crate::ServiceValue::flags`]: traffic policy Local: do not SNAT, preserve client IP.
+pub const SVC_F_LOCAL: u16 = 1 << 1;
+/// [`crate::ServiceValue::flags`]: slots hold a Maglev lookup table, not a plain list.
+pub const SVC_F_MAGLEV: u16 = 1 << 2;
+
+/// [`crate::ServiceValue::kind`]: what kind of address the frontend is (for dump).
+pub const KIND_CLUSTER_IP: u8 = 1;
+pub const KIND_NODE_PORT: u8 = 2;
+pub const KIND_EXTERNAL_IP: u8 = 3;
+pub const KIND_LOAD_BALANCER: u8 = 4;
+
+/// [`crate::Backend::flags`]: endpoint is serving but terminating (only used when no
+/// ready endpoint is left; informational for dump).
+pub const BE_F_TERMINATING: u8 = 1 << 0;
+/// [`crate::Backend::flags`]: endpoint runs on this node.
+pub const BE_F_LOCAL: u8 = 1 << 1;
+
+/// [`crate::CtKey::dir`]: client → frontend, as the packet arrives.
+pub const CT_DIR_FORWARD: u8 = 0;
+/// [`crate::CtKey::dir`]: backend → client, as the reply arrives (before reverse NAT).
+pub const CT_DIR_REPLY: u8 = 1;
+
+/// [`crate::CtValue::flags`]: a FIN or RST was seen; a new SYN may reuse the tuple.
+pub const CT_F_CLOSING: u8 = 1 << 0;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Indexes into the per-CPU counters map. Keep `COUNTER_NAMES` in the same order.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Not IPv4 (IPv6, ARP, …): passed untouched.
+    PassNotIpv4 = 0,
+    /// IPv4 but neither TCP nor UDP (ICMP, …): passed untouched.
+    PassOtherProto = 1,
+    /// TCP/UDP to no frontend and not a tracked reply: passed untouched.
+    PassMiss = 2,
+    /// IP fragment (offset ≠ 0 or MF set): passed untouched, not load balanced.
+    PassFragment = 3,
+    /// Headers shorter than they claim: passed without a write.
+    PassTruncated = 4,
+    /// New flow: backend chosen, conntrack created, DNAT done.
+    FwdNew = 5,
+    /// Tracked flow: DNAT to the recorded backend.
+    FwdEstablished = 6,
+    /// Reply of a tracked flow: reverse NAT to the frontend.
+    Reply = 7,
+    /// Frontend without usable backends: TCP RST / ICMP port unreachable sent.
+    Reject = 8,
+    /// Could not be handled (map full, helper failed): dropped.
+    Drop = 9,
+    /// New flow whose backend came from session affinity.
+    AffinityHit = 10,
+}
+
+pub const COUNTER_COUNT: u32 = 11;
+
+pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
+    "pass_not_ipv4",
+    "pass_other_proto",
+    "pass_miss",
+    "pass_fragment",
+    "pass_truncated",
+    "fwd_new",
+    "fwd_established",
+    "reply",
+    "reject",
+    "drop",
+    "affinity_hit",
+];

@@ -1,0 +1,57 @@
+//! Map names and capacities. The kernel side declares its maps with these names and the
+//! agent opens them (and their pins) by the same strings.
+//!
+//! Every name carries a version suffix: bump it whenever the key or value layout of
+//! that map changes, so a new agent never reinterprets an old pinned map.
+
+/// Frontend (address, port, protocol) → [`crate::ServiceValue`].
+pub const MAP_SERVICES: &str = "SVCLB_SVC_V1";
+/// ([`crate::SlotKey`]) → backend id (`u32`).
+pub const MAP_SLOTS: &str = "SVCLB_SLOT_V1";
+/// Backend id (`u32`) → [`crate::Backend`].
+pub const MAP_BACKENDS: &str = "SVCLB_BE_V1";
+/// LRU flow table: [`crate::CtKey`] → [`crate::CtValue`].
+pub const MAP_CONNTRACK: &str = "SVCLB_CT_V1";
+/// LRU session affinity: [`crate::AffinityKey`] → [`crate::AffinityValue`].
+pub const MAP_AFFINITY: &str = "SVCLB_AFF_V1";
+/// Per-CPU array of `u64`, indexed by [`crate::Counter`].
+pub const MAP_COUNTERS: &str = "SVCLB_CNT_V1";
+/// Per-CPU array of [`crate::SvcStats`], indexed by service id.
+pub const MAP_SVC_STATS: &str = "SVCLB_SSTAT_V1";
+/// Array with one [`crate::Config`] at index 0.
+pub const MAP_CONFIG: &str = "SVCLB_CFG_V1";
+/// Service id (`u32`) → [`crate::SvcName`]: who owns a backend set, so `dump` can name
+/// it from the pins alone. Not read by the programs.
+pub const MAP_SVC_NAMES: &str = "SVCLB_NAME_V1";
+
+/// All maps, for pinning, adoption and cleanup.
+pub const ALL_MAPS: [&str; 9] = [
+    MAP_SERVICES,
+    MAP_SLOTS,
+    MAP_BACKENDS,
+    MAP_CONNTRACK,
+    MAP_AFFINITY,
+    MAP_COUNTERS,
+    MAP_SVC_STATS,
+    MAP_CONFIG,
+    MAP_SVC_NAMES,
+];
+
+/// Frontends: ClusterIP, every node address × NodePort, externalIPs, LB ingress IPs,
+/// each per Service port. 128k frontends ≈ 100k Services with headroom.
+pub const MAX_SERVICES: u32 = 131_072;
+/// Service (backend set) ids are `1..MAX_SERVICE_IDS`; id 0 means "none".
+pub const MAX_SERVICE_IDS: u32 = 131_072;
+/// Slots across all services (sum of backend counts).
+pub const MAX_SLOTS: u32 = 1_048_576;
+/// Distinct backends (address, port, protocol). Id 0 means "none".
+pub const MAX_BACKENDS: u32 = 1_048_576;
+/// Tracked flows; two entries per flow (forward and reply).
+pub const MAX_CONNTRACK: u32 = 262_144;
+pub const MAX_AFFINITY: u32 = 65_536;
+/// Largest backend set of one Service port the data path accepts.
+pub const MAX_BACKENDS_PER_SERVICE: u32 = 65_535;
+
+/// Program names (the Rust function names in svclb-ebpf), fetched by the agent.
+pub const PROG_TC: &str = "svclb_tc";
+pub const PROG_XDP: &str = "svclb_xdp";

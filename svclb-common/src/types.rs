@@ -1,0 +1,193 @@
+//! Map keys and values. Sizes and offsets are asserted below: a layout change that
+//! is not accompanied by a map-name version bump fails to compile here first.
+use core::mem::{offset_of, size_of};
+
+/// Key of the services map: one frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Frontend IPv4 address, network byte order.
+    pub addr_be: u32,
+    /// Frontend port, network byte order.
+    pub port_be: u16,
+    /// `PROTO_TCP` or `PROTO_UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of the services map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceValue {
+    /// Backend-set id (≥ 1): keys the slots, affinity and per-service stats. All
+    /// frontends of one Service port that share the same endpoint set share it.
+    pub svc_id: u32,
+    /// Usable slots are `0..backend_count`; 0 means reject new flows.
+    pub backend_count: u16,
+    /// `SVC_F_*`.
+    pub flags: u16,
+    /// Session affinity idle timeout, seconds (used with `SVC_F_AFFINITY`).
+    pub affinity_timeout_s: u32,
+    /// `KIND_*`, for dump.
+    pub kind: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of the slots map: slot `slot` of backend set `svc_id`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotKey {
+    pub svc_id: u32,
+    pub slot: u32,
+}
+
+/// Value of the backends map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend {
+    /// Endpoint IPv4 address, network byte order.
+    pub addr_be: u32,
+    /// Endpoint (target) port, network byte order.
+    pub port_be: u16,
+    /// `PROTO_*`.
+    pub proto: u8,
+    /// `BE_F_*`.
+    pub flags: u8,
+}
+
+/// Conntrack key: the packet's tuple as it arrives, plus the direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CtKey {
+    /// Source address, network byte order.
+    pub saddr_be: u32,
+    /// Destination address, network byte order.
+    pub daddr_be: u32,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    /// `PROTO_*`.
+    pub proto: u8,
+    /// `CT_DIR_FORWARD` or `CT_DIR_REPLY`.
+    pub dir: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Conntrack value.
+///
+/// Forward entries (client → frontend) hold the backend to DNAT to; reply entries
+/// (backend → client) hold the frontend to put back as the source. The backend address
+/// is stored here rather than only its id so an established TCP flow keeps working
+/// after its endpoint is removed from the Service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtValue {
+    /// Forward: backend address; reply: frontend address. Network byte order.
+    pub nat_addr_be: u32,
+    /// Forward: backend port; reply: frontend port. Network byte order.
+    pub nat_port_be: u16,
+    /// `CT_F_*`.
+    pub flags: u8,
+    pub _pad: u8,
+    /// Backend id the flow was given (both directions), for purging.
+    pub backend_id: u32,
+    /// Backend-set id of the frontend the flow entered by.
+    pub svc_id: u32,
+    /// `bpf_ktime_get_ns()` of the last packet seen in this direction.
+    pub last_seen_ns: u64,
+}
+
+/// Session-affinity key: one client of one backend set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AffinityKey {
+    /// Client IPv4 address, network byte order.
+    pub client_addr_be: u32,
+    pub svc_id: u32,
+}
+
+/// Session-affinity value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AffinityValue {
+    pub backend_id: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` when the client last opened a flow with it.
+    pub last_used_ns: u64,
+}
+
+/// Per-service packet and byte counts (per CPU; user space sums).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SvcStats {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Global data-path settings written by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Config {
+    /// `CFG_F_*`.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Owner of a backend set, `namespace/name:port/PROTO[@ext]`, NUL padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SvcName {
+    pub name: [u8; SVC_NAME_LEN],
+}
+
+pub const SVC_NAME_LEN: usize = 160;
+
+/// [`Config::flags`]: emit per-packet debug logs through aya-log (slow; off by default).
+pub const CFG_F_DEBUG_LOG: u32 = 1 << 0;
+
+const _: () = {
+    assert!(size_of::<ServiceKey>() == 8);
+    assert!(offset_of!(ServiceKey, port_be) == 4);
+    assert!(offset_of!(ServiceKey, proto) == 6);
+    assert!(size_of::<ServiceValue>() == 16);
+    assert!(offset_of!(ServiceValue, backend_count) == 4);
+    assert!(offset_of!(ServiceValue, flags) == 6);
+    assert!(offset_of!(ServiceValue, affinity_timeout_s) == 8);
+    assert!(offset_of!(ServiceValue, kind) == 12);
+    assert!(size_of::<SlotKey>() == 8);
+    assert!(size_of::<Backend>() == 8);
+    assert!(offset_of!(Backend, port_be) == 4);
+    assert!(offset_of!(Backend, proto) == 6);
+    assert!(size_of::<CtKey>() == 16);
+    assert!(offset_of!(CtKey, sport_be) == 8);
+    assert!(offset_of!(CtKey, dport_be) == 10);
+    assert!(offset_of!(CtKey, proto) == 12);
+    assert!(offset_of!(CtKey, dir) == 13);
+    assert!(size_of::<CtValue>() == 24);
+    assert!(offset_of!(CtValue, backend_id) == 8);
+    assert!(offset_of!(CtValue, svc_id) == 12);
+    assert!(offset_of!(CtValue, last_seen_ns) == 16);
+    assert!(size_of::<AffinityKey>() == 8);
+    assert!(size_of::<AffinityValue>() == 16);
+    assert!(offset_of!(AffinityValue, last_used_ns) == 8);
+    assert!(size_of::<SvcStats>() == 16);
+    assert!(size_of::<Config>() == 8);
+    assert!(size_of::<SvcName>() == SVC_NAME_LEN);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all types are repr(C), Copy, contain only integers and have no implicit
+    // padding (asserted above), so every bit pattern is valid.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for SlotKey {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtValue {}
+    unsafe impl aya::Pod for AffinityKey {}
+    unsafe impl aya::Pod for AffinityValue {}
+    unsafe impl aya::Pod for SvcStats {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for SvcName {}
+}

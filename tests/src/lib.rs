@@ -1,0 +1,1 @@
+//! Shared helpers for svclb's integration tests.
