@@ -1,0 +1,133 @@
+//! Tests of compile + diff: the properties the syncer relies on.
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use svclb_common::{SVC_F_AFFINITY, SlotKey};
+
+use super::{
+    diff::{Delta, apply_to_image, diff},
+    ids::IdAllocator,
+    image::{MapImage, compile, service_key},
+};
+use crate::model::{
+    BackendAddr, BackendSet, DesiredState, Endpoint, Frontend, FrontendKind, Proto, SetKey,
+};
+
+fn ep(n: u8) -> Endpoint {
+    Endpoint {
+        backend: BackendAddr { addr: Ipv4Addr::new(198, 19, n, 2), port: 8080, proto: Proto::Tcp },
+        terminating: false,
+        local: true,
+    }
+}
+
+fn vip(n: u8) -> Frontend {
+    Frontend { addr: Ipv4Addr::new(198, 18, 0, n), port: 80, proto: Proto::Tcp }
+}
+
+fn state(sets: &[(&str, u8, &[u8])]) -> DesiredState {
+    let mut s = DesiredState::default();
+    for (name, v, eps) in sets {
+        let mut set = BackendSet {
+            endpoints: eps.iter().map(|&n| ep(n)).collect(),
+            ..Default::default()
+        };
+        set.frontends.insert(vip(*v), FrontendKind::ClusterIp);
+        s.sets.insert(SetKey(name.to_string()), set);
+    }
+    s
+}
+
+/// One sync as the dataplane does it: compile, diff, apply, forget unused ids.
+fn sync(image: &mut MapImage, ids: &mut IdAllocator, desired: &DesiredState) -> Delta {
+    let (target, fresh) = compile(desired, ids).unwrap();
+    let delta = diff(image, &target, &fresh);
+    apply_to_image(image, &delta);
+    assert_eq!(*image, target, "applying the delta must yield the target");
+    ids.retain(&target.names.keys().copied().collect(), &target.backends.keys().copied().collect());
+    delta
+}
+
+#[test]
+fn reapplying_the_same_state_writes_nothing() {
+    let (mut image, mut ids) = (MapImage::default(), IdAllocator::default());
+    let s = state(&[("default/a:http/TCP", 10, &[1, 2, 3]), ("default/b:http/TCP", 11, &[2])]);
+    let first = sync(&mut image, &mut ids, &s);
+    assert_eq!(first.put_backends.len(), 3);
+    assert_eq!(first.put_slots.len(), 4);
+    assert_eq!(first.put_services.len(), 2);
+    assert_eq!(first.reset_stats, vec![1, 2]);
+    let second = sync(&mut image, &mut ids, &s);
+    assert!(second.is_empty(), "{second:?}");
+}
+
+#[test]
+fn growing_writes_slots_before_the_count_and_shrinking_deletes_after() {
+    let (mut image, mut ids) = (MapImage::default(), IdAllocator::default());
+    sync(&mut image, &mut ids, &state(&[("a", 10, &[1, 2])]));
+    let grow = sync(&mut image, &mut ids, &state(&[("a", 10, &[1, 2, 3])]));
+    assert_eq!(grow.put_slots, vec![(SlotKey { svc_id: 1, slot: 2 }, 3)]);
+    assert_eq!(grow.put_backends.len(), 1);
+    assert_eq!(grow.put_services[0].1.backend_count, 3);
+    assert!(grow.del_slots.is_empty() && grow.purge.is_empty());
+
+    let shrink = sync(&mut image, &mut ids, &state(&[("a", 10, &[2, 3])]));
+    // Slots 0 and 1 now name backends 2 and 3; slot 2 goes after the count flip.
+    assert_eq!(shrink.put_slots, vec![(SlotKey { svc_id: 1, slot: 0 }, 2), (SlotKey { svc_id: 1, slot: 1 }, 3)]);
+    assert_eq!(shrink.put_services[0].1.backend_count, 2);
+    assert_eq!(shrink.del_slots, vec![SlotKey { svc_id: 1, slot: 2 }]);
+    assert_eq!(shrink.del_backends, vec![1]);
+    assert_eq!(shrink.purge, vec![(1, 1)]);
+}
+
+#[test]
+fn deleting_a_service_removes_everything_it_owned() {
+    let (mut image, mut ids) = (MapImage::default(), IdAllocator::default());
+    sync(&mut image, &mut ids, &state(&[("a", 10, &[1, 2]), ("b", 11, &[2])]));
+    let d = sync(&mut image, &mut ids, &state(&[("b", 11, &[2])]));
+    assert_eq!(d.del_services, vec![service_key(&vip(10))]);
+    assert_eq!(d.del_names, vec![1]);
+    assert_eq!(d.del_slots.len(), 2);
+    // Backend 2 is still used by b.
+    assert_eq!(d.del_backends, vec![1]);
+    assert_eq!(d.purge, vec![(1, 1), (1, 2)]);
+    let gone = sync(&mut image, &mut ids, &DesiredState::default());
+    assert!(gone.put_services.is_empty());
+    assert_eq!(image, MapImage::default(), "after removing everything the maps are empty");
+}
+
+#[test]
+fn adoption_after_restart_changes_nothing() {
+    let (mut image, mut ids) = (MapImage::default(), IdAllocator::default());
+    let s = state(&[("a", 10, &[1, 2, 3]), ("b", 11, &[4]), ("c", 12, &[])]);
+    sync(&mut image, &mut ids, &s);
+    sync(&mut image, &mut ids, &state(&[("b", 11, &[4]), ("c", 12, &[])]));
+    sync(&mut image, &mut ids, &s);
+    // A new agent only has the maps.
+    let mut adopted = IdAllocator::adopt(&image);
+    let mut image2 = image.clone();
+    let d = sync(&mut image2, &mut adopted, &s);
+    assert!(d.is_empty(), "{d:?}");
+}
+
+#[test]
+fn changing_only_the_affinity_rewrites_only_service_entries() {
+    let (mut image, mut ids) = (MapImage::default(), IdAllocator::default());
+    let mut s = state(&[("a", 10, &[1, 2])]);
+    sync(&mut image, &mut ids, &s);
+    s.sets.get_mut(&SetKey("a".into())).unwrap().affinity_timeout_s = Some(30);
+    let d = sync(&mut image, &mut ids, &s);
+    assert_eq!(d.writes(), 1);
+    assert_eq!(d.put_services[0].1.flags & SVC_F_AFFINITY, SVC_F_AFFINITY);
+    assert_eq!(d.put_services[0].1.affinity_timeout_s, 30);
+}
+
+#[test]
+fn an_empty_set_keeps_its_frontend_with_count_zero() {
+    let (mut image, mut ids) = (MapImage::default(), IdAllocator::default());
+    sync(&mut image, &mut ids, &state(&[("a", 10, &[1])]));
+    let d = sync(&mut image, &mut ids, &state(&[("a", 10, &[])]));
+    assert_eq!(d.put_services.len(), 1);
+    assert_eq!(d.put_services[0].1.backend_count, 0);
+    assert_eq!(d.purge, vec![(1, 1)]);
+    assert_eq!(image.members(1), BTreeSet::new());
+}
