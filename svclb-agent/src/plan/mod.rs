@@ -1,8 +1,18 @@
 //! Pure planning: Kubernetes objects → [`crate::model::DesiredState`] → map delta.
 //! No aya, no kube client, no I/O.
+mod conflicts;
+pub mod desired;
 pub mod diff;
+mod endpoints;
+pub mod errors;
 pub mod ids;
 pub mod image;
+mod service;
+pub mod validate;
+
+pub use desired::{NodeInfo, Plan, PlanOptions, plan};
+pub use errors::{ErrorKind, PlanError};
+pub use service::{ANNOTATION_LB_ALGORITHM, DEFAULT_AFFINITY_TIMEOUT_S};
 
 #[cfg(test)]
 mod diff_tests;

@@ -1,0 +1,319 @@
+//! The planner: Kubernetes objects → [`DesiredState`], as a pure function. Same
+//! objects in any order give an equal state; bad fields cost only what they touch.
+//!
+//! Backend sets are keyed `namespace/name:port/PROTO` where `port` is the Service
+//! port's name, or its number when the port is unnamed (Kubernetes port names always
+//! contain a letter, so the two cannot clash). The external-scope set of a port whose
+//! traffic policies make it differ from the internal one gets `@ext` appended.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    ops::RangeInclusive,
+};
+
+use k8s_openapi::api::core::v1::Service;
+
+use super::{
+    conflicts::{self, Claim},
+    endpoints::{self, SliceIndex},
+    errors::{ErrorKind, Invalid, PlanError},
+    service::{self, Outcome, PortView, ServiceView},
+};
+use crate::{
+    model::{BackendSet, DesiredState, Frontend, FrontendKind, SetKey},
+    source::objects::{self, Objects},
+};
+
+/// The node the agent runs on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Kubernetes node name: endpoints whose `nodeName` equals it are local.
+    pub name: Option<String>,
+    /// IPv4 addresses NodePorts answer on.
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// The apiserver's `--service-node-port-range`.
+    pub node_port_range: RangeInclusive<u16>,
+    /// Maglev for Services without the `svclb.io/lb-algorithm` annotation.
+    pub maglev_default: bool,
+}
+
+/// A backend set with more endpoints is rejected: its Service port is not programmed
+/// (truncating would silently drop endpoints).
+pub const MAX_ENDPOINTS_PER_SET: usize = svclb_common::MAX_BACKENDS_PER_SERVICE as usize;
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            node_port_range: 30000..=32767,
+            maglev_default: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub state: DesiredState,
+    /// Sorted; each one log line.
+    pub errors: Vec<PlanError>,
+    /// Services that get no data path by design: (`namespace/name`, reason), where
+    /// reason is "headless", "ExternalName", "no ports" or "no frontend address".
+    pub ignored: Vec<(String, &'static str)>,
+}
+
+pub fn plan(objects: &Objects, node: &NodeInfo, opts: &PlanOptions) -> Plan {
+    let mut errors = Vec::new();
+    let mut ignored = Vec::new();
+    let slices = endpoints::index_slices(&objects.slices, node.name.as_deref(), &mut errors);
+    let node_addrs: BTreeSet<Ipv4Addr> = node.addresses.iter().copied().collect();
+    let mut sets = BTreeMap::new();
+    let mut claims = Vec::new();
+    for (rank, svc) in by_priority(&objects.services, &mut errors)
+        .into_iter()
+        .enumerate()
+    {
+        let errors_before = errors.len();
+        let view = match service::parse(svc, opts, &mut errors) {
+            Outcome::Plan(view) => view,
+            Outcome::Ignored(reason) => {
+                ignored.push((objects::key(&svc.metadata), reason));
+                continue;
+            }
+            Outcome::Rejected => continue,
+        };
+        let ctx = Ctx {
+            view: &view,
+            rank,
+            slices: &slices,
+            node_addrs: &node_addrs,
+        };
+        let claimed = ports_of(&ctx, &mut sets, &mut claims, &mut errors);
+        if !claimed && errors.len() == errors_before {
+            let no_ports = svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.ports.as_ref())
+                .is_none_or(Vec::is_empty);
+            ignored.push((
+                objects::key(&svc.metadata),
+                if no_ports {
+                    "no ports"
+                } else {
+                    "no frontend address"
+                },
+            ));
+        }
+    }
+    conflicts::resolve(claims, &mut sets, &mut errors);
+    // A set whose frontends were all lost, or that only one scope needed, serves nothing.
+    sets.retain(|_, set| !set.frontends.is_empty());
+    errors.sort();
+    errors.dedup();
+    ignored.sort();
+    Plan {
+        state: DesiredState { sets },
+        errors,
+        ignored,
+    }
+}
+
+/// Services in conflict-priority order: older creationTimestamp first (unset counts
+/// as newest), then namespace/name. A second object with the same namespace/name is
+/// reported and dropped.
+fn by_priority<'a>(services: &'a [Service], errors: &mut Vec<PlanError>) -> Vec<&'a Service> {
+    let mut sorted: Vec<&Service> = services.iter().collect();
+    sorted.sort_by(|a, b| {
+        let ka = (
+            a.metadata.creation_timestamp.is_none(),
+            &a.metadata.creation_timestamp,
+            objects::key(&a.metadata),
+        );
+        let kb = (
+            b.metadata.creation_timestamp.is_none(),
+            &b.metadata.creation_timestamp,
+            objects::key(&b.metadata),
+        );
+        ka.cmp(&kb)
+    });
+    let mut seen = BTreeSet::new();
+    sorted.retain(|s| {
+        let key = objects::key(&s.metadata);
+        if seen.insert(key.clone()) {
+            return true;
+        }
+        let e = Invalid::new(
+            ErrorKind::Duplicate,
+            "Service defined more than once; the older definition is used",
+        );
+        errors.push(e.at(&format!("Service {key}"), "metadata.name"));
+        false
+    });
+    sorted
+}
+
+struct Ctx<'a> {
+    view: &'a ServiceView,
+    rank: usize,
+    slices: &'a SliceIndex,
+    node_addrs: &'a BTreeSet<Ipv4Addr>,
+}
+
+/// Plans every port of one Service; returns whether any frontend was claimed.
+fn ports_of(
+    ctx: &Ctx,
+    sets: &mut BTreeMap<SetKey, BackendSet>,
+    claims: &mut Vec<Claim>,
+    errors: &mut Vec<PlanError>,
+) -> bool {
+    let view = ctx.view;
+    let no_slices = Vec::new();
+    let slices = ctx
+        .slices
+        .get(&(view.namespace.clone(), view.name.clone()))
+        .unwrap_or(&no_slices);
+    let mut claimed = false;
+    for port in &view.ports {
+        let label = if port.name.is_empty() {
+            port.port.to_string()
+        } else {
+            port.name.clone()
+        };
+        let base = format!("{}/{}:{label}/{}", view.namespace, view.name, port.proto);
+        let candidates = endpoints::endpoints_for_port(slices, &port.name, port.proto);
+        let internal = endpoints::select(&candidates, view.internal_local);
+        let external = endpoints::select(&candidates, view.external_local);
+        let internal_fe = internal_frontends(view, port);
+        let external_fe = external_frontends(view, port, ctx.node_addrs);
+        let split = !external_fe.is_empty()
+            && (external != internal || view.external_local != view.internal_local);
+
+        let set = |endpoints, local_policy| BackendSet {
+            endpoints,
+            affinity_timeout_s: view.affinity_timeout_s,
+            local_policy,
+            maglev: view.maglev,
+            frontends: BTreeMap::new(),
+        };
+        let internal_key = SetKey(base.clone());
+        let mut planned = vec![(internal_key.clone(), set(internal, view.internal_local))];
+        let external_key = if split {
+            let key = SetKey(format!("{base}@ext"));
+            planned.push((key.clone(), set(external, view.external_local)));
+            key
+        } else {
+            internal_key.clone()
+        };
+        if let Some(too_big) = planned
+            .iter()
+            .find(|(_, s)| s.endpoints.len() > MAX_ENDPOINTS_PER_SET)
+        {
+            let e = Invalid::new(
+                ErrorKind::TooManyEndpoints,
+                format!(
+                    "{} endpoints exceed the limit of {} per backend set ({}); port not programmed",
+                    too_big.1.endpoints.len(),
+                    MAX_ENDPOINTS_PER_SET,
+                    too_big.0
+                ),
+            );
+            errors.push(e.at(&view.object, format!("spec.ports[{}]", port.index)));
+            continue;
+        }
+        if let Some((key, _)) = planned.iter().find(|(k, _)| sets.contains_key(k)) {
+            // Only possible with a port named like another port's number.
+            let e = Invalid::new(
+                ErrorKind::Duplicate,
+                format!("backend set {key} is already used by another port; port skipped"),
+            );
+            errors.push(e.at(&view.object, format!("spec.ports[{}].name", port.index)));
+            continue;
+        }
+        sets.extend(planned);
+        let fronts = internal_fe
+            .into_iter()
+            .map(|f| (f, &internal_key))
+            .chain(external_fe.into_iter().map(|f| (f, &external_key)));
+        for ((frontend, kind, addr_field, port_field), key) in fronts {
+            claimed = true;
+            claims.push(Claim {
+                frontend,
+                kind,
+                set: key.clone(),
+                rank: ctx.rank,
+                port_index: port.index,
+                object: view.object.clone(),
+                addr_field,
+                port_field,
+            });
+        }
+    }
+    claimed
+}
+
+/// (frontend, kind, address field, port field).
+type FrontendSpec = (Frontend, FrontendKind, String, String);
+
+fn internal_frontends(view: &ServiceView, port: &PortView) -> Vec<FrontendSpec> {
+    let port_field = format!("spec.ports[{}].port", port.index);
+    view.cluster_ips
+        .iter()
+        .map(|(ip, f)| {
+            (
+                Frontend {
+                    addr: *ip,
+                    port: port.port,
+                    proto: port.proto,
+                },
+                FrontendKind::ClusterIp,
+                f.clone(),
+                port_field.clone(),
+            )
+        })
+        .collect()
+}
+
+/// NodePort on every node address, then externalIPs and load-balancer ingress IPs.
+fn external_frontends(
+    view: &ServiceView,
+    port: &PortView,
+    node_addrs: &BTreeSet<Ipv4Addr>,
+) -> Vec<FrontendSpec> {
+    let port_field = format!("spec.ports[{}].port", port.index);
+    let mut out = Vec::new();
+    if let Some(np) = port.node_port {
+        let field = format!("spec.ports[{}].nodePort", port.index);
+        for addr in node_addrs {
+            out.push((
+                Frontend {
+                    addr: *addr,
+                    port: np,
+                    proto: port.proto,
+                },
+                FrontendKind::NodePort,
+                field.clone(),
+                field.clone(),
+            ));
+        }
+    }
+    for (ips, kind) in [
+        (&view.external_ips, FrontendKind::ExternalIp),
+        (&view.lb_ips, FrontendKind::LoadBalancer),
+    ] {
+        for (ip, f) in ips {
+            out.push((
+                Frontend {
+                    addr: *ip,
+                    port: port.port,
+                    proto: port.proto,
+                },
+                kind,
+                f.clone(),
+                port_field.clone(),
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,157 @@
+//! Splitting a manifest file into documents, each parsed on its own so one bad
+//! document does not hide the others. (serde_yaml_ng's multi-document iterator stops
+//! being useful after the first syntax error.)
+use serde_json::Value;
+
+/// One document of a file.
+#[derive(Debug)]
+pub(crate) struct Document {
+    /// 1-based among the file's non-empty documents.
+    pub index: usize,
+    /// 1-based line where the document starts.
+    pub line: usize,
+    pub parsed: Result<Value, String>,
+}
+
+/// The YAML documents of `text`. A line that starts with `---` opens a document and a
+/// `...` line closes one: at column 0 these are document markers even inside block
+/// scalars, so cutting there is exact. Documents holding only comments are skipped.
+pub(crate) fn yaml(text: &str) -> Vec<Document> {
+    let mut chunks: Vec<(usize, Vec<&str>)> = vec![(1, Vec::new())];
+    for (i, line) in text.lines().enumerate() {
+        let lineno = i + 1;
+        if is_marker(line, "---") {
+            chunks.push((lineno, vec![line]));
+        } else if is_marker(line, "...") {
+            chunks.last_mut().expect("never empty").1.push(line);
+            chunks.push((lineno + 1, Vec::new()));
+        } else if line.starts_with('%') && !has_content(&chunks.last().expect("never empty").1) {
+            // A directive (%YAML, %TAG) before the `---` it belongs to: libyaml only
+            // knows YAML 1.1 and Kubernetes manifests never need one.
+            chunks.push((lineno + 1, Vec::new()));
+        } else {
+            chunks.last_mut().expect("never empty").1.push(line);
+        }
+    }
+    let mut docs = Vec::new();
+    for (line, lines) in chunks {
+        if !has_content(&lines) {
+            continue;
+        }
+        // Leading blank lines make the parser's "at line N" count from the file's top.
+        let padded = "\n".repeat(line - 1) + &lines.join("\n") + "\n";
+        let parsed = serde_yaml_ng::from_str::<Value>(&padded).map_err(|e| e.to_string());
+        docs.push(Document {
+            index: docs.len() + 1,
+            line,
+            parsed,
+        });
+    }
+    docs
+}
+
+/// The JSON values of `text` (one, or several concatenated). A syntax error ends the
+/// file: JSON has no marker to resynchronise on.
+pub(crate) fn json(text: &str) -> Vec<Document> {
+    let mut docs = Vec::new();
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    loop {
+        let start = stream.byte_offset();
+        let Some(next) = stream.next() else { break };
+        let skipped = text[start..].len() - text[start..].trim_start().len();
+        let line = text[..start + skipped].matches('\n').count() + 1;
+        let failed = next.is_err();
+        docs.push(Document {
+            index: docs.len() + 1,
+            line,
+            parsed: next.map_err(|e| e.to_string()),
+        });
+        if failed {
+            break;
+        }
+    }
+    docs
+}
+
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+}
+
+/// Whether any line holds more than markers, blanks and comments.
+fn has_content(lines: &[&str]) -> bool {
+    lines.iter().any(|&l| {
+        let body = if is_marker(l, "---") || is_marker(l, "...") {
+            &l[3..]
+        } else {
+            l
+        };
+        let t = body.trim();
+        !t.is_empty() && !t.starts_with('#')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_on_markers_and_skips_empty_documents() {
+        let text = "# header comment\n---\na: 1\n---\n# only a comment\n---\n\n--- # trailing\nb: 2\n...\nc: 3\n";
+        let docs = yaml(text);
+        let got: Vec<(usize, usize, Value)> = docs
+            .into_iter()
+            .map(|d| (d.index, d.line, d.parsed.unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, 2, serde_json::json!({"a": 1})),
+                (2, 8, serde_json::json!({"b": 2})),
+                (3, 11, serde_json::json!({"c": 3})),
+            ]
+        );
+    }
+
+    #[test]
+    fn first_document_needs_no_marker_and_dashes_inside_lines_do_not_split() {
+        let docs = yaml("a: '---'\nb: |\n  x\n  ---\n");
+        assert_eq!(docs.len(), 1);
+        assert_eq!(
+            docs[0].parsed.as_ref().unwrap(),
+            &serde_json::json!({"a": "---", "b": "x\n---\n"})
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_confined_to_its_document_and_reports_file_lines() {
+        let docs = yaml("a: 1\n---\nb: [unclosed\n---\nc: 3\n");
+        assert_eq!(docs.len(), 3);
+        assert!(docs[0].parsed.is_ok());
+        let err = docs[1].parsed.as_ref().unwrap_err();
+        // The error sits on line 3 or 4 of the file, not line 1 or 2 of the chunk.
+        assert!(err.contains("line 3") || err.contains("line 4"), "{err}");
+        assert_eq!(
+            docs[2].parsed.as_ref().unwrap(),
+            &serde_json::json!({"c": 3})
+        );
+    }
+
+    #[test]
+    fn directive_before_marker_is_dropped() {
+        let docs = yaml("%YAML 1.2\n---\na: 1\n");
+        assert_eq!(docs.len(), 1);
+        assert_eq!(
+            docs[0].parsed.as_ref().unwrap(),
+            &serde_json::json!({"a": 1})
+        );
+    }
+
+    #[test]
+    fn json_stream_with_lines_and_error_stop() {
+        let docs = json("{\"a\": 1}\n\n{\"b\": 2}\n{\"c\": \n");
+        assert_eq!(docs.len(), 3);
+        assert_eq!((docs[0].line, docs[1].line, docs[2].line), (1, 3, 4));
+        assert!(docs[2].parsed.is_err());
+    }
+}
