@@ -1,1 +1,11 @@
 //! Shared helpers for svclb's integration tests.
+pub mod agent;
+pub mod bpffs;
+pub mod demo;
+pub mod http;
+pub mod manifests;
+pub mod netns;
+pub mod process;
+pub mod report;
+pub mod sandbox;
+pub mod topology;

@@ -1,1 +1,43 @@
-fn main() {}
+//! `cargo xtask <command>`: svclb's developer workflows.
+
+mod build_ebpf;
+mod cmd;
+mod demo;
+mod setup;
+mod test;
+mod toolchain;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "svclb developer workflows")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what this machine lacks to build and test (idempotent; apt needs root).
+    Setup,
+    /// Build the eBPF object alone and print its path.
+    BuildEbpf,
+    /// Build everything and run every test: unit, packet fixtures, end to end (as root).
+    Test {
+        /// Passed to `cargo test` after `--` (e.g. a test name filter).
+        args: Vec<String>,
+    },
+    /// Run the agent in a sandbox of network namespaces with three pods and real traffic
+    /// through a ClusterIP and a NodePort (as root).
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::BuildEbpf => build_ebpf::run().map(|path| println!("{}", path.display())),
+        Cmd::Test { args } => test::run(&args),
+        Cmd::Demo => demo::run(),
+    }
+}

@@ -1,0 +1,191 @@
+//! The real `svclb-agent` binary, run in the node namespace, and its `dump --json`.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::{
+    netns::NetNs,
+    process::{self, Process},
+};
+
+/// Everything `svclb-agent run` is started with.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub bin: PathBuf,
+    pub manifests: PathBuf,
+    pub ifaces: Vec<String>,
+    pub node_ip: Ipv4Addr,
+    pub bpffs: PathBuf,
+    /// stderr (the agent's log) goes here.
+    pub log: PathBuf,
+    pub extra_args: Vec<String>,
+}
+
+/// A running agent: SIGTERM then SIGKILL on drop. When the current thread is panicking
+/// (a failed test), its log is printed first.
+pub struct Agent {
+    process: Process,
+    config: AgentConfig,
+    netns: String,
+}
+
+impl Agent {
+    /// `svclb-agent run --manifests … --iface … --node-ip … --bpffs …` inside `node`.
+    pub fn start(node: &NetNs, config: AgentConfig) -> Result<Self> {
+        let mut cmd = node.command(&config.bin.to_string_lossy())?;
+        cmd.arg("run")
+            .arg("--manifests")
+            .arg(&config.manifests)
+            .arg("--iface")
+            .arg(config.ifaces.join(","))
+            .arg("--node-ip")
+            .arg(config.node_ip.to_string())
+            .arg("--bpffs")
+            .arg(&config.bpffs)
+            .args(&config.extra_args)
+            .env("RUST_LOG_STYLE", "never")
+            .env("NO_COLOR", "1");
+        let process = Process::spawn("svclb-agent", cmd, &config.log)?;
+        Ok(Self {
+            process,
+            config,
+            netns: node.name().to_owned(),
+        })
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        self.process.stderr()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// `svclb-agent dump --json` of this agent's pins.
+    pub fn dump_json(&self) -> Result<Value> {
+        dump_json(&self.config.bin, &self.netns, &self.config.bpffs)
+    }
+
+    /// `svclb-agent dump` (human form) of this agent's pins.
+    pub fn dump_text(&self) -> Result<String> {
+        let mut cmd = process::command(Some(&self.netns), &self.config.bin)?;
+        cmd.arg("dump").arg("--bpffs").arg(&self.config.bpffs);
+        process::run(cmd, Duration::from_secs(30))
+    }
+
+    /// Polls `dump --json` every 50 ms until `ready` holds (returns that dump), failing
+    /// after `timeout` or when the agent exits.
+    pub fn wait_dump(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.is_running() {
+                bail!(
+                    "svclb-agent exited while waiting for {what}; log:\n{}",
+                    self.log()
+                );
+            }
+            let last = match self.dump_json() {
+                Ok(dump) if ready(&dump) => return Ok(dump),
+                other => other,
+            };
+            if Instant::now() >= deadline {
+                let last = match last {
+                    Ok(dump) => serde_json::to_string_pretty(&dump).unwrap_or_default(),
+                    Err(e) => format!("{e:#}"),
+                };
+                bail!("{what}: not reached within {timeout:?}; last dump:\n{last}");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the agent (SIGTERM, as an operator would); pins and attachments stay.
+    pub fn stop(&mut self) {
+        self.process.terminate(Duration::from_secs(5));
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "----- svclb-agent log ({}) -----\n{}",
+                self.config.log.display(),
+                self.log()
+            );
+            if let Ok(dump) = self.dump_text() {
+                eprintln!("----- svclb-agent dump -----\n{dump}");
+            }
+        }
+        self.stop();
+    }
+}
+
+/// `svclb-agent dump --json --bpffs DIR`, run in namespace `netns`; the agent need not run.
+pub fn dump_json(bin: &Path, netns: &str, bpffs: &Path) -> Result<Value> {
+    let mut cmd = process::command(Some(netns), bin)?;
+    cmd.arg("dump").arg("--json").arg("--bpffs").arg(bpffs);
+    let out = process::run(cmd, Duration::from_secs(30))?;
+    serde_json::from_str(&out).with_context(|| format!("dump --json is not JSON: {out}"))
+}
+
+/// The `frontends` array of a dump (empty when absent).
+pub fn frontends(dump: &Value) -> &[Value] {
+    dump["frontends"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// The frontend `address:port/protocol`, if the dump has it.
+pub fn frontend<'a>(
+    dump: &'a Value,
+    address: Ipv4Addr,
+    port: u16,
+    protocol: &str,
+) -> Option<&'a Value> {
+    frontends(dump).iter().find(|f| {
+        f["address"].as_str() == Some(&address.to_string())
+            && f["port"].as_u64() == Some(u64::from(port))
+            && f["protocol"]
+                .as_str()
+                .is_some_and(|p| p.eq_ignore_ascii_case(protocol))
+    })
+}
+
+/// Backend addresses (`ip:port`) of a frontend, sorted.
+pub fn backend_addrs(frontend: &Value) -> Vec<String> {
+    let mut addrs: Vec<String> = frontend["backends"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|b| format!("{}:{}", b["address"].as_str().unwrap_or("?"), b["port"]))
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+/// Whether `address:port/protocol` is in the dump with exactly `count` backends.
+pub fn has_frontend(
+    dump: &Value,
+    address: Ipv4Addr,
+    port: u16,
+    protocol: &str,
+    count: usize,
+) -> bool {
+    frontend(dump, address, port, protocol).is_some_and(|f| backend_addrs(f).len() == count)
+}

@@ -1,0 +1,228 @@
+//! One self-contained end-to-end environment: the topology, HTTP/UDP servers in the
+//! backend pods, a manifests directory, a bpffs pin directory and (once started) the
+//! agent. Dropping it tears everything down in order: agent, pins, servers, namespaces,
+//! temporary files.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::{
+    agent::{Agent, AgentConfig},
+    bpffs::PinDir,
+    manifests::ManifestDir,
+    netns::NetNs,
+    process::{Process, bin_path},
+    report::ProbeReport,
+    topology::{NODE_IP, Pod, Topology},
+};
+
+/// HTTP port of every backend pod (a Service's usual targetPort).
+pub const POD_HTTP_PORT: u16 = 8080;
+/// A second HTTP port, for Services with two ports.
+pub const POD_ALT_PORT: u16 = 8081;
+/// Port 80 as well, for the selectorless Service example (6666 → 80).
+pub const POD_LEGACY_PORT: u16 = 80;
+/// UDP echo port of every backend pod.
+pub const POD_UDP_PORT: u16 = 5005;
+/// Backend pods are pod1..=pod3; pod4 runs no server and is the in-cluster client (a
+/// pod reaching a Service it is itself a backend of would need hairpin NAT).
+pub const BACKEND_PODS: u8 = 3;
+pub const CLIENT_POD: u8 = 4;
+
+/// Paths of the binaries the sandbox runs.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub agent: PathBuf,
+    pub podserver: PathBuf,
+    pub probe: PathBuf,
+}
+
+impl Bins {
+    /// Found next to the running executable (see [`bin_path`]).
+    pub fn locate() -> Result<Self> {
+        Ok(Self {
+            agent: bin_path("svclb-agent")?,
+            podserver: bin_path("podserver")?,
+            probe: bin_path("probe")?,
+        })
+    }
+}
+
+pub struct Sandbox {
+    // Field order is drop order.
+    agent: Option<Agent>,
+    pins: PinDir,
+    /// The backend pods' servers, killed on drop.
+    _servers: Vec<Process>,
+    pub topo: Topology,
+    pub manifests: ManifestDir,
+    tmp: TempDir,
+    bins: Bins,
+}
+
+impl Sandbox {
+    /// Builds the topology (three backend pods serving, one client pod) with servers
+    /// ready. Needs root.
+    pub fn new() -> Result<Self> {
+        ensure_root()?;
+        let bins = Bins::locate()?;
+        let tmp = TempDir::new()?;
+        let topo = Topology::new(CLIENT_POD)?;
+        let pins = PinDir::new(&bins.agent, topo.node.name())?;
+        let manifests = ManifestDir::create(tmp.path())?;
+        let mut servers = Vec::new();
+        for pod in &topo.pods[..usize::from(BACKEND_PODS)] {
+            servers.push(start_podserver(&bins, tmp.path(), pod)?);
+        }
+        for server in &servers {
+            server.wait_line("ready", Duration::from_secs(10))?;
+        }
+        Ok(Self {
+            agent: None,
+            pins,
+            _servers: servers,
+            topo,
+            manifests,
+            tmp,
+            bins,
+        })
+    }
+
+    pub fn backend_pods(&self) -> &[Pod] {
+        &self.topo.pods[..usize::from(BACKEND_PODS)]
+    }
+
+    pub fn backend_ips(&self) -> Vec<Ipv4Addr> {
+        self.backend_pods().iter().map(Pod::ip).collect()
+    }
+
+    /// The pod that is nobody's backend, for in-cluster clients.
+    pub fn client_pod(&self) -> &NetNs {
+        &self.topo.pod(CLIENT_POD).ns
+    }
+
+    /// The external client.
+    pub fn client(&self) -> &NetNs {
+        &self.topo.client
+    }
+
+    pub fn bins(&self) -> &Bins {
+        &self.bins
+    }
+
+    pub fn pins(&self) -> &Path {
+        self.pins.path()
+    }
+
+    /// Starts the agent on every node interface with `extra_args` and waits until its
+    /// pins can be dumped.
+    pub fn start_agent(&mut self, extra_args: &[&str]) -> Result<&mut Agent> {
+        ensure!(self.agent.is_none(), "agent already started");
+        let config = AgentConfig {
+            bin: self.bins.agent.clone(),
+            manifests: self.manifests.path().to_owned(),
+            ifaces: self.topo.node_ifaces(),
+            node_ip: NODE_IP,
+            bpffs: self.pins.path().to_owned(),
+            log: self.tmp.path().join("agent.log"),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        let agent = self.agent.insert(Agent::start(&self.topo.node, config)?);
+        agent.wait_dump("agent startup", Duration::from_secs(20), |_| true)?;
+        Ok(agent)
+    }
+
+    pub fn agent(&mut self) -> &mut Agent {
+        self.agent.as_mut().expect("start_agent first")
+    }
+
+    /// Runs `probe ARGS` in `ns` to completion and parses its report.
+    pub fn probe(&self, ns: &NetNs, args: &[&str]) -> Result<ProbeReport> {
+        let (status, lines) = self
+            .spawn_probe(ns, args)?
+            .finish(Duration::from_secs(120))?;
+        parse_report(status, &lines)
+    }
+
+    /// Starts `probe ARGS` in `ns` (for `hold`); finish it with [`finish_probe`].
+    pub fn spawn_probe(&self, ns: &NetNs, args: &[&str]) -> Result<Process> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let mut cmd = ns.command(&self.bins.probe.to_string_lossy())?;
+        cmd.args(args);
+        let log = self.tmp.path().join(format!(
+            "probe-{}.log",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        Process::spawn(format!("probe {}", args.join(" ")), cmd, &log)
+    }
+}
+
+/// Waits for a probe started with [`Sandbox::spawn_probe`] and parses its report.
+pub fn finish_probe(probe: Process, timeout: Duration) -> Result<ProbeReport> {
+    let (status, lines) = probe.finish(timeout)?;
+    parse_report(status, &lines)
+}
+
+fn parse_report(status: std::process::ExitStatus, lines: &[String]) -> Result<ProbeReport> {
+    if !status.success() {
+        bail!("probe failed ({status}): {lines:?}");
+    }
+    let last = lines.last().context("probe printed nothing")?;
+    serde_json::from_str(last).with_context(|| format!("probe report: {last}"))
+}
+
+fn start_podserver(bins: &Bins, tmp: &Path, pod: &Pod) -> Result<Process> {
+    let mut cmd = pod.ns.command(&bins.podserver.to_string_lossy())?;
+    let tcp = [POD_HTTP_PORT, POD_ALT_PORT, POD_LEGACY_PORT]
+        .map(|p| p.to_string())
+        .join(",");
+    cmd.args([
+        "--name",
+        &pod.name(),
+        "--tcp",
+        &tcp,
+        "--udp",
+        &POD_UDP_PORT.to_string(),
+    ]);
+    Process::spawn(
+        format!("podserver {}", pod.name()),
+        cmd,
+        &tmp.join(format!("{}.log", pod.name())),
+    )
+}
+
+/// Fails with a clear message unless running as root.
+pub fn ensure_root() -> Result<()> {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the end-to-end tests and the demo create network namespaces: run them as root");
+    }
+    Ok(())
+}
+
+/// `/tmp/svclb-<pid>-<n>-sandbox`, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        let path = std::env::temp_dir().join(crate::netns::unique_name("sandbox"));
+        std::fs::create_dir_all(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,142 @@
+//! The end-to-end topology: a "node" namespace routing between an external client and
+//! pod namespaces. All addresses are from 198.18.0.0/15 and exist only inside these
+//! namespaces; the caller's namespace gets no address, route or link.
+//!
+//! ```text
+//!  client 198.18.100.2 ─eth0──ext0─ node 198.18.100.1
+//!                                   ├─pod1 198.19.1.1 ──eth0─ pod1 198.19.1.2
+//!                                   ├─pod2 198.19.2.1 ──eth0─ pod2 198.19.2.2
+//!                                   └─…
+//! ```
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result, ensure};
+
+use crate::netns::{NetNs, veth};
+
+/// The node's address on the external link: NodePorts answer here.
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
+/// The external client.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 2);
+/// The node's interface towards the client.
+pub const NODE_EXT_IF: &str = "ext0";
+/// Interface name inside the client and every pod.
+pub const INNER_IF: &str = "eth0";
+
+/// Pod `n`'s address: 198.19.n.2.
+pub fn pod_ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, n, 2)
+}
+
+/// The node's address on pod `n`'s link: 198.19.n.1, pod `n`'s default gateway.
+pub fn pod_gateway(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, n, 1)
+}
+
+/// The node's interface towards pod `n`.
+pub fn pod_node_if(n: u8) -> String {
+    format!("pod{n}")
+}
+
+/// One pod namespace.
+#[derive(Debug)]
+pub struct Pod {
+    /// 1-based; also the third octet of its addresses.
+    pub index: u8,
+    pub ns: NetNs,
+}
+
+impl Pod {
+    /// `pod<n>`, the name the pod's servers answer with.
+    pub fn name(&self) -> String {
+        format!("pod{}", self.index)
+    }
+
+    pub fn ip(&self) -> Ipv4Addr {
+        pod_ip(self.index)
+    }
+}
+
+/// The namespaces and links; everything is deleted on drop.
+#[derive(Debug)]
+pub struct Topology {
+    pub node: NetNs,
+    pub client: NetNs,
+    pub pods: Vec<Pod>,
+}
+
+impl Topology {
+    /// Builds the node, the client and `pods` pod namespaces (1 ≤ pods ≤ 250).
+    pub fn new(pods: u8) -> Result<Self> {
+        ensure!(
+            (1..=250).contains(&pods),
+            "pods must be in 1..=250, got {pods}"
+        );
+        let node = NetNs::new("node")?;
+        // Before any interface exists, so every new one inherits the defaults.
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            // Replies are reverse-translated at TC ingress, before the route check: their
+            // source (a ClusterIP) has no route back through the pod link they arrive on.
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+            // NodePort replies leave reverse NAT with the node's own address as source.
+            ("net.ipv4.conf.all.accept_local", "1"),
+            ("net.ipv4.conf.default.accept_local", "1"),
+        ] {
+            node.sysctl(key, value).context("node sysctls")?;
+        }
+
+        let client = NetNs::new("client")?;
+        veth(&node, NODE_EXT_IF, &client, INNER_IF)?;
+        node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", NODE_EXT_IF])?;
+        client.ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", INNER_IF])?;
+        client.ip(&["route", "add", "default", "via", &NODE_IP.to_string()])?;
+        client.tx_checksum_off(INNER_IF)?;
+
+        let mut topo = Self {
+            node,
+            client,
+            pods: Vec::new(),
+        };
+        for index in 1..=pods {
+            let pod = Pod {
+                index,
+                ns: NetNs::new(&format!("pod{index}"))?,
+            };
+            let node_if = pod_node_if(index);
+            veth(&topo.node, &node_if, &pod.ns, INNER_IF)?;
+            let gateway = pod_gateway(index);
+            topo.node
+                .ip(&["addr", "add", &format!("{gateway}/24"), "dev", &node_if])?;
+            pod.ns
+                .ip(&["addr", "add", &format!("{}/24", pod.ip()), "dev", INNER_IF])?;
+            pod.ns
+                .ip(&["route", "add", "default", "via", &gateway.to_string()])?;
+            pod.ns.tx_checksum_off(INNER_IF)?;
+            topo.pods.push(pod);
+        }
+        for iface in topo.node_ifaces() {
+            for key in ["rp_filter", "accept_local"] {
+                let value = if key == "rp_filter" { "0" } else { "1" };
+                topo.node
+                    .sysctl(&format!("net.ipv4.conf.{iface}.{key}"), value)?;
+            }
+        }
+        Ok(topo)
+    }
+
+    /// Every node-side interface: the external link first, then the pod links. The agent
+    /// attaches to all of them.
+    pub fn node_ifaces(&self) -> Vec<String> {
+        std::iter::once(NODE_EXT_IF.to_owned())
+            .chain(self.pods.iter().map(|p| pod_node_if(p.index)))
+            .collect()
+    }
+
+    /// Pod `n` (1-based).
+    pub fn pod(&self, n: u8) -> &Pod {
+        &self.pods[usize::from(n) - 1]
+    }
+}
