@@ -16,3 +16,5 @@ pub use service::{ANNOTATION_LB_ALGORITHM, DEFAULT_AFFINITY_TIMEOUT_S};
 
 #[cfg(test)]
 mod diff_tests;
+#[cfg(test)]
+mod tests;

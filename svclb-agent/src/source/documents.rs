@@ -40,7 +40,13 @@ pub(crate) fn yaml(text: &str) -> Vec<Document> {
         }
         // Leading blank lines make the parser's "at line N" count from the file's top.
         let padded = "\n".repeat(line - 1) + &lines.join("\n") + "\n";
-        let parsed = serde_yaml_ng::from_str::<Value>(&padded).map_err(|e| e.to_string());
+        // Through YAML's own Value first: it refuses duplicate keys (as kubectl does),
+        // where deserializing straight into JSON would keep the last one silently.
+        let parsed = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&padded)
+            .map_err(|e| e.to_string())
+            .and_then(|v| {
+                serde_json::to_value(v).map_err(|e| format!("not representable as JSON: {e}"))
+            });
         docs.push(Document {
             index: docs.len() + 1,
             line,
@@ -135,6 +141,14 @@ mod tests {
             docs[2].parsed.as_ref().unwrap(),
             &serde_json::json!({"c": 3})
         );
+    }
+
+    #[test]
+    fn duplicate_keys_are_an_error() {
+        // Typically two objects pasted together without a `---` between them.
+        let docs = yaml("kind: Service\nmetadata: {name: a}\nkind: Service\nmetadata: {name: b}\n");
+        let err = docs[0].parsed.as_ref().unwrap_err();
+        assert!(err.contains("duplicate"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,130 @@
+//! Planner tests. Objects are written as manifest YAML, as a user would write them.
+mod bad_input;
+mod conflicts;
+mod determinism;
+mod endpoints;
+mod frontends;
+mod policies;
+
+use std::net::Ipv4Addr;
+
+use super::{ErrorKind, NodeInfo, Plan, PlanError, PlanOptions, plan};
+use crate::{
+    model::{BackendSet, SetKey},
+    source::{Objects, manifests::parse_file},
+};
+
+/// Node `node-a` with one NodePort address.
+pub(super) fn node() -> NodeInfo {
+    NodeInfo {
+        name: Some("node-a".into()),
+        addresses: vec![Ipv4Addr::new(198, 18, 100, 1)],
+    }
+}
+
+pub(super) fn objects(yaml: &str) -> Objects {
+    let (objects, errors) = parse_file("test.yaml", yaml);
+    assert!(errors.is_empty(), "manifest errors: {errors:?}");
+    objects
+}
+
+pub(super) fn run_on(yaml: &str, node: &NodeInfo) -> Plan {
+    plan(&objects(yaml), node, &PlanOptions::default())
+}
+
+pub(super) fn run(yaml: &str) -> Plan {
+    run_on(yaml, &node())
+}
+
+/// Like [`run`], also asserting that nothing was reported.
+pub(super) fn run_clean(yaml: &str) -> Plan {
+    let p = run(yaml);
+    assert!(p.errors.is_empty(), "unexpected errors: {:#?}", p.errors);
+    p
+}
+
+#[track_caller]
+pub(super) fn set<'a>(p: &'a Plan, key: &str) -> &'a BackendSet {
+    p.state
+        .sets
+        .get(&SetKey(key.into()))
+        .unwrap_or_else(|| panic!("no set {key}; sets: {:?}", keys(p)))
+}
+
+pub(super) fn keys(p: &Plan) -> Vec<String> {
+    p.state.sets.keys().map(|k| k.0.clone()).collect()
+}
+
+/// `Kind addr:port/PROTO` for each frontend, sorted.
+pub(super) fn frontends(s: &BackendSet) -> Vec<String> {
+    s.frontends
+        .iter()
+        .map(|(f, k)| format!("{} {f}", k.as_str()))
+        .collect()
+}
+
+/// `addr:port` plus ` terminating` / ` local` markers, in set order.
+pub(super) fn backends(s: &BackendSet) -> Vec<String> {
+    s.endpoints
+        .iter()
+        .map(|e| {
+            let mut t = format!("{}:{}", e.backend.addr, e.backend.port);
+            if e.terminating {
+                t += " terminating";
+            }
+            if e.local {
+                t += " local";
+            }
+            t
+        })
+        .collect()
+}
+
+/// The only error, asserting there is exactly one, with the object, field and kind.
+#[track_caller]
+pub(super) fn only_error<'a>(
+    p: &'a Plan,
+    object: &str,
+    field: &str,
+    kind: ErrorKind,
+) -> &'a PlanError {
+    assert_eq!(
+        p.errors.len(),
+        1,
+        "expected exactly one error: {:#?}",
+        p.errors
+    );
+    let e = &p.errors[0];
+    assert_eq!(
+        (e.object.as_str(), e.field.as_str(), e.kind),
+        (object, field, kind),
+        "{e}"
+    );
+    e
+}
+
+/// A plain healthy Service `default/ok` with one endpoint, to show that other
+/// Services are still planned next to a bad one.
+pub(super) const OK_SERVICE: &str = r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ok}
+spec:
+  clusterIP: 198.18.0.99
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ok-1, labels: {kubernetes.io/service-name: ok}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [198.19.9.2]}]
+"#;
+
+#[track_caller]
+pub(super) fn assert_ok_service_planned(p: &Plan) {
+    let s = set(p, "default/ok:http/TCP");
+    assert_eq!(frontends(s), ["ClusterIP 198.18.0.99:80/TCP"]);
+    assert_eq!(backends(s), ["198.19.9.2:8080"]);
+}
