@@ -1,51 +1,578 @@
-//! End to end: the real agent in a "node" namespace, real TCP and UDP traffic from pod
-//! and external-client namespaces (see svclb_tests::topology). Needs root.
+//! End to end: the real `svclb-agent` in a "node" namespace, real TCP and UDP traffic
+//! from a pod namespace (pod4, nobody's backend) and from the external client (see
+//! svclb_tests::topology). Each test builds its own sandbox, so the tests are independent
+//! and may run in parallel. Needs root.
 
-use std::time::Duration;
-
-use svclb_tests::{
-    sandbox::{POD_HTTP_PORT, POD_UDP_PORT, Sandbox},
-    topology::{CLIENT_IP, pod_ip},
+use std::{
+    net::Ipv4Addr,
+    thread,
+    time::{Duration, Instant},
 };
 
-/// The harness itself, no agent: pods reach each other through the node, the client
-/// reaches pods, and nothing answers on an address that has no route.
+use serde_json::Value;
+use svclb_tests::{
+    agent::{backend_addrs, frontend, frontends, has_frontend},
+    manifests::{self, ServicePort, SlicePort, Target},
+    report::ProbeReport,
+    sandbox::{POD_ALT_PORT, POD_HTTP_PORT, POD_LEGACY_PORT, POD_UDP_PORT, Sandbox, finish_probe},
+    topology::{CLIENT_IP, NODE_IP, pod_ip},
+};
+
+const WEB_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+const WEB_NODE_PORT: u16 = 30080;
+const MULTI_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+const DNS_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
+const LEGACY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 13);
+const EMPTY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 14);
+const EMPTY_NODE_PORT: u16 = 30081;
+const ORPHAN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 15);
+
+/// The agent reads its directory every 200 ms; this bounds waiting for a sync.
+const SYNC: Duration = Duration::from_secs(10);
+
+const HTTP: SlicePort = SlicePort {
+    name: "http",
+    protocol: "TCP",
+    port: POD_HTTP_PORT,
+};
+
+/// Service `web`: ClusterIP 198.18.0.10:80 and NodePort 30080 → 8080, with an
+/// EndpointSlice of `pods`.
+fn web(pods: &[Ipv4Addr]) -> String {
+    manifests::documents(&[
+        manifests::service(
+            "web",
+            WEB_IP,
+            Some("web"),
+            &[
+                ServicePort::tcp(Some("http"), 80, Target::Number(POD_HTTP_PORT))
+                    .with_node_port(WEB_NODE_PORT),
+            ],
+        ),
+        manifests::endpoint_slice("web", "web-x7k2p", &[HTTP], pods),
+    ])
+}
+
+/// Sandbox with the agent running and `web.yaml` (all three pods) applied.
+fn web_sandbox() -> Sandbox {
+    let mut sb = Sandbox::new().unwrap();
+    sb.manifests
+        .write("web.yaml", &web(&sb.backend_ips()))
+        .unwrap();
+    sb.start_agent(&[]).unwrap();
+    wait(&mut sb, "web frontends with 3 backends", |d| {
+        has_frontend(d, WEB_IP, 80, "TCP", 3) && has_frontend(d, NODE_IP, WEB_NODE_PORT, "TCP", 3)
+    });
+    sb
+}
+
+fn wait(sb: &mut Sandbox, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    sb.agent().wait_dump(what, SYNC, ready).unwrap()
+}
+
+fn tcp(sb: &Sandbox, from: Source, ip: Ipv4Addr, port: u16, count: u64) -> ProbeReport {
+    probe(
+        sb,
+        from,
+        &[
+            "tcp",
+            "--target",
+            &format!("{ip}:{port}"),
+            "--count",
+            &count.to_string(),
+        ],
+    )
+}
+
+fn udp(sb: &Sandbox, from: Source, ip: Ipv4Addr, port: u16, count: u64) -> ProbeReport {
+    probe(
+        sb,
+        from,
+        &[
+            "udp",
+            "--target",
+            &format!("{ip}:{port}"),
+            "--count",
+            &count.to_string(),
+        ],
+    )
+}
+
+#[derive(Clone, Copy)]
+enum Source {
+    /// pod4: a pod that is nobody's backend.
+    Pod,
+    /// The external client, outside the cluster.
+    Client,
+}
+
+fn probe(sb: &Sandbox, from: Source, args: &[&str]) -> ProbeReport {
+    let ns = match from {
+        Source::Pod => sb.client_pod(),
+        Source::Client => sb.client(),
+    };
+    sb.probe(ns, args).unwrap()
+}
+
+fn pod_names() -> [String; 3] {
+    ["pod1", "pod2", "pod3"].map(String::from)
+}
+
+/// Every request answered, only by the three pods, on `port`.
+fn assert_all_answered(r: &ProbeReport, port: Option<u16>) {
+    assert_eq!(r.ok, r.attempts, "failures: {r:?}");
+    assert!(r.attempts > 0, "{r:?}");
+    for backend in r.backends.keys() {
+        assert!(
+            pod_names().contains(backend),
+            "unexpected backend {backend}: {r:?}"
+        );
+    }
+    if let Some(port) = port {
+        assert_eq!(r.ports.keys().copied().collect::<Vec<_>>(), [port], "{r:?}");
+    }
+}
+
+/// The harness alone, no agent: pods and the client reach each other through the node,
+/// and a Service address (no route anywhere) fails fast.
 #[test]
 fn topology_routes_without_agent() {
     let sb = Sandbox::new().unwrap();
     for pod in sb.backend_pods() {
         let target = format!("{}:{POD_HTTP_PORT}", pod.ip());
-        let from_pod = sb
-            .probe(
-                sb.client_pod(),
-                &["tcp", "--target", &target, "--count", "5"],
-            )
-            .unwrap();
-        assert_eq!(from_pod.ok, 5, "{from_pod:?}");
-        assert_eq!(from_pod.backends.keys().collect::<Vec<_>>(), [&pod.name()]);
-        assert_eq!(from_pod.ports.keys().collect::<Vec<_>>(), [&POD_HTTP_PORT]);
-
-        let from_client = sb
-            .probe(sb.client(), &["tcp", "--target", &target, "--count", "5"])
-            .unwrap();
-        assert_eq!(from_client.ok, 5, "{from_client:?}");
-
-        let udp = format!("{}:{POD_UDP_PORT}", pod.ip());
-        let udp = sb
-            .probe(sb.client(), &["udp", "--target", &udp, "--count", "5"])
-            .unwrap();
-        assert_eq!(udp.backends.get(&pod.name()), Some(&5), "{udp:?}");
+        for from in [Source::Pod, Source::Client] {
+            let r = probe(&sb, from, &["tcp", "--target", &target, "--count", "5"]);
+            assert_eq!(r.ok, 5, "{r:?}");
+            assert_eq!(r.backends.keys().collect::<Vec<_>>(), [&pod.name()]);
+        }
+        let r = udp(&sb, Source::Client, pod.ip(), POD_UDP_PORT, 5);
+        assert_eq!(r.backends.get(&pod.name()), Some(&5), "{r:?}");
     }
-    // Pod 1 sees the client's real address (no NAT in the topology itself).
+    let r = probe(
+        &sb,
+        Source::Pod,
+        &[
+            "tcp",
+            "--target",
+            &format!("{WEB_IP}:80"),
+            "--timeout-ms",
+            "3000",
+        ],
+    );
+    assert_eq!(r.ok, 0, "{r:?}");
+    assert!(r.failures.contains_key("unreachable"), "{r:?}");
     assert_ne!(pod_ip(1), CLIENT_IP);
-    // A ClusterIP without an agent: the node has no route, so it fails fast.
-    let miss = sb
-        .probe(
+}
+
+#[test]
+fn clusterip_from_pod_and_nodeport_from_external_client() {
+    let mut sb = web_sandbox();
+    let dump = sb.agent().dump_json().unwrap();
+    assert_eq!(
+        frontend(&dump, WEB_IP, 80, "TCP").unwrap()["kind"],
+        "ClusterIP"
+    );
+    assert_eq!(
+        frontend(&dump, NODE_IP, WEB_NODE_PORT, "TCP").unwrap()["kind"],
+        "NodePort"
+    );
+    let expected: Vec<String> = sb
+        .backend_ips()
+        .iter()
+        .map(|ip| format!("{ip}:{POD_HTTP_PORT}"))
+        .collect();
+    assert_eq!(
+        backend_addrs(frontend(&dump, WEB_IP, 80, "TCP").unwrap()),
+        expected
+    );
+
+    let via_cluster_ip = tcp(&sb, Source::Pod, WEB_IP, 80, 30);
+    assert_all_answered(&via_cluster_ip, Some(POD_HTTP_PORT));
+    let via_node_port = tcp(&sb, Source::Client, NODE_IP, WEB_NODE_PORT, 30);
+    assert_all_answered(&via_node_port, Some(POD_HTTP_PORT));
+    // The agent must not have died or complained on the way.
+    assert!(sb.agent().is_running());
+}
+
+#[test]
+fn new_connections_spread_over_three_backends() {
+    let sb = web_sandbox();
+    for (from, ip, port) in [
+        (Source::Pod, WEB_IP, 80),
+        (Source::Client, NODE_IP, WEB_NODE_PORT),
+    ] {
+        let r = tcp(&sb, from, ip, port, 600);
+        assert_all_answered(&r, Some(POD_HTTP_PORT));
+        for pod in pod_names() {
+            assert!(
+                r.share(&pod) >= 0.20,
+                "{pod} got {:.1}% of {ip}:{port}: {r:?}",
+                100.0 * r.share(&pod)
+            );
+        }
+    }
+}
+
+#[test]
+fn udp_through_clusterip() {
+    let mut sb = Sandbox::new().unwrap();
+    let dns = manifests::documents(&[
+        manifests::service(
+            "dns",
+            DNS_IP,
+            Some("dns"),
+            &[ServicePort::udp(
+                Some("dns"),
+                53,
+                Target::Number(POD_UDP_PORT),
+            )],
+        ),
+        manifests::endpoint_slice(
+            "dns",
+            "dns-4fj2q",
+            &[SlicePort {
+                name: "dns",
+                protocol: "UDP",
+                port: POD_UDP_PORT,
+            }],
+            &sb.backend_ips(),
+        ),
+    ]);
+    sb.manifests.write("dns.yaml", &dns).unwrap();
+    sb.start_agent(&[]).unwrap();
+    wait(&mut sb, "the UDP frontend", |d| {
+        has_frontend(d, DNS_IP, 53, "UDP", 3)
+    });
+    // Each datagram from a new socket: a new flow, balanced like a new connection.
+    let r = udp(&sb, Source::Pod, DNS_IP, 53, 90);
+    assert_all_answered(&r, None);
+    assert_eq!(
+        r.backends.len(),
+        3,
+        "every pod answers some of 90 flows: {r:?}"
+    );
+    // TCP to the same address and port is not a frontend.
+    let dump = sb.agent().dump_json().unwrap();
+    assert!(frontend(&dump, DNS_IP, 53, "TCP").is_none());
+}
+
+/// The classic example: a Service without selector, port 6666 → targetPort 80, and a
+/// hand-written Endpoints object.
+#[test]
+fn selectorless_service_with_hand_written_endpoints() {
+    let mut sb = Sandbox::new().unwrap();
+    let unnamed = SlicePort {
+        name: "",
+        protocol: "TCP",
+        port: POD_LEGACY_PORT,
+    };
+    let legacy = manifests::documents(&[
+        manifests::service(
+            "legacy",
+            LEGACY_IP,
+            None,
+            &[ServicePort::tcp(
+                None,
+                6666,
+                Target::Number(POD_LEGACY_PORT),
+            )],
+        ),
+        manifests::endpoints("legacy", &[unnamed], &sb.backend_ips()),
+    ]);
+    sb.manifests.write("legacy.yaml", &legacy).unwrap();
+    sb.start_agent(&[]).unwrap();
+    wait(&mut sb, "the selectorless frontend", |d| {
+        has_frontend(d, LEGACY_IP, 6666, "TCP", 3)
+    });
+    let r = tcp(&sb, Source::Pod, LEGACY_IP, 6666, 60);
+    assert_all_answered(&r, Some(POD_LEGACY_PORT));
+    assert_eq!(r.backends.len(), 3, "{r:?}");
+}
+
+/// Two ports in one Service, one of them with a named targetPort (resolved through the
+/// EndpointSlice's port of the same name, as the controller writes it).
+#[test]
+fn named_target_port_and_two_ports_in_one_service() {
+    let mut sb = Sandbox::new().unwrap();
+    let multi = manifests::documents(&[
+        manifests::service(
+            "multi",
+            MULTI_IP,
+            Some("multi"),
+            &[
+                ServicePort::tcp(Some("http"), 80, Target::Name("web")),
+                ServicePort::tcp(Some("alt"), 81, Target::Number(POD_ALT_PORT)),
+            ],
+        ),
+        manifests::endpoint_slice(
+            "multi",
+            "multi-9zq8d",
+            &[
+                HTTP,
+                SlicePort {
+                    name: "alt",
+                    protocol: "TCP",
+                    port: POD_ALT_PORT,
+                },
+            ],
+            &sb.backend_ips(),
+        ),
+    ]);
+    sb.manifests.write("multi.yaml", &multi).unwrap();
+    sb.start_agent(&[]).unwrap();
+    wait(&mut sb, "both ports of multi", |d| {
+        has_frontend(d, MULTI_IP, 80, "TCP", 3) && has_frontend(d, MULTI_IP, 81, "TCP", 3)
+    });
+    let http = tcp(&sb, Source::Pod, MULTI_IP, 80, 30);
+    assert_all_answered(&http, Some(POD_HTTP_PORT));
+    let alt = tcp(&sb, Source::Pod, MULTI_IP, 81, 30);
+    assert_all_answered(&alt, Some(POD_ALT_PORT));
+}
+
+/// An endpoint removed from the manifest gets no new connection 2 s later, while a
+/// connection established to it before keeps working.
+#[test]
+fn removed_endpoint_gets_no_new_connections_but_keeps_established_ones() {
+    let mut sb = web_sandbox();
+    let hold = sb
+        .spawn_probe(
             sb.client_pod(),
-            &["tcp", "--target", "198.18.0.10:80", "--timeout-ms", "2000"],
+            &[
+                "hold",
+                "--target",
+                &format!("{WEB_IP}:80"),
+                "--interval-ms",
+                "100",
+                "--duration-ms",
+                "5000",
+            ],
         )
         .unwrap();
-    assert_eq!(miss.ok, 0, "{miss:?}");
-    assert!(miss.failures.contains_key("unreachable"), "{miss:?}");
-    let _ = Duration::ZERO;
+    let held = hold.wait_line("backend ", Duration::from_secs(5)).unwrap();
+    let held = held.trim_start_matches("backend ").to_owned();
+    let index: u8 = held.trim_start_matches("pod").parse().unwrap();
+
+    let remaining: Vec<Ipv4Addr> = sb
+        .backend_ips()
+        .into_iter()
+        .filter(|ip| *ip != pod_ip(index))
+        .collect();
+    sb.manifests.write("web.yaml", &web(&remaining)).unwrap();
+    let removed_at = Instant::now();
+    thread::sleep(Duration::from_secs(2).saturating_sub(removed_at.elapsed()));
+
+    let dump = sb.agent().dump_json().unwrap();
+    assert!(has_frontend(&dump, WEB_IP, 80, "TCP", 2), "{dump:#}");
+    let fresh = tcp(&sb, Source::Pod, WEB_IP, 80, 150);
+    assert_all_answered(&fresh, Some(POD_HTTP_PORT));
+    assert!(
+        !fresh.backends.contains_key(&held),
+        "{held} still gets new connections: {fresh:?}"
+    );
+    assert_eq!(fresh.backends.len(), 2, "{fresh:?}");
+
+    let held_report = finish_probe(hold, Duration::from_secs(15)).unwrap();
+    assert!(
+        held_report.failures.is_empty(),
+        "the established connection broke: {held_report:?}"
+    );
+    assert_eq!(
+        held_report.backends.keys().collect::<Vec<_>>(),
+        [&held],
+        "{held_report:?}"
+    );
+    // It was used throughout: before, during and after the change (≈ 50 requests).
+    assert!(held_report.ok >= 40, "{held_report:?}");
+}
+
+#[test]
+fn deleted_service_disappears_from_dump() {
+    let mut sb = web_sandbox();
+    let dns = manifests::documents(&[
+        manifests::service(
+            "dns",
+            DNS_IP,
+            Some("dns"),
+            &[ServicePort::udp(
+                Some("dns"),
+                53,
+                Target::Number(POD_UDP_PORT),
+            )],
+        ),
+        manifests::endpoint_slice(
+            "dns",
+            "dns-4fj2q",
+            &[SlicePort {
+                name: "dns",
+                protocol: "UDP",
+                port: POD_UDP_PORT,
+            }],
+            &sb.backend_ips(),
+        ),
+    ]);
+    sb.manifests.write("dns.yaml", &dns).unwrap();
+    wait(&mut sb, "web and dns", |d| {
+        has_frontend(d, WEB_IP, 80, "TCP", 3) && has_frontend(d, DNS_IP, 53, "UDP", 3)
+    });
+    assert_all_answered(&tcp(&sb, Source::Pod, WEB_IP, 80, 5), Some(POD_HTTP_PORT));
+
+    sb.manifests.remove("web.yaml").unwrap();
+    let dump = wait(&mut sb, "web gone", |d| {
+        frontends(d).iter().all(|f| {
+            f["service"]
+                .as_str()
+                .is_none_or(|s| !s.starts_with("default/web:"))
+        }) && frontend(d, WEB_IP, 80, "TCP").is_none()
+            && frontend(d, NODE_IP, WEB_NODE_PORT, "TCP").is_none()
+    });
+    assert!(
+        has_frontend(&dump, DNS_IP, 53, "UDP", 3),
+        "the other Service must stay: {dump:#}"
+    );
+    let gone = probe(
+        &sb,
+        Source::Pod,
+        &[
+            "tcp",
+            "--target",
+            &format!("{WEB_IP}:80"),
+            "--timeout-ms",
+            "3000",
+        ],
+    );
+    assert_eq!(gone.ok, 0, "{gone:?}");
+}
+
+/// No endpoints: TCP gets a RST and UDP an ICMP port unreachable, well under a second —
+/// never a silent drop. Both for an empty EndpointSlice and for no EndpointSlice at all.
+#[test]
+fn service_without_endpoints_is_refused_fast() {
+    let mut sb = Sandbox::new().unwrap();
+    let empty = manifests::documents(&[
+        manifests::service(
+            "empty",
+            EMPTY_IP,
+            Some("empty"),
+            &[
+                ServicePort::tcp(Some("http"), 80, Target::Number(POD_HTTP_PORT))
+                    .with_node_port(EMPTY_NODE_PORT),
+                ServicePort::udp(Some("dns"), 53, Target::Number(POD_UDP_PORT)),
+            ],
+        ),
+        manifests::endpoint_slice(
+            "empty",
+            "empty-2bq7x",
+            &[
+                HTTP,
+                SlicePort {
+                    name: "dns",
+                    protocol: "UDP",
+                    port: POD_UDP_PORT,
+                },
+            ],
+            &[],
+        ),
+        manifests::service(
+            "orphan",
+            ORPHAN_IP,
+            Some("orphan"),
+            &[ServicePort::tcp(None, 80, Target::Number(POD_HTTP_PORT))],
+        ),
+    ]);
+    sb.manifests.write("empty.yaml", &empty).unwrap();
+    sb.start_agent(&[]).unwrap();
+    wait(&mut sb, "frontends without backends", |d| {
+        has_frontend(d, EMPTY_IP, 80, "TCP", 0)
+            && has_frontend(d, EMPTY_IP, 53, "UDP", 0)
+            && has_frontend(d, NODE_IP, EMPTY_NODE_PORT, "TCP", 0)
+            && has_frontend(d, ORPHAN_IP, 80, "TCP", 0)
+    });
+    let cases = [
+        ("tcp", Source::Pod, EMPTY_IP, 80),
+        ("udp", Source::Pod, EMPTY_IP, 53),
+        ("tcp", Source::Client, NODE_IP, EMPTY_NODE_PORT),
+        ("tcp", Source::Pod, ORPHAN_IP, 80),
+    ];
+    for (mode, from, ip, port) in cases {
+        let target = format!("{ip}:{port}");
+        let r = probe(
+            &sb,
+            from,
+            &[
+                mode,
+                "--target",
+                &target,
+                "--count",
+                "3",
+                "--timeout-ms",
+                "3000",
+            ],
+        );
+        assert_eq!(r.ok, 0, "{mode} {target}: {r:?}");
+        assert_eq!(
+            r.failures.get("refused"),
+            Some(&3),
+            "{mode} {target} must be refused: {r:?}"
+        );
+        let slowest = r.failure_latency_us.unwrap().max;
+        assert!(
+            slowest < 1_000_000,
+            "{mode} {target} refused after {slowest} µs"
+        );
+    }
+}
+
+/// Headless and ExternalName Services get no frontend and no complaint; the Service
+/// beside them works.
+#[test]
+fn headless_and_external_name_services_are_ignored() {
+    let mut sb = Sandbox::new().unwrap();
+    let headless = "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\n  namespace: default\n\
+        spec:\n  clusterIP: None\n  selector:\n    app: db\n  ports:\n  - name: pg\n    port: 5432\n    \
+        targetPort: 8080\n";
+    let external = "apiVersion: v1\nkind: Service\nmetadata:\n  name: search\n  namespace: default\n\
+        spec:\n  type: ExternalName\n  externalName: search.example.com\n";
+    let all = manifests::documents(&[
+        headless.to_owned(),
+        manifests::endpoint_slice(
+            "db",
+            "db-5kq2w",
+            &[SlicePort {
+                name: "pg",
+                protocol: "TCP",
+                port: 8080,
+            }],
+            &sb.backend_ips(),
+        ),
+        external.to_owned(),
+        web(&sb.backend_ips()),
+    ]);
+    sb.manifests.write("mixed.yaml", &all).unwrap();
+    sb.start_agent(&[]).unwrap();
+    let dump = wait(&mut sb, "web", |d| has_frontend(d, WEB_IP, 80, "TCP", 3));
+    // Only web's two frontends (ClusterIP and NodePort): nothing for db or search.
+    assert_eq!(frontends(&dump).len(), 2, "{dump:#}");
+    assert!(
+        frontends(&dump).iter().all(|f| f["service"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("default/web:"))),
+        "{dump:#}"
+    );
+    assert_all_answered(&tcp(&sb, Source::Pod, WEB_IP, 80, 10), Some(POD_HTTP_PORT));
+    // A few more sync periods, then the log: no warning or error about either.
+    thread::sleep(Duration::from_millis(600));
+    let agent = sb.agent();
+    assert!(agent.is_running());
+    let log = agent.log();
+    let complaints: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            (l.contains("WARN") || l.contains("ERROR"))
+                && (l.contains("default/db") || l.contains("default/search"))
+        })
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "complaints about ignored Services: {complaints:#?}"
+    );
 }
