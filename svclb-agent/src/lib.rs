@@ -1,8 +1,12 @@
 //! svclb node agent as a library: the binary in main.rs is a thin CLI over it, and the
 //! integration tests and benchmarks drive the same code.
+pub mod cli;
 pub mod dataplane;
+pub mod dump;
 pub mod model;
+pub mod netif;
 pub mod plan;
+pub mod run;
 pub mod source;
 
 /// The eBPF object built by build.rs (aya-build), embedded so the agent is one file.

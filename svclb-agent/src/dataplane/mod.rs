@@ -1,2 +1,26 @@
 //! Dataplane backends. They take a [`crate::model::DesiredState`] and know nothing of
 //! Kubernetes objects.
+use std::time::Duration;
+
+use crate::model::DesiredState;
+
+pub mod ebpf;
+
+/// What one sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Map updates and deletions (or rules) written.
+    pub writes: usize,
+    /// Flow-table and affinity entries removed because their backend left the set.
+    pub purged: usize,
+    /// Time spent writing to the kernel.
+    pub duration: Duration,
+}
+
+/// A kernel data path the agent keeps equal to the desired state.
+pub trait Dataplane {
+    fn mode(&self) -> &'static str;
+    /// Make the kernel state equal to `desired` with minimal, make-before-break writes.
+    /// Re-applying an unchanged state writes nothing.
+    fn sync(&mut self, desired: &DesiredState) -> anyhow::Result<SyncReport>;
+}

@@ -1,0 +1,100 @@
+//! Command-line interface. Flag names follow kube-proxy where the meaning is the same.
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::dataplane::ebpf::pins::DEFAULT_BPFFS_ROOT;
+
+#[derive(Debug, Parser)]
+#[command(name = "svclb-agent", version, about = "Kubernetes Service load balancer with an eBPF data path")]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `svclb_agent=debug`.
+    #[arg(long, global = true, default_value = "info", env = "SVCLB_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Program the data path and keep it equal to the Services and EndpointSlices.
+    Run(RunArgs),
+    /// Show what the data path holds, from the pinned maps (no agent needs to run).
+    Dump(DumpArgs),
+    /// Detach the programs and remove every pin.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Directory of YAML/JSON manifests (Service, EndpointSlice, Endpoints; multi-document
+    /// files and `kind: List`). Re-read every --poll-interval-ms and applied on change.
+    #[arg(long)]
+    pub manifests: PathBuf,
+    /// Interfaces that get the TC ingress program (every interface traffic to or from
+    /// Services enters by: pod links and external links).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub iface: Vec<String>,
+    /// Node addresses NodePort answers on. Default: the IPv4 addresses of --iface.
+    #[arg(long, value_delimiter = ',')]
+    pub node_ip: Vec<Ipv4Addr>,
+    /// Interfaces that get the XDP fast path. Default: the --iface interfaces that hold a
+    /// node address (where NodePort and external traffic arrives).
+    #[arg(long, value_delimiter = ',')]
+    pub xdp_iface: Option<Vec<String>>,
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    pub xdp_mode: XdpModeArg,
+    /// bpffs directory for pinned maps and links.
+    #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
+    pub bpffs: PathBuf,
+    /// This node's name, for endpoint locality (EndpointSlice nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub hostname_override: Option<String>,
+    /// NodePort range accepted in Services, as kube-apiserver's --service-node-port-range.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// Use Maglev for Services without the svclb.io/lb-algorithm annotation.
+    #[arg(long)]
+    pub maglev: bool,
+    #[arg(long, default_value_t = 200)]
+    pub poll_interval_ms: u64,
+    /// Per-packet debug logs from the data path (slow).
+    #[arg(long)]
+    pub debug_bpf: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XdpModeArg {
+    /// Driver mode, falling back to generic mode when the driver lacks XDP.
+    Native,
+    /// Generic (skb) mode.
+    Skb,
+    /// No XDP: TC handles everything.
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
+    pub bpffs: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
+    pub bpffs: PathBuf,
+}
+
+/// Parse `A-B` into an inclusive port range.
+pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?}: expected FIRST-LAST"))?;
+    let a: u16 = a.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let b: u16 = b.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if a == 0 || a > b {
+        return Err(format!("{s:?}: need 1 <= FIRST <= LAST"));
+    }
+    Ok(a..=b)
+}

@@ -1,0 +1,163 @@
+//! The eBPF backend: loads the embedded object with its maps pinned, attaches TC and
+//! XDP through pinned links, and keeps the maps equal to the desired state.
+use std::{path::Path, time::Instant};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    EbpfLoader,
+    programs::{SchedClassifier, Xdp, XdpMode},
+};
+use svclb_common::{ALL_MAPS, CFG_F_DEBUG_LOG, Config, PROG_TC, PROG_XDP};
+use tracing::{debug, info, warn};
+
+pub mod attach;
+pub mod batch;
+pub mod maps;
+pub mod pins;
+
+use self::{
+    maps::Maps,
+    pins::{Hook, PinLayout},
+};
+use super::{Dataplane, SyncReport};
+use crate::{
+    model::DesiredState,
+    plan::{
+        diff::{apply_to_image, diff},
+        ids::IdAllocator,
+        image::{MapImage, compile},
+    },
+};
+
+#[derive(Clone, Debug)]
+pub struct EbpfOptions {
+    pub bpffs: std::path::PathBuf,
+    /// Interfaces that get the TC ingress program.
+    pub tc_ifaces: Vec<String>,
+    /// Interfaces that get the XDP fast path.
+    pub xdp_ifaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    pub debug_log: bool,
+}
+
+pub struct EbpfDataplane {
+    maps: Maps,
+    ids: IdAllocator,
+    image: MapImage,
+    /// Keeps the programs loaded for the agent's life (links are pinned anyway).
+    _ebpf: aya::Ebpf,
+}
+
+impl EbpfDataplane {
+    /// Load, pin, attach and adopt whatever state an earlier agent left in the pins.
+    pub fn start(opts: &EbpfOptions) -> Result<Self> {
+        let pins = PinLayout::new(&opts.bpffs);
+        for dir in [pins.maps_dir(), pins.links_dir()] {
+            std::fs::create_dir_all(&dir).with_context(|| {
+                format!("creating {} (is bpffs mounted at /sys/fs/bpf?)", dir.display())
+            })?;
+        }
+        let map_paths: Vec<_> = ALL_MAPS.iter().map(|m| (*m, pins.map(m))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(crate::EBPF_OBJECT)
+            .context("loading the eBPF object (needs CAP_BPF/CAP_NET_ADMIN and a BTF kernel)")?;
+
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(PROG_TC)
+            .context("no TC program in the object")?
+            .try_into()?;
+        tc.load().context("verifying the TC program")?;
+        for iface in &opts.tc_ifaces {
+            attach::attach_tc(tc, &pins, iface)?;
+        }
+        attach::detach_others(&pins, Hook::Tc, &opts.tc_ifaces)?;
+
+        let xdp: &mut Xdp = ebpf
+            .program_mut(PROG_XDP)
+            .context("no XDP program in the object")?
+            .try_into()?;
+        xdp.load().context("verifying the XDP program")?;
+        for iface in &opts.xdp_ifaces {
+            attach::attach_xdp(xdp, &pins, iface, opts.xdp_mode)?;
+        }
+        attach::detach_others(&pins, Hook::Xdp, &opts.xdp_ifaces)?;
+
+        let mut maps = Maps::open(&mut ebpf)?;
+        maps.set_config(Config { flags: if opts.debug_log { CFG_F_DEBUG_LOG } else { 0 }, _pad: 0 })?;
+        let image = maps.read_image()?;
+        if !image.services.is_empty() {
+            info!(
+                frontends = image.services.len(),
+                backends = image.backends.len(),
+                "adopted the data path state left in the pins"
+            );
+        }
+        let ids = IdAllocator::adopt(&image);
+        Ok(EbpfDataplane { maps, ids, image, _ebpf: ebpf })
+    }
+
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+}
+
+impl Dataplane for EbpfDataplane {
+    fn mode(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport> {
+        let (target, fresh) = compile(desired, &mut self.ids)?;
+        let delta = diff(&self.image, &target, &fresh);
+        if delta.is_empty() {
+            return Ok(SyncReport::default());
+        }
+        let start = Instant::now();
+        if let Err(e) = self.maps.write(&delta) {
+            // We no longer know what the maps hold: read them back so the next sync
+            // computes its delta from the truth.
+            match self.maps.read_image() {
+                Ok(img) => self.image = img,
+                Err(re) => warn!(error = %re, "re-reading the maps after a failed write"),
+            }
+            return Err(e);
+        }
+        apply_to_image(&mut self.image, &delta);
+        let purged = self.maps.purge(&delta.purge)?;
+        self.ids.retain(
+            &target.names.keys().copied().collect(),
+            &target.backends.keys().copied().collect(),
+        );
+        debug!(writes = delta.writes(), purged, "map delta applied");
+        Ok(SyncReport { writes: delta.writes(), purged, duration: start.elapsed() })
+    }
+}
+
+/// Detach every program and remove every pin under `bpffs`.
+pub fn cleanup(bpffs: &Path) -> Result<()> {
+    let pins = PinLayout::new(bpffs);
+    for hook in [Hook::Tc, Hook::Xdp] {
+        for (iface, path) in pins.pinned_links(hook) {
+            attach::detach_pinned(&path)?;
+            info!(iface, ?hook, "detached");
+        }
+    }
+    for m in ALL_MAPS {
+        let p = pins.map(m);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    for dir in [pins.links_dir(), pins.maps_dir(), pins.root().to_path_buf()] {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {} (unknown files left in it?)", dir.display())),
+        }
+    }
+    Ok(())
+}

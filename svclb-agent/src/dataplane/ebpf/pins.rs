@@ -1,0 +1,60 @@
+//! Where the agent pins things under bpffs:
+//! `<root>/maps/<MAP_NAME>` and `<root>/links/{tc,xdp}-<ifname>`.
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/svclb";
+
+#[derive(Clone, Debug)]
+pub struct PinLayout {
+    root: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Tc,
+    Xdp,
+}
+
+impl Hook {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Hook::Tc => "tc-",
+            Hook::Xdp => "xdp-",
+        }
+    }
+}
+
+impl PinLayout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        PinLayout { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn maps_dir(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+    pub fn links_dir(&self) -> PathBuf {
+        self.root.join("links")
+    }
+    pub fn link(&self, hook: Hook, iface: &str) -> PathBuf {
+        self.links_dir().join(format!("{}{iface}", hook.prefix()))
+    }
+    /// Pinned links of `hook`, as (interface name, pin path).
+    pub fn pinned_links(&self, hook: Hook) -> Vec<(String, PathBuf)> {
+        let Ok(dir) = std::fs::read_dir(self.links_dir()) else { return Vec::new() };
+        let mut out: Vec<_> = dir
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let iface = name.strip_prefix(hook.prefix())?.to_string();
+                Some((iface, e.path()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
