@@ -8,7 +8,7 @@ use serde_json::Value;
 pub(crate) struct Document {
     /// 1-based among the file's non-empty documents.
     pub index: usize,
-    /// 1-based line where the document starts.
+    /// 1-based line where the document's content starts.
     pub line: usize,
     pub parsed: Result<Value, String>,
 }
@@ -35,9 +35,10 @@ pub(crate) fn yaml(text: &str) -> Vec<Document> {
     }
     let mut docs = Vec::new();
     for (line, lines) in chunks {
-        if !has_content(&lines) {
+        // Where the object starts, past the marker and any leading comments.
+        let Some(first) = lines.iter().position(|l| has_content(&[l])) else {
             continue;
-        }
+        };
         // Leading blank lines make the parser's "at line N" count from the file's top.
         let padded = "\n".repeat(line - 1) + &lines.join("\n") + "\n";
         // Through YAML's own Value first: it refuses duplicate keys (as kubectl does),
@@ -49,7 +50,7 @@ pub(crate) fn yaml(text: &str) -> Vec<Document> {
             });
         docs.push(Document {
             index: docs.len() + 1,
-            line,
+            line: line + first,
             parsed,
         });
     }
@@ -112,8 +113,8 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (1, 2, serde_json::json!({"a": 1})),
-                (2, 8, serde_json::json!({"b": 2})),
+                (1, 3, serde_json::json!({"a": 1})),
+                (2, 9, serde_json::json!({"b": 2})),
                 (3, 11, serde_json::json!({"c": 3})),
             ]
         );

@@ -6,3 +6,6 @@ pub mod objects;
 
 pub use errors::SourceError;
 pub use objects::Objects;
+
+#[cfg(test)]
+mod tests;

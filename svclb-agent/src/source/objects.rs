@@ -116,7 +116,10 @@ pub fn mirror_endpoints(ep: &Endpoints) -> (Vec<EndpointSlice>, Vec<PlanError>) 
                 match validate::unicast_ip(&addr.ip) {
                     Ok(Some(_)) => endpoints.push(mirror_address(addr, ready)),
                     Ok(None) => debug!(%object, ip = %addr.ip, "IPv6 address not mirrored"),
-                    Err(e) => errors.push(e.at(&object, format!("subsets[{si}].{field}[{ai}].ip"))),
+                    Err(mut e) => {
+                        e.message += "; address not mirrored";
+                        errors.push(e.at(&object, format!("subsets[{si}].{field}[{ai}].ip")));
+                    }
                 }
             }
         }
@@ -149,14 +152,16 @@ fn mirror_ports(
 ) -> Vec<EndpointPort> {
     let mut ports = Vec::new();
     for (pi, p) in subset.ports.iter().flatten().enumerate() {
-        if let Err(e) = validate::port(p.port) {
+        if let Err(mut e) = validate::port(p.port) {
+            e.message += "; port not mirrored";
             errors.push(e.at(object, format!("subsets[{si}].ports[{pi}].port")));
             continue;
         }
         // SCTP is valid Kubernetes: mirror it; the planner has no use for it.
-        if let Err(e) = validate::protocol(p.protocol.as_deref())
+        if let Err(mut e) = validate::protocol(p.protocol.as_deref())
             && p.protocol.as_deref() != Some("SCTP")
         {
+            e.message += "; port not mirrored";
             errors.push(e.at(object, format!("subsets[{si}].ports[{pi}].protocol")));
             continue;
         }
