@@ -1,19 +1,53 @@
+//! svclb data path: TC and XDP programs that load balance IPv4 TCP/UDP to Kubernetes
+//! Service backends. Entry points only; the shared logic is in `lb`.
 #![no_std]
 #![no_main]
 
+mod csum;
+mod ct;
+mod frame;
+mod lb;
+mod maps;
+mod nat;
+mod parse;
+mod reject;
+mod stats;
+mod tc;
+mod xdp;
+
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    helpers::bpf_redirect,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
+use lb::Verdict;
 
+/// TC ingress on every attached interface: both directions (DNAT and reverse NAT).
 #[classifier]
-pub fn svclb_tc(_ctx: TcContext) -> i32 {
-    TC_ACT_OK
+pub fn svclb_tc(ctx: TcContext) -> i32 {
+    match lb::process(&ctx) {
+        Verdict::Pass => TC_ACT_OK as i32,
+        Verdict::Drop => TC_ACT_SHOT as i32,
+        // Back out of the interface the packet came in on (TC_ACT_REDIRECT).
+        Verdict::Reject => unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32 },
+    }
 }
 
+/// XDP fast path for external interfaces: same logic; rewritten packets go on to the
+/// kernel (XDP_PASS), which routes them; rejects go straight back (XDP_TX).
 #[xdp]
-pub fn svclb_xdp(_ctx: XdpContext) -> u32 {
+pub fn svclb_xdp(ctx: XdpContext) -> u32 {
+    match lb::process(&ctx) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Reject => xdp_action::XDP_TX,
+    }
+}
+
+/// Does nothing: the floor for benchmarks of `svclb_xdp`.
+#[xdp]
+pub fn svclb_xdp_noop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 

@@ -1,0 +1,52 @@
+//! What the shared packet logic needs from a program context. TC (`tc.rs`) and XDP
+//! (`xdp.rs`) differ only in how bytes are rewritten, checksums fixed and packets
+//! resized; everything else is written once against this trait.
+use core::mem::size_of;
+
+/// One address + port rewrite, with the checksums it touches.
+pub struct Rewrite {
+    /// Offset of the IPv4 address to replace (source or destination).
+    pub addr_off: usize,
+    pub old_addr: u32,
+    pub new_addr: u32,
+    /// Offset of the L4 port to replace.
+    pub port_off: usize,
+    pub old_port: u16,
+    pub new_port: u16,
+    /// Offset of the L4 checksum.
+    pub csum_off: usize,
+    /// UDP: a zero checksum means "none" and stays zero; a computed zero is sent as
+    /// 0xffff.
+    pub udp: bool,
+}
+
+/// Failure of a packet-changing helper; the caller drops the packet.
+pub struct HelperFailed;
+
+pub trait Frame {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Whole packet length, for byte counters.
+    fn len(&self) -> u32;
+    /// Makes at least the first `want` bytes (or the whole packet, if shorter) directly
+    /// accessible. Returns false when nothing changed (already linear, or impossible).
+    fn pull(&self, want: u32) -> bool;
+    /// Replaces one address and port and fixes the IPv4 and L4 checksums.
+    fn rewrite(&self, rw: &Rewrite) -> Result<(), HelperFailed>;
+    /// Copies `len` packet bytes at `off` to `dst`.
+    fn load_bytes(&self, off: u32, dst: *mut u8, len: u32) -> Result<(), HelperFailed>;
+    /// Replaces the whole packet by `buf[..len]`.
+    fn replace<const N: usize>(&self, buf: &[u8; N], len: u32) -> Result<(), HelperFailed>;
+}
+
+/// Bounds-checked pointer to a `T` at `off`; re-derived from the context each time so
+/// it is valid after helpers that invalidate packet pointers.
+#[inline(always)]
+pub fn ptr_at<F: Frame, T>(f: &F, off: usize) -> Option<*mut T> {
+    let start = f.data();
+    let end = f.data_end();
+    if start + off + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *mut T)
+}

@@ -1,0 +1,186 @@
+//! The per-packet decision shared by TC and XDP: frontend lookup, conntrack, backend
+//! choice (random, Maglev hash, session affinity), then NAT or reject.
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use svclb_common::{
+    AffinityKey, AffinityValue, Backend, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, Counter,
+    SVC_F_AFFINITY, SVC_F_MAGLEV, ServiceKey, ServiceValue, SlotKey,
+};
+
+use crate::{
+    ct,
+    frame::{Frame, HelperFailed},
+    maps::{AFFINITY, BACKENDS, SERVICES, SLOTS},
+    nat,
+    parse::{Parsed, parse},
+    reject,
+    stats::{self, count},
+};
+
+pub enum Verdict {
+    /// Let the kernel have the packet (possibly rewritten).
+    Pass,
+    /// Drop it (map race or helper failure; never forwarded half-translated).
+    Drop,
+    /// The packet was turned into a reject to send back out where it came in.
+    Reject,
+}
+
+#[inline(always)]
+pub fn process<F: Frame>(f: &F) -> Verdict {
+    let p = match parse(f) {
+        Ok(p) => p,
+        Err(c) => {
+            count(c);
+            return Verdict::Pass;
+        }
+    };
+    let key = ServiceKey {
+        addr_be: p.daddr,
+        port_be: p.dport,
+        proto: p.proto,
+        _pad: 0,
+    };
+    match unsafe { SERVICES.get(&key) } {
+        Some(svc) => {
+            let svc = *svc;
+            forward(f, &p, &svc)
+        }
+        None => reply(f, &p),
+    }
+}
+
+/// A packet to a frontend.
+#[inline(always)]
+fn forward<F: Frame>(f: &F, p: &Parsed, svc: &ServiceValue) -> Verdict {
+    stats::service(svc.svc_id, f.len());
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(ct) = ct::lookup(&ct::key(p, CT_DIR_FORWARD)) {
+        // A tracked flow keeps its backend even if it left the Service; only a new SYN
+        // on a closed tuple or a vanished backend starts over.
+        if !p.is_syn() || ct::reusable_for_syn(ct) {
+            ct::touch(ct, now);
+            if p.is_closing() {
+                ct.flags |= CT_F_CLOSING;
+            }
+            let (addr, port) = (ct.nat_addr_be, ct.nat_port_be);
+            return done(nat::dnat(f, p, addr, port), Counter::FwdEstablished);
+        }
+    }
+    if svc.backend_count == 0 {
+        return reject::reject(f, p);
+    }
+    let Some((id, be)) = choose(p, svc, now) else {
+        // The agent updates slots before counts, so this is a race with a removal.
+        return drop();
+    };
+    if ct::create(p, id, &be, svc.svc_id, now).is_err() {
+        return drop();
+    }
+    done(nat::dnat(f, p, be.addr_be, be.port_be), Counter::FwdNew)
+}
+
+/// Not to a frontend: maybe the reply of a tracked flow.
+#[inline(always)]
+fn reply<F: Frame>(f: &F, p: &Parsed) -> Verdict {
+    let Some(ct) = ct::lookup(&ct::key(p, CT_DIR_REPLY)) else {
+        count(Counter::PassMiss);
+        return Verdict::Pass;
+    };
+    ct::touch(ct, unsafe { bpf_ktime_get_ns() });
+    if p.is_closing() {
+        ct::mark_closing_from_reply(p, ct);
+    }
+    let (addr, port) = (ct.nat_addr_be, ct.nat_port_be);
+    done(nat::snat(f, p, addr, port), Counter::Reply)
+}
+
+/// Backend for a new flow: the client's affinity backend while fresh, else a slot.
+#[inline(always)]
+fn choose(p: &Parsed, svc: &ServiceValue, now: u64) -> Option<(u32, Backend)> {
+    if svc.flags & SVC_F_AFFINITY == 0 {
+        return pick_slot(p, svc);
+    }
+    let akey = AffinityKey {
+        client_addr_be: p.saddr,
+        svc_id: svc.svc_id,
+    };
+    let picked = match affinity(&akey, svc, now) {
+        Some(hit) => {
+            count(Counter::AffinityHit);
+            hit
+        }
+        None => pick_slot(p, svc)?,
+    };
+    let val = AffinityValue {
+        backend_id: picked.0,
+        _pad: 0,
+        last_used_ns: now,
+    };
+    // Best effort: without it the next flow just picks again.
+    let _ = AFFINITY.insert(&akey, &val, 0);
+    Some(picked)
+}
+
+#[inline(always)]
+fn affinity(akey: &AffinityKey, svc: &ServiceValue, now: u64) -> Option<(u32, Backend)> {
+    let a = unsafe { AFFINITY.get(akey) }?;
+    let timeout_ns = u64::from(svc.affinity_timeout_s) * 1_000_000_000;
+    if now.wrapping_sub(a.last_used_ns) >= timeout_ns {
+        return None;
+    }
+    let id = a.backend_id;
+    let be = unsafe { BACKENDS.get(id) }?;
+    Some((id, *be))
+}
+
+#[inline(always)]
+fn pick_slot(p: &Parsed, svc: &ServiceValue) -> Option<(u32, Backend)> {
+    let n = u32::from(svc.backend_count);
+    let r = if svc.flags & SVC_F_MAGLEV != 0 {
+        flow_hash(p)
+    } else {
+        unsafe { bpf_get_prandom_u32() }
+    };
+    let slot = SlotKey {
+        svc_id: svc.svc_id,
+        slot: r % n,
+    };
+    let id = *unsafe { SLOTS.get(&slot) }?;
+    let be = *unsafe { BACKENDS.get(id) }?;
+    Some((id, be))
+}
+
+/// Hash of the 5-tuple for Maglev tables (murmur3's finalizer over each word).
+#[inline(always)]
+fn flow_hash(p: &Parsed) -> u32 {
+    let mut h = fmix(p.saddr ^ 0x9e37_79b9);
+    h = fmix(h ^ p.daddr);
+    h = fmix(h ^ (u32::from(p.sport) << 16 | u32::from(p.dport)));
+    fmix(h ^ u32::from(p.proto))
+}
+
+#[inline(always)]
+fn fmix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+#[inline(always)]
+fn done(r: Result<(), HelperFailed>, ok: Counter) -> Verdict {
+    match r {
+        Ok(()) => {
+            count(ok);
+            Verdict::Pass
+        }
+        Err(HelperFailed) => drop(),
+    }
+}
+
+#[inline(always)]
+pub fn drop() -> Verdict {
+    count(Counter::Drop);
+    Verdict::Drop
+}

@@ -1,0 +1,79 @@
+//! The maps, declared with the names and capacities of the ABI in `svclb-common`.
+//!
+//! `#[map(name = ...)]` takes a literal, so the names are repeated here and checked
+//! against the shared constants at compile time.
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use svclb_common::{
+    AffinityKey, AffinityValue, Backend, COUNTER_COUNT, Config, CtKey, CtValue, MAP_AFFINITY,
+    MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_SERVICES, MAP_SLOTS, MAP_SVC_NAMES,
+    MAP_SVC_STATS, MAX_AFFINITY, MAX_BACKENDS, MAX_CONNTRACK, MAX_SERVICE_IDS, MAX_SERVICES,
+    MAX_SLOTS, ServiceKey, ServiceValue, SlotKey, SvcName, SvcStats,
+};
+
+#[map(name = "SVCLB_SVC_V1")]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// (svc_id, slot) → backend id.
+#[map(name = "SVCLB_SLOT_V1")]
+pub static SLOTS: HashMap<SlotKey, u32> = HashMap::with_max_entries(MAX_SLOTS, 0);
+
+/// Backend id → backend.
+#[map(name = "SVCLB_BE_V1")]
+pub static BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(MAX_BACKENDS, 0);
+
+#[map(name = "SVCLB_CT_V1")]
+pub static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(MAX_CONNTRACK, 0);
+
+#[map(name = "SVCLB_AFF_V1")]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::with_max_entries(MAX_AFFINITY, 0);
+
+/// Indexed by `svclb_common::Counter`.
+#[map(name = "SVCLB_CNT_V1")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+/// Indexed by service id.
+#[map(name = "SVCLB_SSTAT_V1")]
+pub static SVC_STATS: PerCpuArray<SvcStats> = PerCpuArray::with_max_entries(MAX_SERVICE_IDS, 0);
+
+/// Not read per packet today (no per-packet logging); declared so the agent finds it.
+#[map(name = "SVCLB_CFG_V1")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Written and read by user space only; not preallocated since the data path never
+/// touches it (160 B × 128k ids would be 20 MiB for nothing).
+#[map(name = "SVCLB_NAME_V1")]
+pub static SVC_NAMES: HashMap<u32, SvcName> =
+    HashMap::with_max_entries(MAX_SERVICE_IDS, BPF_F_NO_PREALLOC);
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+// The literals above must be the ABI's names.
+const _: () = {
+    assert!(same(MAP_SERVICES, "SVCLB_SVC_V1"));
+    assert!(same(MAP_SLOTS, "SVCLB_SLOT_V1"));
+    assert!(same(MAP_BACKENDS, "SVCLB_BE_V1"));
+    assert!(same(MAP_CONNTRACK, "SVCLB_CT_V1"));
+    assert!(same(MAP_AFFINITY, "SVCLB_AFF_V1"));
+    assert!(same(MAP_COUNTERS, "SVCLB_CNT_V1"));
+    assert!(same(MAP_SVC_STATS, "SVCLB_SSTAT_V1"));
+    assert!(same(MAP_CONFIG, "SVCLB_CFG_V1"));
+    assert!(same(MAP_SVC_NAMES, "SVCLB_NAME_V1"));
+};

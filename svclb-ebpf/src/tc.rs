@@ -1,0 +1,107 @@
+//! [`Frame`] for TC (`__sk_buff`): checksums through the kernel helpers, which are
+//! also correct for CHECKSUM_PARTIAL skbs (veth with TX offload) and keep
+//! CHECKSUM_COMPLETE's `skb->csum` in step.
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM},
+    helpers::{bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_pull_data, bpf_skb_store_bytes},
+    programs::TcContext,
+};
+
+use crate::{
+    frame::{Frame, HelperFailed, Rewrite, ptr_at},
+    parse::IP_CSUM_OFF,
+};
+
+#[inline(always)]
+fn ok(ret: i64) -> Result<(), HelperFailed> {
+    if ret == 0 { Ok(()) } else { Err(HelperFailed) }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        TcContext::len(self)
+    }
+
+    #[inline(always)]
+    fn pull(&self, want: u32) -> bool {
+        let linear = (self.data_end() - self.data()) as u32;
+        let want = if want < self.len() { want } else { self.len() };
+        want > linear && unsafe { bpf_skb_pull_data(self.skb.skb, want) } == 0
+    }
+
+    #[inline(always)]
+    fn rewrite(&self, rw: &Rewrite) -> Result<(), HelperFailed> {
+        // Direct writes first: the checksum helpers invalidate packet pointers.
+        let addr: *mut [u8; 4] = ptr_at(self, rw.addr_off).ok_or(HelperFailed)?;
+        let port: *mut [u8; 2] = ptr_at(self, rw.port_off).ok_or(HelperFailed)?;
+        unsafe {
+            *addr = rw.new_addr.to_ne_bytes();
+            *port = rw.new_port.to_ne_bytes();
+        }
+        let mangled = if rw.udp {
+            u64::from(BPF_F_MARK_MANGLED_0)
+        } else {
+            0
+        };
+        let skb = self.skb.skb;
+        let (old_addr, new_addr) = (u64::from(rw.old_addr), u64::from(rw.new_addr));
+        let (old_port, new_port) = (u64::from(rw.old_port), u64::from(rw.new_port));
+        unsafe {
+            use aya_ebpf::helpers::{bpf_l3_csum_replace, bpf_l4_csum_replace};
+            ok(bpf_l3_csum_replace(
+                skb,
+                IP_CSUM_OFF as u32,
+                old_addr,
+                new_addr,
+                4,
+            ))?;
+            let pseudo = u64::from(BPF_F_PSEUDO_HDR) | mangled | 4;
+            ok(bpf_l4_csum_replace(
+                skb,
+                rw.csum_off as u32,
+                old_addr,
+                new_addr,
+                pseudo,
+            ))?;
+            ok(bpf_l4_csum_replace(
+                skb,
+                rw.csum_off as u32,
+                old_port,
+                new_port,
+                mangled | 2,
+            ))
+        }
+    }
+
+    #[inline(always)]
+    fn load_bytes(&self, off: u32, dst: *mut u8, len: u32) -> Result<(), HelperFailed> {
+        ok(unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), off, dst.cast(), len) })
+    }
+
+    #[inline(always)]
+    fn replace<const N: usize>(&self, buf: &[u8; N], len: u32) -> Result<(), HelperFailed> {
+        let skb = self.skb.skb;
+        unsafe {
+            ok(bpf_skb_change_tail(skb, len, 0))?;
+            // RECOMPUTE_CSUM keeps a CHECKSUM_COMPLETE skb->csum right for the new bytes.
+            ok(bpf_skb_store_bytes(
+                skb,
+                0,
+                buf.as_ptr().cast(),
+                len,
+                u64::from(BPF_F_RECOMPUTE_CSUM),
+            ))
+        }
+    }
+}

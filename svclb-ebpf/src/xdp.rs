@@ -1,0 +1,90 @@
+//! [`Frame`] for XDP: checksums updated by hand (RFC 1624). Packets from a NIC carry
+//! full checksums; XDP cannot see a CHECKSUM_PARTIAL skb's state, so generic-mode XDP
+//! behind a TX-offloading veth peer would see partial sums (see the crate docs).
+use aya_ebpf::{
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    programs::XdpContext,
+};
+
+use crate::{
+    csum,
+    frame::{Frame, HelperFailed, Rewrite, ptr_at},
+    parse::IP_CSUM_OFF,
+};
+
+#[inline(always)]
+fn ok(ret: i64) -> Result<(), HelperFailed> {
+    if ret == 0 { Ok(()) } else { Err(HelperFailed) }
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        (self.data_end() - self.data()) as u32
+    }
+
+    #[inline(always)]
+    fn pull(&self, _want: u32) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn rewrite(&self, rw: &Rewrite) -> Result<(), HelperFailed> {
+        let ip_csum: *mut [u8; 2] = ptr_at(self, IP_CSUM_OFF).ok_or(HelperFailed)?;
+        let addr: *mut [u8; 4] = ptr_at(self, rw.addr_off).ok_or(HelperFailed)?;
+        let port: *mut [u8; 2] = ptr_at(self, rw.port_off).ok_or(HelperFailed)?;
+        let l4_csum: *mut [u8; 2] = ptr_at(self, rw.csum_off).ok_or(HelperFailed)?;
+        unsafe {
+            *addr = rw.new_addr.to_ne_bytes();
+            *port = rw.new_port.to_ne_bytes();
+            let c = u16::from_ne_bytes(*ip_csum);
+            *ip_csum = csum::replace4(c, rw.old_addr, rw.new_addr).to_ne_bytes();
+            let c = u16::from_ne_bytes(*l4_csum);
+            if rw.udp && c == 0 {
+                return Ok(());
+            }
+            let c = csum::replace4(c, rw.old_addr, rw.new_addr);
+            let mut c = csum::replace2(c, rw.old_port, rw.new_port);
+            if rw.udp && c == 0 {
+                c = 0xffff;
+            }
+            *l4_csum = c.to_ne_bytes();
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn load_bytes(&self, off: u32, dst: *mut u8, len: u32) -> Result<(), HelperFailed> {
+        ok(unsafe { bpf_xdp_load_bytes(self.ctx, off, dst.cast(), len) })
+    }
+
+    #[inline(always)]
+    fn replace<const N: usize>(&self, buf: &[u8; N], len: u32) -> Result<(), HelperFailed> {
+        // Grow at the head (headroom is always there; tailroom may not be), shrink at
+        // the tail, then overwrite everything.
+        let delta = len as i32 - self.len() as i32;
+        unsafe {
+            if delta > 0 {
+                ok(bpf_xdp_adjust_head(self.ctx, -delta))?;
+            } else if delta < 0 {
+                ok(bpf_xdp_adjust_tail(self.ctx, delta))?;
+            }
+            ok(bpf_xdp_store_bytes(
+                self.ctx,
+                0,
+                buf.as_ptr().cast_mut().cast(),
+                len,
+            ))
+        }
+    }
+}
