@@ -13,7 +13,10 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::netns::{NetNs, veth};
+use crate::{
+    netns::{NetNs, veth},
+    xdp_pass::{self, XdpPass},
+};
 
 /// The node's address on the external link: NodePorts answer here.
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
@@ -64,6 +67,7 @@ pub struct Topology {
     pub node: NetNs,
     pub client: NetNs,
     pub pods: Vec<Pod>,
+    _client_xdp: XdpPass,
 }
 
 impl Topology {
@@ -94,11 +98,15 @@ impl Topology {
         client.ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", INNER_IF])?;
         client.ip(&["route", "add", "default", "via", &NODE_IP.to_string()])?;
         client.tx_checksum_off(INNER_IF)?;
+        // Frames the node's XDP program sends back (XDP_TX) must reach the client as
+        // they would over a NIC's wire: see xdp_pass.
+        let client_xdp = xdp_pass::attach(client.name(), INNER_IF)?;
 
         let mut topo = Self {
             node,
             client,
             pods: Vec::new(),
+            _client_xdp: client_xdp,
         };
         for index in 1..=pods {
             let pod = Pod {
