@@ -43,7 +43,7 @@ fn sync(image: &mut MapImage, ids: &mut IdAllocator, desired: &DesiredState) -> 
     let delta = diff(image, &target, &fresh);
     apply_to_image(image, &delta);
     assert_eq!(*image, target, "applying the delta must yield the target");
-    ids.retain(&target.names.keys().copied().collect(), &target.backends.keys().copied().collect());
+    ids.release(&delta.del_names, &delta.del_backends);
     delta
 }
 

@@ -25,6 +25,8 @@ pub struct IdAllocator {
     set_ids: BTreeSet<u32>,
     backends: HashMap<BackendAddr, u32>,
     backend_ids: BTreeSet<u32>,
+    /// No set id below this is free (keeps allocation of N sets O(N log N)).
+    set_hint: u32,
     /// Next backend id to try. Backend ids only grow (wrapping) so that an id freed in
     /// one sync is not handed to another endpoint while flows may still name it.
     next_backend: u32,
@@ -58,13 +60,15 @@ impl IdAllocator {
         if let Some(&id) = self.sets.get(key) {
             return Ok((id, false));
         }
-        let mut id = 1;
-        for &used in &self.set_ids {
+        // Lowest free id: the first gap in the sorted used set, found from the hint.
+        let mut id = self.set_hint.max(1);
+        for &used in self.set_ids.range(id..) {
             if used != id {
                 break;
             }
             id += 1;
         }
+        self.set_hint = id + 1;
         if id >= MAX_SERVICE_IDS {
             return Err(IdError::ServiceIdsExhausted { max: MAX_SERVICE_IDS - 1 });
         }
@@ -93,12 +97,23 @@ impl IdAllocator {
         Err(IdError::BackendIdsExhausted)
     }
 
-    /// Forget every set and backend not in `keep_*` (after they left the maps).
-    pub fn retain(&mut self, keep_sets: &BTreeSet<u32>, keep_backends: &BTreeSet<u32>) {
-        self.sets.retain(|_, id| keep_sets.contains(id));
-        self.set_ids.retain(|id| keep_sets.contains(id));
-        self.backends.retain(|_, id| keep_backends.contains(id));
-        self.backend_ids.retain(|id| keep_backends.contains(id));
+    /// Forget the given set and backend ids (they were deleted from the maps).
+    pub fn release(&mut self, set_ids: &[u32], backend_ids: &[u32]) {
+        if !set_ids.is_empty() {
+            let gone: BTreeSet<u32> = set_ids.iter().copied().collect();
+            self.sets.retain(|_, id| !gone.contains(id));
+            for id in &gone {
+                self.set_ids.remove(id);
+            }
+            self.set_hint = self.set_hint.min(gone.first().copied().unwrap_or(1));
+        }
+        if !backend_ids.is_empty() {
+            let gone: BTreeSet<u32> = backend_ids.iter().copied().collect();
+            self.backends.retain(|_, id| !gone.contains(id));
+            for id in &gone {
+                self.backend_ids.remove(id);
+            }
+        }
     }
 }
 
@@ -122,7 +137,7 @@ mod tests {
         assert_eq!(ids.set_id_or_alloc(&a), Ok((1, true)));
         assert_eq!(ids.set_id_or_alloc(&b), Ok((2, true)));
         assert_eq!(ids.set_id_or_alloc(&a), Ok((1, false)));
-        ids.retain(&BTreeSet::from([2]), &BTreeSet::new());
+        ids.release(&[1], &[]);
         assert_eq!(ids.set_id_or_alloc(&c), Ok((1, true)));
         assert_eq!(ids.set_id(&b), Some(2));
     }
@@ -132,7 +147,7 @@ mod tests {
         let mut ids = IdAllocator::default();
         assert_eq!(ids.backend_id_or_alloc(be(1)), Ok(1));
         assert_eq!(ids.backend_id_or_alloc(be(2)), Ok(2));
-        ids.retain(&BTreeSet::new(), &BTreeSet::from([2]));
+        ids.release(&[], &[1]);
         // id 1 is free again, but a fresh endpoint gets 3: flows may still name 1.
         assert_eq!(ids.backend_id_or_alloc(be(3)), Ok(3));
         assert_eq!(ids.backend_id_or_alloc(be(2)), Ok(2));

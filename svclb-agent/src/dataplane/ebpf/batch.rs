@@ -42,6 +42,25 @@ fn sys_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// Set `keys` of a per-CPU map to zero on every CPU (`value_size` per CPU).
+pub fn zero_percpu(map: &MapData, keys: &[u32], value_size: usize, cpus: usize) -> io::Result<()> {
+    let fd = map.fd().as_fd().as_raw_fd() as u32;
+    // The kernel rounds per-CPU values up to 8 bytes each.
+    let per_key = value_size.next_multiple_of(8) * cpus;
+    for chunk in keys.chunks(CHUNK) {
+        let values = vec![0u8; per_key * chunk.len()];
+        let mut attr = BatchAttr {
+            keys: chunk.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count: chunk.len() as u32,
+            map_fd: fd,
+            ..Default::default()
+        };
+        sys_batch(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+    }
+    Ok(())
+}
+
 /// Write `entries` in order. `V` must have the map's value size (for per-CPU maps,
 /// pass one value per possible CPU, laid out back to back, as `[V; ncpus]`).
 pub fn update<K: Pod, V: Pod>(map: &MapData, entries: &[(K, V)]) -> io::Result<()> {

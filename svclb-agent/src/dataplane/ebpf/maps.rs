@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context as _, Result, bail};
-use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use svclb_common::{
     AffinityKey, AffinityValue, Backend, COUNTER_COUNT, CT_DIR_FORWARD, Config, CtKey, CtValue,
     MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_SERVICES, MAP_SLOTS,
@@ -99,10 +99,8 @@ impl Maps {
         batch::update(self.names.map(), &names).context("writing service names")?;
         if !delta.reset_stats.is_empty() {
             let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
-            for &id in &delta.reset_stats {
-                let zero = PerCpuValues::try_from(vec![SvcStats::default(); cpus])?;
-                self.svc_stats.set(id, zero, 0).with_context(|| format!("resetting stats of service {id}"))?;
-            }
+            batch::zero_percpu(self.svc_stats.map(), &delta.reset_stats, size_of::<SvcStats>(), cpus)
+                .context("resetting per-service stats")?;
         }
         batch::update(self.slots.map(), &delta.put_slots).context("writing backend slots")?;
         batch::update(self.services.map(), &delta.put_services).context("writing frontends")?;

@@ -23,7 +23,7 @@ use super::{Dataplane, SyncReport};
 use crate::{
     model::DesiredState,
     plan::{
-        diff::{apply_to_image, diff},
+        diff::diff,
         ids::IdAllocator,
         image::{MapImage, compile},
     },
@@ -126,12 +126,11 @@ impl Dataplane for EbpfDataplane {
             }
             return Err(e);
         }
-        apply_to_image(&mut self.image, &delta);
+        // The maps now hold exactly `target` (apply_to_image(current, delta) == target is
+        // a planner invariant, unit-tested), so adopt it without replaying the delta.
+        self.image = target;
+        self.ids.release(&delta.del_names, &delta.del_backends);
         let purged = self.maps.purge(&delta.purge)?;
-        self.ids.retain(
-            &target.names.keys().copied().collect(),
-            &target.backends.keys().copied().collect(),
-        );
         debug!(writes = delta.writes(), purged, "map delta applied");
         Ok(SyncReport { writes: delta.writes(), purged, duration: start.elapsed() })
     }
