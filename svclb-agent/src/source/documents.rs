@@ -39,12 +39,11 @@ pub(crate) fn yaml(text: &str) -> Vec<Document> {
         let Some(first) = lines.iter().position(|l| has_content(&[l])) else {
             continue;
         };
-        // Leading blank lines make the parser's "at line N" count from the file's top.
-        let padded = "\n".repeat(line - 1) + &lines.join("\n") + "\n";
+        let text = lines.join("\n") + "\n";
         // Through YAML's own Value first: it refuses duplicate keys (as kubectl does),
         // where deserializing straight into JSON would keep the last one silently.
-        let parsed = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&padded)
-            .map_err(|e| e.to_string())
+        let parsed = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+            .map_err(|e| shift_lines(&e.to_string(), line - 1))
             .and_then(|v| {
                 serde_json::to_value(v).map_err(|e| format!("not representable as JSON: {e}"))
             });
@@ -62,11 +61,14 @@ pub(crate) fn yaml(text: &str) -> Vec<Document> {
 pub(crate) fn json(text: &str) -> Vec<Document> {
     let mut docs = Vec::new();
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    // Lines are counted incrementally: a file may hold thousands of values.
+    let (mut counted_to, mut line) = (0, 1);
     loop {
         let start = stream.byte_offset();
         let Some(next) = stream.next() else { break };
-        let skipped = text[start..].len() - text[start..].trim_start().len();
-        let line = text[..start + skipped].matches('\n').count() + 1;
+        let value_start = text.len() - text[start..].trim_start().len();
+        line += text[counted_to..value_start].matches('\n').count();
+        counted_to = value_start;
         let failed = next.is_err();
         docs.push(Document {
             index: docs.len() + 1,
@@ -78,6 +80,24 @@ pub(crate) fn json(text: &str) -> Vec<Document> {
         }
     }
     docs
+}
+
+/// Rewrites the parser's "line N column" positions, counted from the document's first
+/// line, into file lines.
+fn shift_lines(message: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("line ") {
+        let (head, tail) = rest.split_at(at + "line ".len());
+        out += head;
+        let digits = tail.len() - tail.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        match tail[..digits].parse::<usize>() {
+            Ok(n) if tail[digits..].starts_with(" column") => out += &(n + offset).to_string(),
+            _ => out += &tail[..digits],
+        }
+        rest = &tail[digits..];
+    }
+    out + rest
 }
 
 fn is_marker(line: &str, marker: &str) -> bool {
@@ -141,6 +161,21 @@ mod tests {
         assert_eq!(
             docs[2].parsed.as_ref().unwrap(),
             &serde_json::json!({"c": 3})
+        );
+    }
+
+    #[test]
+    fn error_positions_are_file_lines() {
+        assert_eq!(
+            shift_lines(
+                "did not find expected key at line 2 column 3, while parsing a block mapping at line 1 column 1",
+                10
+            ),
+            "did not find expected key at line 12 column 3, while parsing a block mapping at line 11 column 1"
+        );
+        assert_eq!(
+            shift_lines("bad pipeline 7 at line x", 3),
+            "bad pipeline 7 at line x"
         );
     }
 

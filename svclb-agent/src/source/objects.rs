@@ -1,5 +1,7 @@
 //! The Kubernetes objects the planner reads, whatever their source, and the
 //! Endpoints → EndpointSlice mirroring that a cluster's control plane would do.
+use std::collections::BTreeMap;
+
 use k8s_openapi::{
     api::{
         core::v1::{EndpointAddress, EndpointSubset, Endpoints, Service},
@@ -37,20 +39,23 @@ impl Objects {
         &mut self,
         endpoints: impl IntoIterator<Item = &'a Endpoints>,
     ) -> Vec<PlanError> {
+        let services: BTreeMap<String, &Service> = self
+            .services
+            .iter()
+            .map(|s| (key(&s.metadata), s))
+            .collect();
         let mut errors = Vec::new();
+        let mut slices = Vec::new();
         for ep in endpoints {
-            let service = self.services.iter().find(|s| {
-                namespace(&s.metadata) == namespace(&ep.metadata)
-                    && s.metadata.name == ep.metadata.name
-            });
-            if !should_mirror(ep, service) {
+            if !should_mirror(ep, services.get(&key(&ep.metadata)).copied()) {
                 debug!(endpoints = %key(&ep.metadata), "not mirrored: its Service has a selector or it opts out");
                 continue;
             }
-            let (slices, errs) = mirror_endpoints(ep);
-            self.slices.extend(slices);
+            let (mirrored, errs) = mirror_endpoints(ep);
+            slices.extend(mirrored);
             errors.extend(errs);
         }
+        self.slices.extend(slices);
         errors
     }
 }
