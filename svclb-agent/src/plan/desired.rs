@@ -125,18 +125,9 @@ pub fn plan(objects: &Objects, node: &NodeInfo, opts: &PlanOptions) -> Plan {
 /// reported and dropped.
 fn by_priority<'a>(services: &'a [Service], errors: &mut Vec<PlanError>) -> Vec<&'a Service> {
     let mut sorted: Vec<&Service> = services.iter().collect();
-    sorted.sort_by(|a, b| {
-        let ka = (
-            a.metadata.creation_timestamp.is_none(),
-            &a.metadata.creation_timestamp,
-            objects::key(&a.metadata),
-        );
-        let kb = (
-            b.metadata.creation_timestamp.is_none(),
-            &b.metadata.creation_timestamp,
-            objects::key(&b.metadata),
-        );
-        ka.cmp(&kb)
+    sorted.sort_by_cached_key(|s| {
+        let created = s.metadata.creation_timestamp.clone();
+        (created.is_none(), created, objects::key(&s.metadata))
     });
     let mut seen = BTreeSet::new();
     sorted.retain(|s| {

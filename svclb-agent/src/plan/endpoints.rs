@@ -3,7 +3,7 @@
 //! name (this is how a named targetPort gets a different number per endpoint),
 //! addresses deduplicated, then filtered by readiness and locality.
 use std::{
-    collections::{BTreeMap, btree_map::Entry},
+    collections::{BTreeMap, BTreeSet, btree_map::Entry},
     net::Ipv4Addr,
 };
 
@@ -50,7 +50,7 @@ pub(crate) fn index_slices(
     errors: &mut Vec<PlanError>,
 ) -> SliceIndex {
     let mut index = SliceIndex::new();
-    let mut seen = BTreeMap::new();
+    let mut seen = BTreeSet::new();
     let mut sorted: Vec<&EndpointSlice> = slices.iter().collect();
     sorted.sort_by_key(|s| {
         (
@@ -69,16 +69,12 @@ pub(crate) fn index_slices(
             debug!(%object, "no {LABEL_SERVICE_NAME} label: belongs to no Service");
             continue;
         };
-        if let Entry::Vacant(v) = seen.entry(objects::key(&slice.metadata)) {
-            v.insert(());
-        } else {
-            errors.push(
-                Invalid::new(
-                    ErrorKind::Duplicate,
-                    "defined more than once; the first definition is used",
-                )
-                .at(&object, "metadata.name"),
+        if !seen.insert(objects::key(&slice.metadata)) {
+            let e = Invalid::new(
+                ErrorKind::Duplicate,
+                "defined more than once; the first definition is used",
             );
+            errors.push(e.at(&object, "metadata.name"));
             continue;
         }
         match slice.address_type.as_str() {

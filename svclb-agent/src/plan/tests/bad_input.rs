@@ -455,3 +455,34 @@ fn errors_render_as_one_line_naming_object_and_field() {
     );
     assert!(!line.contains('\n'));
 }
+
+#[test]
+fn duplicate_slice_objects_keep_one_and_report() {
+    // Only reachable through a source that does not deduplicate itself.
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{clusterIP: 198.18.0.20, ports: [{{name: http, port: 80}}]}}\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [198.19.1.2]}}]\n{OK_SERVICE}"
+    );
+    let mut objs = objects(&yaml);
+    let mut copy = objs
+        .slices
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("web-1"))
+        .unwrap()
+        .clone();
+    copy.endpoints[0].addresses = vec!["198.19.2.2".into()];
+    objs.slices.push(copy);
+    let p = plan(&objs, &node(), &PlanOptions::default());
+    only_error(
+        &p,
+        "EndpointSlice default/web-1",
+        "metadata.name",
+        ErrorKind::Duplicate,
+    );
+    assert_eq!(
+        backends(set(&p, "default/web:http/TCP")),
+        ["198.19.1.2:8080"]
+    );
+    assert_ok_service_planned(&p);
+}
