@@ -201,6 +201,15 @@ impl Loader {
                     self.endpoints.push(e);
                 }
             }
+            ("", Service::KIND | EndpointSlice::KIND | Endpoints::KIND) => {
+                let object = Some(describe(&value, &kind));
+                let message = "apiVersion is missing".to_string();
+                self.errors.push(SourceError::Parse {
+                    location: location.into(),
+                    object,
+                    message,
+                });
+            }
             _ => debug!(location, api, kind, "not a kind svclb uses: skipped"),
         }
     }

@@ -143,7 +143,7 @@ fn yaml_syntax_error_in_one_document() {
 
 #[test]
 fn documents_that_are_not_objects() {
-    let text = "just a string\n---\n[1, 2]\n---\napiVersion: v1\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Service\nmetadata: {namespace: a}\n---\n~\n";
+    let text = "just a string\n---\n[1, 2]\n---\napiVersion: v1\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Service\nmetadata: {namespace: a}\n---\n~\n---\nkind: Service\nmetadata: {name: x}\n";
     let (objs, errors) = parse_file("n.yaml", text);
     assert!(objs.services.is_empty());
     let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -154,6 +154,7 @@ fn documents_that_are_not_objects() {
             "n.yaml document 2 (line 3): document is not an object",
             "n.yaml document 3 (line 5): no kind: not a Kubernetes object",
             "n.yaml document 4 (line 8): Service: metadata.name is missing",
+            "n.yaml document 6 (line 14): Service default/x: apiVersion is missing",
         ]
     );
 }
