@@ -62,29 +62,41 @@ pub fn run() -> Result<()> {
     }
     check_interrupted()?;
 
-    let yaml = manifests::documents(&[
-        manifests::service(
-            "nginx",
-            CLUSTER_IP,
-            Some("nginx"),
-            &[
-                ServicePort::tcp(Some("http"), 80, Target::Number(POD_HTTP_PORT))
-                    .with_node_port(NODE_PORT),
-            ],
-        ),
-        manifests::endpoint_slice(
-            "nginx",
-            "nginx-demo1",
-            &[SlicePort {
-                name: "http",
-                protocol: "TCP",
-                port: POD_HTTP_PORT,
-            }],
-            &sb.backend_ips(),
-        ),
-    ]);
-    sb.manifests.write("nginx.yaml", &yaml)?;
-    println!("\n== {}/nginx.yaml\n{yaml}", sb.manifests.path().display());
+    let service = manifests::service(
+        "nginx",
+        CLUSTER_IP,
+        Some("nginx"),
+        &[
+            ServicePort::tcp(Some("http"), 80, Target::Number(POD_HTTP_PORT))
+                .with_node_port(NODE_PORT),
+        ],
+    );
+    let ips = sb.backend_ips();
+    let slice = manifests::endpoint_slice(
+        "nginx",
+        "nginx-demo1",
+        &[SlicePort {
+            name: "http",
+            protocol: "TCP",
+            port: POD_HTTP_PORT,
+        }],
+        &ips,
+    );
+    sb.manifests.write(
+        "nginx.yaml",
+        &manifests::documents(&[service.clone(), slice]),
+    )?;
+    println!(
+        "\n== {}/nginx.yaml: the Service",
+        sb.manifests.path().display()
+    );
+    println!("{service}");
+    let ips: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
+    println!(
+        "   and its EndpointSlice, as the EndpointSlice controller writes it: port http = {POD_HTTP_PORT}, \
+         ready endpoints {}\n",
+        ips.join(", ")
+    );
 
     println!("== starting svclb-agent in the node namespace");
     let agent = sb.start_agent(&[])?;
