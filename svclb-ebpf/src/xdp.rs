@@ -1,6 +1,6 @@
 //! [`Frame`] for XDP: checksums updated by hand (RFC 1624). Packets from a NIC carry
-//! full checksums; XDP cannot see a CHECKSUM_PARTIAL skb's state, so generic-mode XDP
-//! behind a TX-offloading veth peer would see partial sums (see the crate docs).
+//! full checksums; XDP cannot see an skb's CHECKSUM_PARTIAL state, so on a veth with a
+//! TX-offloading peer the update would be wrong (see main.rs).
 use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     programs::XdpContext,
