@@ -94,10 +94,10 @@ impl Drop for PinDir {
             eprintln!("svclb-tests: cleanup of {}: {e:#}", self.path.display());
         }
         // Whatever cleanup left (or all of it if the namespace is already gone).
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!("svclb-tests: removing {}: {e}", self.path.display());
-            }
+        if let Err(e) = std::fs::remove_dir_all(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("svclb-tests: removing {}: {e}", self.path.display());
         }
     }
 }

@@ -219,12 +219,12 @@ fn hold(
         let started = Instant::now();
         let result = request(&mut stream, &host, false, &mut pending);
         let failed = result.is_err();
-        if let Ok(answer) = &result {
-            if !announced {
-                println!("backend {}", answer.backend);
-                let _ = io::stdout().flush();
-                announced = true;
-            }
+        if let Ok(answer) = &result
+            && !announced
+        {
+            println!("backend {}", answer.backend);
+            let _ = io::stdout().flush();
+            announced = true;
         }
         tally.record(started, result);
         if failed || Instant::now() + interval >= end {
