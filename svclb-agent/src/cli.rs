@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::dataplane::ebpf::pins::DEFAULT_BPFFS_ROOT;
 
 #[derive(Debug, Parser)]
-#[command(name = "svclb-agent", version, about = "Kubernetes Service load balancer with an eBPF data path")]
+#[command(
+    name = "svclb-agent",
+    version,
+    about = "Kubernetes Service load balancer with an eBPF data path"
+)]
 pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `svclb_agent=debug`.
     #[arg(long, global = true, default_value = "info", env = "SVCLB_LOG")]
@@ -29,13 +33,19 @@ pub enum Command {
 pub struct RunArgs {
     /// Directory of YAML/JSON manifests (Service, EndpointSlice, Endpoints; multi-document
     /// files and `kind: List`). Re-read every --poll-interval-ms and applied on change.
+    /// Without it the agent watches the apiserver (see --kubeconfig).
+    #[arg(long, conflicts_with = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+    /// kubeconfig of the apiserver to watch. Default: $KUBECONFIG, ~/.kube/config, or
+    /// the in-cluster service account.
     #[arg(long)]
-    pub manifests: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
     /// Interfaces that get the TC ingress program (every interface traffic to or from
     /// Services enters by: pod links and external links).
     #[arg(long, value_delimiter = ',', required = true)]
     pub iface: Vec<String>,
-    /// Node addresses NodePort answers on. Default: the IPv4 addresses of --iface.
+    /// Node addresses NodePort answers on. Default: the InternalIP and ExternalIP
+    /// addresses of this node's Node object, else the IPv4 addresses of --iface.
     #[arg(long, value_delimiter = ',')]
     pub node_ip: Vec<Ipv4Addr>,
     /// Interfaces that get the XDP fast path. Default: the --iface interfaces that hold a
@@ -47,7 +57,8 @@ pub struct RunArgs {
     /// bpffs directory for pinned maps and links.
     #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
     pub bpffs: PathBuf,
-    /// This node's name, for endpoint locality (EndpointSlice nodeName).
+    /// This node's name, for endpoint locality (EndpointSlice nodeName) and, with an
+    /// apiserver, the Node whose InternalIP/ExternalIP addresses NodePorts answer on.
     #[arg(long, env = "NODE_NAME")]
     pub hostname_override: Option<String>,
     /// NodePort range accepted in Services, as kube-apiserver's --service-node-port-range.
@@ -56,8 +67,24 @@ pub struct RunArgs {
     /// Use Maglev for Services without the svclb.io/lb-algorithm annotation.
     #[arg(long)]
     pub maglev: bool,
+    /// How often --manifests is checked for changes.
     #[arg(long, default_value_t = 200)]
     pub poll_interval_ms: u64,
+    /// Apiserver changes that arrive within this long of the last reconcile are
+    /// batched into the next one (a change after a quiet spell is applied at once).
+    #[arg(long, default_value_t = 20)]
+    pub min_sync_period_ms: u64,
+    /// `host:port` for /metrics (Prometheus); port 0 picks one; empty disables.
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    pub metrics_bind_address: String,
+    /// `host:port` for /healthz and /livez; port 0 picks one; empty disables.
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    pub healthz_bind_address: String,
+    /// /healthz and /livez fail once a change has waited this long for the data path,
+    /// or the apiserver has been unreachable this long (kube-proxy: twice its sync
+    /// period, 60 s by default).
+    #[arg(long, default_value_t = 60)]
+    pub healthz_timeout_seconds: u64,
     /// Per-packet debug logs from the data path (slow).
     #[arg(long)]
     pub debug_bpf: bool,
@@ -90,7 +117,9 @@ pub struct CleanupArgs {
 
 /// Parse `A-B` into an inclusive port range.
 pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?}: expected FIRST-LAST"))?;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected FIRST-LAST"))?;
     let a: u16 = a.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
     let b: u16 = b.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
     if a == 0 || a > b {

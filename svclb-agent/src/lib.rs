@@ -3,6 +3,9 @@
 pub mod cli;
 pub mod dataplane;
 pub mod dump;
+pub mod health;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod netif;
 pub mod plan;

@@ -1,9 +1,15 @@
-//! `svclb-agent run` with a manifest directory: read, plan, sync, repeat on change.
-use std::{collections::BTreeSet, net::Ipv4Addr, time::{Duration, Instant}};
+//! `svclb-agent run`: a source (the apiserver, or a manifest directory) yields the
+//! whole object state whenever it changes; each change is planned and synced into the
+//! data path (level-based: the plan is always of everything, the sync writes only the
+//! delta). The data path starts first and adopts its pins, so traffic keeps flowing
+//! while the source is still connecting; nothing is synced before the source has
+//! listed everything once.
+use std::{collections::BTreeSet, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::XdpMode;
-use tracing::{error, info, warn};
+use tokio::time::Instant;
+use tracing::{error, info};
 
 use crate::{
     cli::{RunArgs, XdpModeArg, parse_port_range},
@@ -11,25 +17,198 @@ use crate::{
         Dataplane,
         ebpf::{EbpfDataplane, EbpfOptions},
     },
+    health::Health,
+    http,
+    metrics::Metrics,
     netif,
-    plan::desired::{NodeInfo, PlanOptions, plan},
-    source::manifests::{dir_fingerprint, load_dir},
+    plan::desired::PlanOptions,
+    source::{
+        Objects,
+        change::Change,
+        kube::{
+            KubeOptions, KubeSource,
+            client::{ApiReachability, connect},
+            node::NodeView,
+        },
+    },
 };
+
+pub mod manifests;
+pub mod reconcile;
+
+use self::{
+    manifests::ManifestSource,
+    reconcile::{NodeAddresses, Reconciler},
+};
+
+/// A failed sync is retried after this, doubling up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+enum Source {
+    Manifests(ManifestSource),
+    Kube(KubeSource),
+}
+
+impl Source {
+    async fn next(&mut self) -> Change {
+        match self {
+            Source::Manifests(s) => s.next().await,
+            Source::Kube(s) => s.next().await,
+        }
+    }
+
+    fn objects(&self) -> &Objects {
+        match self {
+            Source::Manifests(s) => s.objects(),
+            Source::Kube(s) => s.objects(),
+        }
+    }
+
+    fn node(&self) -> Option<&NodeView> {
+        match self {
+            Source::Manifests(_) => None,
+            Source::Kube(s) => s.node(),
+        }
+    }
+}
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let node_port_range = parse_port_range(&args.service_node_port_range)
         .map_err(|e| anyhow::anyhow!("--service-node-port-range {e}"))?;
-    if !args.manifests.is_dir() {
-        bail!("--manifests {}: not a directory", args.manifests.display());
+    if let Some(dir) = &args.manifests
+        && !dir.is_dir()
+    {
+        bail!("--manifests {}: not a directory", dir.display());
     }
+    let (iface_ips, xdp_ifaces) = interfaces(&args)?;
+    let addresses = if args.node_ip.is_empty() {
+        NodeAddresses::NodeOr(iface_ips.clone())
+    } else {
+        NodeAddresses::Fixed(iface_ips.clone())
+    };
+    let xdp_mode = match args.xdp_mode {
+        XdpModeArg::Skb => XdpMode::Skb,
+        _ => XdpMode::Driver,
+    };
+    let node_name = args.hostname_override.clone();
+    let mode = if args.manifests.is_some() {
+        "manifests"
+    } else {
+        "apiserver"
+    };
+    info!(node_ips = ?iface_ips, tc = ?args.iface, xdp = ?xdp_ifaces, node = ?node_name, mode, "starting");
+
+    let (metrics, registry) = Metrics::new();
+    let reach = args
+        .manifests
+        .is_none()
+        .then(|| Arc::new(ApiReachability::default()));
+    let health = Arc::new(Health::new(
+        Duration::from_secs(args.healthz_timeout_seconds),
+        reach.clone(),
+    ));
+    let registry = Arc::new(registry);
+    let mut servers = Vec::new();
+    for (what, addr, registry) in [
+        ("metrics", &args.metrics_bind_address, Some(registry)),
+        ("healthz", &args.healthz_bind_address, None),
+    ] {
+        if addr.is_empty() {
+            continue;
+        }
+        let routes = http::Routes {
+            registry,
+            health: health.clone(),
+        };
+        // Like kube-proxy: without metrics or health the data path still matters more.
+        match http::serve(what, addr, routes).await {
+            Ok((_, task)) => servers.push(task),
+            Err(e) => error!(error = format!("{e:#}"), "{what} server not started"),
+        }
+    }
+
+    let dp = EbpfDataplane::start(&EbpfOptions {
+        bpffs: args.bpffs.clone(),
+        tc_ifaces: args.iface.clone(),
+        xdp_ifaces,
+        xdp_mode,
+        debug_log: args.debug_bpf,
+    })?;
+    info!(mode = dp.mode(), bpffs = %args.bpffs.display(), "data path ready");
+
+    let mut source = match (&args.manifests, reach) {
+        (Some(dir), _) => Source::Manifests(ManifestSource::new(
+            dir,
+            Duration::from_millis(args.poll_interval_ms),
+            metrics.clone(),
+        )),
+        (None, reach) => {
+            let reach = reach.unwrap_or_default();
+            let client = connect(args.kubeconfig.as_deref(), reach).await?;
+            let opts = KubeOptions {
+                node_name: node_name.clone(),
+                min_sync_period: Duration::from_millis(args.min_sync_period_ms),
+            };
+            Source::Kube(KubeSource::start(client, opts, metrics.clone()))
+        }
+    };
+
+    let opts = PlanOptions {
+        node_port_range,
+        maglev_default: args.maglev,
+    };
+    let mut rec = Reconciler::new(dp, metrics, health.clone(), node_name, addresses, opts);
+    let mut retry = RETRY_MIN;
+    let mut retry_at: Option<Instant> = None;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let change = tokio::select! {
+            change = source.next() => change,
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                Change::Changed { noticed: None, triggered: Vec::new() }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        };
+        match change {
+            // Nothing new and nothing owed: the data path is current.
+            Change::Unchanged if !rec.failed() => health.updated(),
+            Change::Unchanged => {}
+            Change::Changed { noticed, triggered } => {
+                rec.queue(noticed, triggered);
+                if rec.reconcile(source.objects(), source.node()) {
+                    retry = RETRY_MIN;
+                    retry_at = None;
+                } else {
+                    retry_at = Some(Instant::now() + retry);
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+    for s in servers {
+        s.abort();
+    }
+    info!("stopping; pinned programs and maps keep serving (`svclb-agent cleanup` removes them)");
+    Ok(())
+}
+
+/// NodePort addresses (--node-ip, else the interfaces' IPv4 addresses) and the XDP
+/// interfaces (--xdp-iface, else the interfaces that hold one of those addresses).
+fn interfaces(args: &RunArgs) -> Result<(Vec<Ipv4Addr>, Vec<String>)> {
     let mut node_ips: Vec<Ipv4Addr> = args.node_ip.clone();
     let mut holders = BTreeSet::new();
     for iface in &args.iface {
-        let addrs = netif::ipv4_addrs(iface).with_context(|| format!("reading addresses of {iface}"))?;
+        let addrs =
+            netif::ipv4_addrs(iface).with_context(|| format!("reading addresses of {iface}"))?;
         if args.node_ip.is_empty() {
             node_ips.extend(addrs.iter().copied());
         }
-        if addrs.iter().any(|a| node_ips.contains(a) || args.node_ip.contains(a)) {
+        if addrs
+            .iter()
+            .any(|a| node_ips.contains(a) || args.node_ip.contains(a))
+        {
             holders.insert(iface.clone());
         }
     }
@@ -40,81 +219,5 @@ pub async fn run(args: RunArgs) -> Result<()> {
         (Some(list), _) => list.clone(),
         (None, _) => holders.into_iter().collect(),
     };
-    let xdp_mode = match args.xdp_mode {
-        XdpModeArg::Skb => XdpMode::Skb,
-        _ => XdpMode::Driver,
-    };
-    let node_name = args.hostname_override.clone();
-    info!(?node_ips, tc = ?args.iface, xdp = ?xdp_ifaces, node = ?node_name, "starting (manifests mode)");
-
-    let mut dp = EbpfDataplane::start(&EbpfOptions {
-        bpffs: args.bpffs.clone(),
-        tc_ifaces: args.iface.clone(),
-        xdp_ifaces,
-        xdp_mode,
-        debug_log: args.debug_bpf,
-    })?;
-    info!(mode = dp.mode(), bpffs = %args.bpffs.display(), "data path ready");
-
-    let node = NodeInfo { name: node_name, addresses: node_ips };
-    let opts = PlanOptions { node_port_range, maglev_default: args.maglev };
-    let mut last_fp = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(args.poll_interval_ms.max(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-        }
-        let fp = match dir_fingerprint(&args.manifests) {
-            Ok(fp) => fp,
-            Err(e) => {
-                warn!(dir = %args.manifests.display(), error = %e, "cannot read the manifests directory");
-                continue;
-            }
-        };
-        if last_fp == Some(fp) {
-            continue;
-        }
-        last_fp = Some(fp);
-        let started = Instant::now();
-        let (objects, source_errors) = match load_dir(&args.manifests) {
-            Ok(x) => x,
-            Err(e) => {
-                error!(error = %e, "cannot load manifests; the data path is left as it is");
-                continue;
-            }
-        };
-        for e in &source_errors {
-            error!("{e}");
-        }
-        let planned = plan(&objects, &node, &opts);
-        for e in &planned.errors {
-            error!("{e}");
-        }
-        for (object, why) in &planned.ignored {
-            info!(object = %object, "ignored: {why}");
-        }
-        match dp.sync(&planned.state) {
-            Ok(r) if r.writes > 0 || r.purged > 0 => info!(
-                sets = planned.state.sets.len(),
-                frontends = planned.state.frontend_count(),
-                endpoints = planned.state.endpoint_count(),
-                writes = r.writes,
-                purged = r.purged,
-                map_us = r.duration.as_micros() as u64,
-                total_us = started.elapsed().as_micros() as u64,
-                "synced"
-            ),
-            Ok(_) => info!(frontends = planned.state.frontend_count(), "synced (no change)"),
-            Err(e) => {
-                error!(error = format!("{e:#}"), "sync failed; retrying on the next change");
-                last_fp = None;
-            }
-        }
-    }
-    info!("stopping; pinned programs and maps keep serving (`svclb-agent cleanup` removes them)");
-    Ok(())
+    Ok((node_ips, xdp_ifaces))
 }

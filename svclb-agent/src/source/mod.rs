@@ -1,6 +1,8 @@
 //! Where Kubernetes objects come from: manifest files or the apiserver.
+pub mod change;
 mod documents;
 pub mod errors;
+pub mod kube;
 pub mod manifests;
 pub mod objects;
 

@@ -1,0 +1,315 @@
+//! The apiserver as a source: reflectors over Services, EndpointSlices and the
+//! agent's own Node, read as a whole (level-based) whenever they change.
+//!
+//! Each resource has a watcher task (`watcher(..).default_backoff()`, so an
+//! unreachable apiserver is retried with backoff, a cut stream resumes, and 410 Gone
+//! relists) that feeds a reflector store and signals every change. [`KubeSource::next`]
+//! waits until every store has listed once, then paces changes ([`pace::Pacer`]) and
+//! re-reads the stores into [`Objects`]. Objects whose uid and resourceVersion did not
+//! change are not even compared, so a relist or resumed watch that brings nothing new
+//! reports [`Change::Unchanged`] without planning.
+use std::{fmt::Debug, time::Duration};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::{
+    core::v1::{Node, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api, Client, Resource,
+    runtime::{
+        WatchStreamExt as _,
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+use tracing::{debug, info, warn};
+
+use super::{Objects, change::Change};
+use crate::metrics::Metrics;
+
+pub mod client;
+pub mod lenient;
+pub mod mirror;
+pub mod node;
+pub mod pace;
+
+use self::{
+    lenient::Lenient,
+    mirror::{Mirror, MirrorDelta},
+    node::NodeView,
+    pace::Pacer,
+};
+
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// This node's name: its Node object is watched.
+    pub node_name: Option<String>,
+    /// Changes within this long of the last reconcile wait for the next one.
+    pub min_sync_period: Duration,
+}
+
+pub struct KubeSource {
+    services: Store<Lenient<Service>>,
+    slices: Store<Lenient<EndpointSlice>>,
+    nodes: Option<(String, Store<Lenient<Node>>)>,
+    changes: mpsc::UnboundedReceiver<Instant>,
+    tasks: Vec<JoinHandle<()>>,
+    metrics: Metrics,
+    pacer: Pacer,
+    synced: bool,
+    service_mirror: Mirror<Service>,
+    slice_mirror: Mirror<EndpointSlice>,
+    objects: Objects,
+    node: Option<NodeView>,
+}
+
+impl KubeSource {
+    /// Starts the watches (all namespaces). Needs a tokio runtime.
+    pub fn start(client: Client, opts: KubeOptions, metrics: Metrics) -> Self {
+        let (tx, changes) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        let config = watcher::Config::default().any_semantic();
+        let services = spawn_watch::<Service>(
+            Api::all(client.clone()),
+            config.clone(),
+            "services",
+            &tx,
+            &metrics,
+            &mut tasks,
+        );
+        let slices = spawn_watch::<EndpointSlice>(
+            Api::all(client.clone()),
+            config.clone(),
+            "endpointslices",
+            &tx,
+            &metrics,
+            &mut tasks,
+        );
+        let nodes = opts.node_name.clone().map(|name| {
+            let store = spawn_watch::<Node>(
+                Api::all(client),
+                config.fields(&format!("metadata.name={name}")),
+                "nodes",
+                &tx,
+                &metrics,
+                &mut tasks,
+            );
+            (name, store)
+        });
+        let mut source = KubeSource::with_stores(services, slices, nodes, changes, &opts, metrics);
+        source.tasks = tasks;
+        source
+    }
+
+    /// A source over stores that something else fills (the watcher tasks, or tests
+    /// through `Writer::apply_watcher_event`); `changes` carries each change's arrival.
+    pub fn with_stores(
+        services: Store<Lenient<Service>>,
+        slices: Store<Lenient<EndpointSlice>>,
+        nodes: Option<(String, Store<Lenient<Node>>)>,
+        changes: mpsc::UnboundedReceiver<Instant>,
+        opts: &KubeOptions,
+        metrics: Metrics,
+    ) -> Self {
+        KubeSource {
+            services,
+            slices,
+            nodes,
+            changes,
+            tasks: Vec::new(),
+            metrics,
+            pacer: Pacer::new(opts.min_sync_period),
+            synced: false,
+            service_mirror: Mirror::new("Service"),
+            slice_mirror: Mirror::new("EndpointSlice"),
+            objects: Objects::default(),
+            node: None,
+        }
+    }
+
+    /// Whether every store has been listed once.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// The objects as of the last [`Change`].
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
+    /// The agent's Node as of the last [`Change`], when it exists.
+    pub fn node(&self) -> Option<&NodeView> {
+        self.node.as_ref()
+    }
+
+    /// The next change. The first one is the initial state, once every store has
+    /// listed. Cancel-safe: progress is kept in `self`.
+    pub async fn next(&mut self) -> Change {
+        if !self.synced {
+            self.wait_synced().await;
+            self.synced = true;
+            self.pacer.run(Instant::now());
+            let _ = self.read_stores();
+            info!(
+                services = self.objects.services.len(),
+                endpoint_slices = self.objects.slices.len(),
+                node = ?self.node,
+                "initial list done"
+            );
+            return Change::Changed {
+                noticed: None,
+                triggered: Vec::new(),
+            };
+        }
+        loop {
+            match self.pacer.due() {
+                None => match self.changes.recv().await {
+                    Some(at) => self.pacer.note_change(at),
+                    None => std::future::pending().await,
+                },
+                Some(due) => {
+                    tokio::select! {
+                        at = self.changes.recv() => if let Some(at) = at {
+                            self.pacer.note_change(at);
+                        },
+                        _ = tokio::time::sleep_until(due) => {
+                            while let Ok(at) = self.changes.try_recv() {
+                                self.pacer.note_change(at);
+                            }
+                            let noticed = self.pacer.run(Instant::now());
+                            return match self.read_stores() {
+                                Some(triggered) => Change::Changed { noticed, triggered },
+                                None => Change::Unchanged,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn wait_synced(&mut self) {
+        // Errors only when a writer is gone, which the watcher tasks never drop.
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.slices.wait_until_ready().await;
+        if let Some((_, nodes)) = &self.nodes {
+            let _ = nodes.wait_until_ready().await;
+        }
+        // Changes signalled while listing are in the state read next.
+        while self.changes.try_recv().is_ok() {}
+    }
+
+    /// Re-reads the stores; `None` when nothing changed, else the changed objects'
+    /// own change times.
+    fn read_stores(&mut self) -> Option<Vec<k8s_openapi::jiff::Timestamp>> {
+        let services = self
+            .service_mirror
+            .update(&self.services.state(), &mut self.objects.services);
+        let slices = self
+            .slice_mirror
+            .update(&self.slices.state(), &mut self.objects.slices);
+        for d in [&services, &slices] {
+            for _ in &d.invalid {
+                self.metrics.object_error("decode");
+            }
+        }
+        let node = self.read_node();
+        let node_changed = node != self.node;
+        if node_changed {
+            debug!(?node, "own Node changed");
+            self.node = node;
+        }
+        log_delta("Service", &services);
+        log_delta("EndpointSlice", &slices);
+        if services.is_empty() && slices.is_empty() && !node_changed {
+            return None;
+        }
+        let mut triggered = services.trigger_times;
+        triggered.extend(slices.trigger_times);
+        Some(triggered)
+    }
+
+    fn read_node(&mut self) -> Option<NodeView> {
+        let (name, store) = self.nodes.as_ref()?;
+        let found = store.find(|n| n.meta().name.as_deref() == Some(name.as_str()))?;
+        match &*found {
+            Lenient::Valid(node) => Some(NodeView::of(node)),
+            Lenient::Invalid { error, .. } => {
+                warn!(node = %name, %error, "cannot decode own Node; using interface addresses");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn log_delta(kind: &str, d: &MirrorDelta) {
+    if !d.is_empty() {
+        debug!(
+            kind,
+            changed = d.changed,
+            removed = d.removed,
+            "store changes"
+        );
+    }
+}
+
+/// Spawns `reflector(watcher)` for `K` and returns its store. Every applied change
+/// sends its arrival time on `tx`; errors are logged and counted (the watcher retries
+/// them itself with backoff).
+fn spawn_watch<K>(
+    api: Api<Lenient<K>>,
+    config: watcher::Config,
+    resource: &'static str,
+    tx: &mpsc::UnboundedSender<Instant>,
+    metrics: &Metrics,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<Lenient<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let tx = tx.clone();
+    let metrics = metrics.clone();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    tasks.push(tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut failing = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Init) => debug!(resource, "listing"),
+                Ok(watcher::Event::InitApply(_)) => {}
+                Ok(ev) => {
+                    if failing {
+                        info!(resource, "watch recovered");
+                        failing = false;
+                    }
+                    if matches!(ev, watcher::Event::InitDone) {
+                        debug!(resource, "list done");
+                    }
+                    // The receiver lives as long as the source, which aborts us.
+                    let _ = tx.send(Instant::now());
+                }
+                Err(e) => {
+                    metrics.watch_error(resource);
+                    warn!(resource, error = %e, "list/watch failed; retrying with backoff");
+                    failing = true;
+                }
+            }
+        }
+    }));
+    store
+}
+
+#[cfg(test)]
+mod tests;
