@@ -67,7 +67,7 @@ pub fn create(p: &Parsed, backend_id: u32, be: &Backend, svc_id: u32, now: u64) 
         last_seen_ns: now,
     };
     // Reply first: it must exist before the backend can answer.
-    CONNTRACK.insert(&reply_key, &reply, u64::from(BPF_ANY))?;
+    CONNTRACK.insert(reply_key, reply, u64::from(BPF_ANY))?;
     let fwd = CtValue {
         nat_addr_be: be.addr_be,
         nat_port_be: be.port_be,
@@ -77,7 +77,7 @@ pub fn create(p: &Parsed, backend_id: u32, be: &Backend, svc_id: u32, now: u64) 
         svc_id,
         last_seen_ns: now,
     };
-    CONNTRACK.insert(&key(p, CT_DIR_FORWARD), &fwd, u64::from(BPF_ANY))
+    CONNTRACK.insert(key(p, CT_DIR_FORWARD), fwd, u64::from(BPF_ANY))
 }
 
 /// Marks the forward entry of the flow a reply `p` belongs to as closing; the reply

@@ -40,7 +40,7 @@ pub fn process<F: Frame>(f: &F) -> Verdict {
         proto: p.proto,
         _pad: 0,
     };
-    match unsafe { SERVICES.get(&key) } {
+    match unsafe { SERVICES.get(key) } {
         Some(svc) => {
             let svc = *svc;
             forward(f, &p, &svc)
@@ -117,7 +117,7 @@ fn choose(p: &Parsed, svc: &ServiceValue, now: u64) -> Option<(u32, Backend)> {
         last_used_ns: now,
     };
     // Best effort: without it the next flow just picks again.
-    let _ = AFFINITY.insert(&akey, &val, 0);
+    let _ = AFFINITY.insert(akey, val, 0);
     Some(picked)
 }
 
@@ -145,7 +145,7 @@ fn pick_slot(p: &Parsed, svc: &ServiceValue) -> Option<(u32, Backend)> {
         svc_id: svc.svc_id,
         slot: r % n,
     };
-    let id = *unsafe { SLOTS.get(&slot) }?;
+    let id = *unsafe { SLOTS.get(slot) }?;
     let be = *unsafe { BACKENDS.get(id) }?;
     Some((id, be))
 }

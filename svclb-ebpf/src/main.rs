@@ -44,8 +44,8 @@ use lb::Verdict;
 #[classifier]
 pub fn svclb_tc(ctx: TcContext) -> i32 {
     match lb::process(&ctx) {
-        Verdict::Pass => TC_ACT_OK as i32,
-        Verdict::Drop => TC_ACT_SHOT as i32,
+        Verdict::Pass => TC_ACT_OK,
+        Verdict::Drop => TC_ACT_SHOT,
         // Back out of the interface the packet came in on (TC_ACT_REDIRECT).
         Verdict::Reject => unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32 },
     }
