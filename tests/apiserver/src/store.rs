@@ -134,6 +134,10 @@ struct Inner {
     history: VecDeque<Arc<Change>>,
     /// Oldest version a watch may start from: every change after it is in `history`.
     floor: u64,
+    /// Newest version of a change no longer in `history`: an open watch whose cursor is
+    /// older missed it. (Differs from `floor` after `expire`, which compacts past the last
+    /// change without dropping events an open watch still needs.)
+    lost: u64,
     alloc: Allocator,
 }
 
@@ -195,6 +199,7 @@ impl Store {
                 rv: 0,
                 history: VecDeque::new(),
                 floor: 0,
+                lost: 0,
                 alloc: Allocator::new(service_cidr),
             }),
             history_limit: history_limit.max(1),
@@ -248,13 +253,19 @@ impl Store {
         open
     }
 
-    /// Drops the history: a watch from any version before now gets 410 Expired, as after
-    /// an etcd compaction.
+    /// Compacts: drops the history and moves the version on by one (as the other writes of
+    /// a real cluster would), so a new watch from any version handed out so far gets 410
+    /// Expired. Open watches that have seen every change go on; together with
+    /// `cut_watches` every watcher therefore relists. Returns the new floor.
     pub fn expire(&self) -> u64 {
         let mut inner = self.lock();
+        if let Some(last) = inner.history.back() {
+            inner.lost = last.rv;
+        }
         inner.history.clear();
+        inner.rv += 1;
         inner.floor = inner.rv;
-        // Wake open watches so those behind the new floor notice now.
+        // Wake open watches: those that had not read every change yet notice now.
         self.rv_tx.send_replace(inner.rv);
         inner.floor
     }
@@ -297,6 +308,7 @@ impl Store {
         while inner.history.len() > self.history_limit {
             if let Some(old) = inner.history.pop_front() {
                 inner.floor = old.rv;
+                inner.lost = old.rv;
             }
         }
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
@@ -678,9 +690,11 @@ impl Store {
     }
 
     /// Changes after `cursor` (at most `max`), and the cursor to ask from next time.
-    pub fn since(&self, cursor: u64, max: usize) -> Since {
+    /// `starting`: the watch starts at `cursor` (refused below the compaction floor); else
+    /// it is an open watch (refused only if it missed a change).
+    pub fn since(&self, cursor: u64, max: usize, starting: bool) -> Since {
         let inner = self.lock();
-        if cursor < inner.floor {
+        if (starting && cursor < inner.floor) || cursor < inner.lost {
             return Since::TooOld { floor: inner.floor };
         }
         let first = inner.history.partition_point(|c| c.rv <= cursor);

@@ -160,11 +160,14 @@ async fn run(store: &Store, req: &WatchRequest, bookmark_interval: Duration, tx:
             at
         }
     };
+    let mut starting = req.resource_version.is_some();
     let mut ticker = tokio::time::interval_at(Instant::now() + bookmark_interval, bookmark_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         loop {
-            match store.since(cursor, BATCH) {
+            let since = store.since(cursor, BATCH, starting);
+            starting = false;
+            match since {
                 Since::TooOld { floor } => {
                     store.counters.watch_expired.fetch_add(1, Ordering::Relaxed);
                     let _ = tx.send(expired_line(cursor, floor)).await;

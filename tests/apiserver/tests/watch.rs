@@ -221,3 +221,28 @@ fn restart_drops_connections_and_keeps_objects() {
     }
     assert_eq!(get(a, &format!("{SERVICES}/a")).status, 200);
 }
+
+#[test]
+fn expire_keeps_open_watches_but_refuses_old_versions() {
+    let s = server();
+    let a = s.addr();
+    let rv = rv_of(&send_json(a, "POST", SERVICES, &service("a", json!({}))).json());
+    let mut open = Watch::open(a, &format!("{SERVICES}?watch=1&resourceVersion={rv}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.stats().watches_active < 1 {
+        assert!(Instant::now() < deadline, "watch did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let floor = s.expire();
+    assert!(floor > rv, "even the latest version handed out is now too old");
+    send_json(a, "POST", SERVICES, &service("b", json!({})));
+    let e = open.next_object_event().unwrap();
+    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("b")));
+    let mut fresh = Watch::open(a, &format!("{SERVICES}?watch=1&resourceVersion={rv}"));
+    assert_eq!(fresh.next().unwrap()["object"]["code"], 410);
+    // A list gives a version new watches may start from.
+    let list_rv: u64 = get(a, SERVICES).json()["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let mut relisted = Watch::open(a, &format!("{SERVICES}?watch=1&resourceVersion={list_rv}"));
+    send_json(a, "POST", SERVICES, &service("c", json!({})));
+    assert_eq!(relisted.next_object_event().unwrap()["object"]["metadata"]["name"], "c");
+}
