@@ -76,10 +76,12 @@ impl TestApiServer {
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
-        let listener = runtime
-            .block_on(TcpListener::bind(bind))
-            .map_err(|source| StartError::Bind { addr: bind, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
+        // Bound here with std so `start` works inside another runtime too; handed to
+        // Tokio on the server's own thread.
+        let bind_err = |source| StartError::Bind { addr: bind, source };
+        let listener = std::net::TcpListener::bind(bind).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
         let store = Arc::new(Store::new(config.history, config.service_cidr));
         let (restart_tx, restart_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
@@ -92,7 +94,12 @@ impl TestApiServer {
         let thread = std::thread::Builder::new()
             .name("svclb-testapi".into())
             .spawn(move || {
-                runtime.block_on(accept_loop(listener, addr, state, restart_rx, shutdown_rx));
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => accept_loop(listener, addr, state, restart_rx, shutdown_rx).await,
+                        Err(e) => tracing::error!("listening on {addr}: {e}"),
+                    }
+                });
                 // Connection and watch tasks still running are dropped with the runtime.
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
@@ -133,7 +140,8 @@ impl TestApiServer {
     }
 
     /// Drops every connection and stops listening for `down`, then listens again on the
-    /// same address with the same objects (an apiserver restart). Returns once listening.
+    /// same address with the same objects (an apiserver restart). Blocks until listening
+    /// again (from async code, a multi-thread runtime or `spawn_blocking` is needed).
     pub fn restart(&self, down: Duration) {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         if self.restart.send(RestartRequest { down, done: Some(done_tx) }).is_ok() {
