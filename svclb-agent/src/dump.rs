@@ -85,8 +85,11 @@ pub fn build(image: &MapImage, stats: impl Fn(u32) -> (u64, u64)) -> DumpView {
     let mut frontends = Vec::new();
     for (key, val) in &image.services {
         let Some(fe) = frontend(key) else { continue };
+        // Distinct backends in slot order (a Maglev table names each one many times).
+        let mut seen = std::collections::BTreeSet::new();
         let backends = (0..u32::from(val.backend_count))
             .filter_map(|slot| image.slots.get(&svclb_common::SlotKey { svc_id: val.svc_id, slot }))
+            .filter(|id| seen.insert(**id))
             .filter_map(|id| Some((*id, image.backends.get(id)?)))
             .filter_map(|(id, be)| {
                 let addr = backend_addr(be)?;

@@ -39,7 +39,7 @@ fn state(sets: &[(&str, u8, &[u8])]) -> DesiredState {
 
 /// One sync as the dataplane does it: compile, diff, apply, forget unused ids.
 fn sync(image: &mut MapImage, ids: &mut IdAllocator, desired: &DesiredState) -> Delta {
-    let (target, fresh) = compile(desired, ids).unwrap();
+    let (target, fresh) = compile(desired, ids, image).unwrap();
     let delta = diff(image, &target, &fresh);
     apply_to_image(image, &delta);
     assert_eq!(*image, target, "applying the delta must yield the target");
@@ -130,4 +130,28 @@ fn an_empty_set_keeps_its_frontend_with_count_zero() {
     assert_eq!(d.put_services[0].1.backend_count, 0);
     assert_eq!(d.purge, vec![(1, 1)]);
     assert_eq!(image.members(1), BTreeSet::new());
+}
+
+#[test]
+fn maglev_sets_hold_a_table_and_removal_rewrites_about_one_nth() {
+    let (mut image, mut ids) = (MapImage::default(), IdAllocator::default());
+    let mut s = state(&[("a", 10, &[1, 2, 3, 4, 5])]);
+    s.sets.get_mut(&SetKey("a".into())).unwrap().maglev = true;
+    let d = sync(&mut image, &mut ids, &s);
+    let (_, v) = d.put_services[0];
+    assert_eq!(v.flags & svclb_common::SVC_F_MAGLEV, svclb_common::SVC_F_MAGLEV);
+    assert_eq!(v.backend_count, 509, "smallest rung above 100 × 5");
+    assert_eq!(d.put_slots.len(), 509);
+    assert_eq!(image.members(1).len(), 5);
+
+    let mut fewer = s.clone();
+    fewer.sets.get_mut(&SetKey("a".into())).unwrap().endpoints.pop();
+    let d = sync(&mut image, &mut ids, &fewer);
+    // The table keeps its size, so only the entries of the removed backend (~1/5) change.
+    assert_eq!(d.put_services, vec![], "same size, same flags: the service entry stays");
+    assert!(d.del_slots.is_empty());
+    let moved = d.put_slots.len();
+    assert!((90..=115).contains(&moved), "{moved} of 509 entries rewritten");
+    assert_eq!(d.purge, vec![(1, 5)]);
+    assert_eq!(d.del_backends, vec![5]);
 }

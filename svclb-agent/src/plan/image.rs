@@ -8,11 +8,14 @@ use std::{
 };
 
 use svclb_common::{
-    Backend, BE_F_LOCAL, BE_F_TERMINATING, SVC_F_AFFINITY, SVC_F_LOCAL, SVC_NAME_LEN,
+    Backend, BE_F_LOCAL, BE_F_TERMINATING, SVC_F_AFFINITY, SVC_F_LOCAL, SVC_F_MAGLEV, SVC_NAME_LEN,
     ServiceKey, ServiceValue, SlotKey, SvcName,
 };
 
-use super::ids::{IdAllocator, IdError};
+use super::{
+    ids::{IdAllocator, IdError},
+    maglev,
+};
 use crate::model::{BackendAddr, DesiredState, Frontend, Proto};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,9 +82,11 @@ pub fn svc_name_str(name: &SvcName) -> String {
 
 /// Compile the desired state into the map contents, allocating ids as needed.
 /// Returns the image and the ids of sets that were allocated by this call.
+/// `current` (what the maps hold) only supplies the Maglev table sizes in use.
 pub fn compile(
     desired: &DesiredState,
     ids: &mut IdAllocator,
+    current: &MapImage,
 ) -> Result<(MapImage, BTreeSet<u32>), IdError> {
     let mut image = MapImage::default();
     let mut fresh = BTreeSet::new();
@@ -91,7 +96,8 @@ pub fn compile(
             fresh.insert(svc_id);
         }
         image.names.insert(svc_id, key.0.chars().take(SVC_NAME_LEN).collect());
-        for (slot, ep) in set.endpoints.iter().enumerate() {
+        let mut ids_in_order = Vec::with_capacity(set.endpoints.len());
+        for ep in &set.endpoints {
             let backend_id = ids.backend_id_or_alloc(ep.backend)?;
             let mut flags = 0;
             if ep.terminating {
@@ -109,7 +115,28 @@ pub fn compile(
                     flags,
                 },
             );
-            image.slots.insert(SlotKey { svc_id, slot: slot as u32 }, backend_id);
+            ids_in_order.push(backend_id);
+        }
+        // Maglev: the slots hold the lookup table (the data path indexes it by flow
+        // hash); otherwise one slot per endpoint, picked at random.
+        let table = if set.maglev {
+            let addrs: Vec<_> = set.endpoints.iter().map(|e| (e.backend.addr, e.backend.port)).collect();
+            let prev = set.frontends.keys().next().and_then(|fe| current.services.get(&service_key(fe)));
+            let prev = prev.filter(|v| v.svc_id == svc_id && v.flags & SVC_F_MAGLEV != 0);
+            let t = maglev::table(&addrs, prev.map(|v| u32::from(v.backend_count)));
+            if t.is_none() && addrs.len() > maglev::MAX_BACKENDS {
+                tracing::warn!(set = %key, endpoints = addrs.len(), max = maglev::MAX_BACKENDS, "too many endpoints for a Maglev table; using random selection");
+            }
+            t
+        } else {
+            None
+        };
+        let slots: Vec<u32> = match &table {
+            Some(t) => t.iter().map(|&i| ids_in_order[i as usize]).collect(),
+            None => ids_in_order,
+        };
+        for (slot, backend_id) in slots.iter().enumerate() {
+            image.slots.insert(SlotKey { svc_id, slot: slot as u32 }, *backend_id);
         }
         let mut flags = 0;
         if set.affinity_timeout_s.is_some() {
@@ -118,13 +145,17 @@ pub fn compile(
         if set.local_policy {
             flags |= SVC_F_LOCAL;
         }
+        if table.is_some() {
+            flags |= SVC_F_MAGLEV;
+        }
         for (fe, kind) in &set.frontends {
             image.services.insert(
                 service_key(fe),
                 ServiceValue {
                     svc_id,
-                    // The planner rejects sets larger than MAX_BACKENDS_PER_SERVICE.
-                    backend_count: u16::try_from(set.endpoints.len()).unwrap_or(u16::MAX),
+                    // The planner rejects sets larger than MAX_BACKENDS_PER_SERVICE and
+                    // Maglev tables are at most maglev::MAX_TABLE entries.
+                    backend_count: u16::try_from(slots.len()).unwrap_or(u16::MAX),
                     flags,
                     affinity_timeout_s: set.affinity_timeout_s.unwrap_or(0),
                     kind: kind.code(),

@@ -7,6 +7,7 @@ mod endpoints;
 pub mod errors;
 pub mod ids;
 pub mod image;
+pub mod maglev;
 mod service;
 pub mod validate;
 

@@ -111,7 +111,7 @@ impl Dataplane for EbpfDataplane {
     }
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport> {
-        let (target, fresh) = compile(desired, &mut self.ids)?;
+        let (target, fresh) = compile(desired, &mut self.ids, &self.image)?;
         let delta = diff(&self.image, &target, &fresh);
         if delta.is_empty() {
             return Ok(SyncReport::default());
