@@ -22,14 +22,19 @@ pub struct Ipv4Cidr {
 impl FromStr for Ipv4Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (ip, len) = s.split_once('/').ok_or_else(|| format!("{s}: expected ADDRESS/PREFIX"))?;
+        let (ip, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s}: expected ADDRESS/PREFIX"))?;
         let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{s}: {e}"))?;
         let prefix: u8 = len.parse().map_err(|e| format!("{s}: {e}"))?;
         if !(8..=30).contains(&prefix) {
             return Err(format!("{s}: prefix must be between /8 and /30"));
         }
         let mask = u32::MAX << (32 - prefix);
-        Ok(Ipv4Cidr { base: Ipv4Addr::from(u32::from(ip) & mask), prefix })
+        Ok(Ipv4Cidr {
+            base: Ipv4Addr::from(u32::from(ip) & mask),
+            prefix,
+        })
     }
 }
 
@@ -46,7 +51,10 @@ impl Ipv4Cidr {
 }
 
 /// The test range the brief reserves for Service cluster IPs.
-pub const DEFAULT_SERVICE_CIDR: Ipv4Cidr = Ipv4Cidr { base: Ipv4Addr::new(198, 18, 0, 0), prefix: 24 };
+pub const DEFAULT_SERVICE_CIDR: Ipv4Cidr = Ipv4Cidr {
+    base: Ipv4Addr::new(198, 18, 0, 0),
+    prefix: 24,
+};
 
 #[derive(Debug, Clone)]
 pub struct Allocator {
@@ -59,7 +67,9 @@ fn cluster_ip(svc: &Value) -> Option<Ipv4Addr> {
     if service_type(svc) == "ExternalName" {
         return None;
     }
-    svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok())
+    svc.pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
 }
 
 fn node_ports(svc: &Value) -> Vec<u16> {
@@ -77,16 +87,28 @@ fn node_ports(svc: &Value) -> Vec<u16> {
 
 impl Allocator {
     pub fn new(cidr: Ipv4Cidr) -> Self {
-        Allocator { cidr, ips: HashSet::new(), ports: HashSet::new() }
+        Allocator {
+            cidr,
+            ips: HashSet::new(),
+            ports: HashSet::new(),
+        }
     }
 
     /// Allocates and claims what a Service write needs; `old` is the stored version on
     /// update. Either everything is claimed or nothing changes.
-    pub fn service_write(&mut self, old: Option<&Value>, new: &mut Value) -> Result<(), Vec<Cause>> {
+    pub fn service_write(
+        &mut self,
+        old: Option<&Value>,
+        new: &mut Value,
+    ) -> Result<(), Vec<Cause>> {
         let mut causes = Vec::new();
         let old_ip = old.and_then(cluster_ip);
         let new_type = service_type(new).to_string();
-        let requested = new.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+        let requested = new
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let mut take_ip = None;
         if new_type != "ExternalName" && requested != "None" {
             if let (Some(old_ip), false) = (old_ip, requested.is_empty())
@@ -103,7 +125,10 @@ impl Allocator {
                     None => causes.push(Cause::invalid(
                         "spec.clusterIPs",
                         "[]",
-                        &format!("failed to allocate a serviceIP: range {} is full", self.cidr),
+                        &format!(
+                            "failed to allocate a serviceIP: range {} is full",
+                            self.cidr
+                        ),
                     )),
                 }
             } else if let Ok(ip) = requested.parse::<Ipv4Addr>()
@@ -120,20 +145,34 @@ impl Allocator {
                 }
             }
         }
-        let old_ports: HashSet<u16> = old.map(node_ports).unwrap_or_default().into_iter().collect();
+        let old_ports: HashSet<u16> = old
+            .map(node_ports)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let mut taken_ports = HashSet::new();
         let mut fill = Vec::new();
         if needs_node_ports(&new_type) {
-            let ports = new.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+            let ports = new
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for (i, p) in ports.iter().enumerate() {
-                match p.get("nodePort").and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok()) {
+                match p
+                    .get("nodePort")
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u16::try_from(n).ok())
+                {
                     Some(0) | None => fill.push(i),
                     Some(n) if old_ports.contains(&n) => {}
-                    Some(n) if self.ports.contains(&n) || !taken_ports.insert(n) => causes.push(Cause::invalid(
-                        format!("spec.ports[{i}].nodePort"),
-                        n,
-                        "provided port is already allocated",
-                    )),
+                    Some(n) if self.ports.contains(&n) || !taken_ports.insert(n) => {
+                        causes.push(Cause::invalid(
+                            format!("spec.ports[{i}].nodePort"),
+                            n,
+                            "provided port is already allocated",
+                        ))
+                    }
                     Some(_) => {}
                 }
             }

@@ -42,12 +42,17 @@ pub struct Decoded {
 /// Decodes `body` as an object of `resource`, checking `apiVersion` and `kind` first.
 pub fn decode(resource: &'static ResourceType, body: &Value) -> Result<Decoded, ApiError> {
     let Some(map) = body.as_object() else {
-        return Err(ApiError::BadRequest("the body of the request was not a JSON object".into()));
+        return Err(ApiError::BadRequest(
+            "the body of the request was not a JSON object".into(),
+        ));
     };
     let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
     let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     if kind.is_empty() {
-        return Err(ApiError::BadRequest(format!("Object 'Kind' is missing in '{}'", truncate(body))));
+        return Err(ApiError::BadRequest(format!(
+            "Object 'Kind' is missing in '{}'",
+            truncate(body)
+        )));
     }
     if api_version.is_empty() {
         return Err(ApiError::BadRequest(format!(
@@ -72,7 +77,10 @@ pub fn decode(resource: &'static ResourceType, body: &Value) -> Result<Decoded, 
     };
     let mut unknown_fields = Vec::new();
     unknown(body, &object, "", &mut unknown_fields);
-    Ok(Decoded { object, unknown_fields })
+    Ok(Decoded {
+        object,
+        unknown_fields,
+    })
 }
 
 impl ApiError {
@@ -102,7 +110,8 @@ fn round_trip<T: DeserializeOwned + Serialize>(
             inner = e.inner(),
         ))
     })?;
-    serde_json::to_value(&typed).map_err(|e| ApiError::BadRequest(format!("re-encoding {}: {e}", resource.kind)))
+    serde_json::to_value(&typed)
+        .map_err(|e| ApiError::BadRequest(format!("re-encoding {}: {e}", resource.kind)))
 }
 
 /// Collects paths present in `original` but not in `canonical`. Nulls and empty
@@ -111,7 +120,11 @@ fn unknown(original: &Value, canonical: &Value, path: &str, out: &mut Vec<String
     match (original, canonical) {
         (Value::Object(o), Value::Object(c)) => {
             for (k, v) in o {
-                let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match c.get(k) {
                     Some(cv) => unknown(v, cv, &sub, out),
                     None if is_unset(v) => {}

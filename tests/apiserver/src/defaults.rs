@@ -39,7 +39,9 @@ fn set_default(obj: &mut serde_json::Map<String, Value>, key: &str, value: Value
 
 /// The Service type after defaulting (`ClusterIP` when unset).
 pub fn service_type(obj: &Value) -> &str {
-    obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP")
+    obj.pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
 }
 
 /// Whether a Service of this type gets node ports.
@@ -48,9 +50,13 @@ pub fn needs_node_ports(service_type: &str) -> bool {
 }
 
 fn service(obj: &mut Value) {
-    let root = obj.as_object_mut().expect("decoded objects are JSON objects");
+    let root = obj
+        .as_object_mut()
+        .expect("decoded objects are JSON objects");
     let spec = root.entry("spec").or_insert_with(|| json!({}));
-    let Some(spec) = spec.as_object_mut() else { return };
+    let Some(spec) = spec.as_object_mut() else {
+        return;
+    };
     set_default(spec, "type", json!("ClusterIP"));
     let svc_type = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
     set_default(spec, "sessionAffinity", json!("None"));
@@ -58,7 +64,8 @@ fn service(obj: &mut Value) {
         for p in ports {
             let Some(p) = p.as_object_mut() else { continue };
             set_default(p, "protocol", json!("TCP"));
-            if p.get("targetPort").is_none_or(|t| t.is_null() || t == &json!(0) || t == &json!(""))
+            if p.get("targetPort")
+                .is_none_or(|t| t.is_null() || t == &json!(0) || t == &json!(""))
                 && let Some(port) = p.get("port").cloned()
             {
                 p.insert("targetPort".into(), port);
@@ -67,7 +74,11 @@ fn service(obj: &mut Value) {
     }
     if svc_type != "ExternalName" {
         // clusterIP and clusterIPs[0] describe the same address; fill either from the other.
-        let ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+        let ip = spec
+            .get("clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let first = spec
             .get("clusterIPs")
             .and_then(|v| v.get(0))
@@ -86,7 +97,11 @@ fn service(obj: &mut Value) {
     if needs_node_ports(&svc_type) {
         set_default(spec, "externalTrafficPolicy", json!("Cluster"));
     }
-    if svc_type == "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts").is_none_or(Value::is_null) {
+    if svc_type == "LoadBalancer"
+        && spec
+            .get("allocateLoadBalancerNodePorts")
+            .is_none_or(Value::is_null)
+    {
         spec.insert("allocateLoadBalancerNodePorts".into(), json!(true));
     }
     let status = root.entry("status").or_insert_with(|| json!({}));
@@ -96,8 +111,14 @@ fn service(obj: &mut Value) {
 }
 
 fn namespace(obj: &mut Value) {
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-    let root = obj.as_object_mut().expect("decoded objects are JSON objects");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let root = obj
+        .as_object_mut()
+        .expect("decoded objects are JSON objects");
     if let Some(meta) = root.get_mut("metadata").and_then(Value::as_object_mut) {
         let labels = meta.entry("labels").or_insert_with(|| json!({}));
         if let Some(labels) = labels.as_object_mut() {
@@ -106,7 +127,8 @@ fn namespace(obj: &mut Value) {
     }
     let spec = root.entry("spec").or_insert_with(|| json!({}));
     if let Some(spec) = spec.as_object_mut() {
-        spec.entry("finalizers").or_insert_with(|| json!(["kubernetes"]));
+        spec.entry("finalizers")
+            .or_insert_with(|| json!(["kubernetes"]));
     }
     let status = root.entry("status").or_insert_with(|| json!({}));
     if let Some(status) = status.as_object_mut() {
@@ -120,15 +142,21 @@ fn namespace(obj: &mut Value) {
 pub fn keep_allocated(old: &Value, new: &mut Value) {
     let old_type = service_type(old).to_string();
     let new_type = service_type(new).to_string();
-    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
     if new_type != "ExternalName" {
         let unset = |v: Option<&Value>| v.is_none_or(|v| v.is_null() || v.as_str() == Some(""));
         if unset(spec.get("clusterIP"))
-            && let Some(ip) = old.pointer("/spec/clusterIP").filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            && let Some(ip) = old
+                .pointer("/spec/clusterIP")
+                .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
         {
             spec.insert("clusterIP".into(), ip.clone());
         }
-        if spec.get("clusterIPs").is_none_or(|v| v.as_array().is_none_or(Vec::is_empty))
+        if spec
+            .get("clusterIPs")
+            .is_none_or(|v| v.as_array().is_none_or(Vec::is_empty))
             && let Some(ips) = old.pointer("/spec/clusterIPs")
         {
             spec.insert("clusterIPs".into(), ips.clone());
@@ -145,7 +173,10 @@ pub fn keep_allocated(old: &Value, new: &mut Value) {
                     .iter()
                     .map(|p| {
                         (
-                            p.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+                            p.get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
                             p.get("nodePort").and_then(Value::as_u64).unwrap_or(0),
                         )
                     })
@@ -157,7 +188,12 @@ pub fn keep_allocated(old: &Value, new: &mut Value) {
     let new_ports: Vec<u64> = spec
         .get("ports")
         .and_then(Value::as_array)
-        .map(|ports| ports.iter().filter_map(|p| p.get("nodePort").and_then(Value::as_u64)).collect())
+        .map(|ports| {
+            ports
+                .iter()
+                .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports {

@@ -12,7 +12,8 @@ pub const MAJOR: &str = "1";
 pub const MINOR: &str = "34";
 
 /// Content type of aggregated discovery answers.
-pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 pub fn version() -> Value {
     json!({
@@ -32,7 +33,9 @@ pub fn version() -> Value {
 pub fn wants_aggregated(accept: &str) -> bool {
     accept.split(',').any(|part| {
         let params: Vec<&str> = part.split(';').map(str::trim).collect();
-        params.contains(&"g=apidiscovery.k8s.io") && params.contains(&"v=v2") && params.contains(&"as=APIGroupDiscoveryList")
+        params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+            && params.contains(&"as=APIGroupDiscoveryList")
     })
 }
 
@@ -56,11 +59,17 @@ fn group_versions_of(group: &str) -> Vec<Value> {
 pub fn api_group(group: &str) -> Option<Value> {
     let versions = group_versions_of(group);
     let preferred = versions.first()?.clone();
-    Some(json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions, "preferredVersion": preferred}))
+    Some(
+        json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions, "preferredVersion": preferred}),
+    )
 }
 
 pub fn api_group_list() -> Value {
-    let mut groups: Vec<&str> = GROUP_VERSIONS.iter().map(|(g, _)| *g).filter(|g| !g.is_empty()).collect();
+    let mut groups: Vec<&str> = GROUP_VERSIONS
+        .iter()
+        .map(|(g, _)| *g)
+        .filter(|g| !g.is_empty())
+        .collect();
     groups.dedup();
     let groups: Vec<Value> = groups
         .into_iter()
@@ -101,8 +110,14 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             }));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn aggregated_resource(r: &ResourceType) -> Value {
@@ -121,7 +136,8 @@ fn aggregated_resource(r: &ResourceType) -> Value {
         v["categories"] = json!(r.categories);
     }
     if r.has_status {
-        v["subresources"] = json!([{"subresource": "status", "responseKind": kind, "verbs": STATUS_VERBS}]);
+        v["subresources"] =
+            json!([{"subresource": "status", "responseKind": kind, "verbs": STATUS_VERBS}]);
     }
     v
 }
@@ -141,7 +157,9 @@ pub fn aggregated(legacy: bool) -> Value {
                 .iter()
                 .filter(|(gg, _)| *gg == g)
                 .map(|(_, v)| {
-                    let resources: Vec<Value> = resource::of_group_version(g, v).map(aggregated_resource).collect();
+                    let resources: Vec<Value> = resource::of_group_version(g, v)
+                        .map(aggregated_resource)
+                        .collect();
                     json!({"version": v, "resources": resources, "freshness": "Current"})
                 })
                 .collect();
@@ -167,9 +185,16 @@ fn doc_hash(doc: &Value) -> String {
 pub fn openapi_v3_index() -> Value {
     let mut paths = serde_json::Map::new();
     for (g, v) in GROUP_VERSIONS {
-        let rel = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
+        let rel = if g.is_empty() {
+            format!("api/{v}")
+        } else {
+            format!("apis/{g}/{v}")
+        };
         let doc = openapi_v3_group_version(g, v).expect("served group version");
-        paths.insert(rel.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{rel}?hash={}", doc_hash(&doc))}));
+        paths.insert(
+            rel.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{rel}?hash={}", doc_hash(&doc))}),
+        );
     }
     json!({"paths": paths})
 }
@@ -186,14 +211,24 @@ pub fn openapi_v3_group_version(group: &str, version: &str) -> Option<Value> {
     if !GROUP_VERSIONS.contains(&(group, version)) {
         return None;
     }
-    let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+    let base = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
     let mut paths = serde_json::Map::new();
     for r in resource::of_group_version(group, version) {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
         let op = |verb: &str, action: &str, write: bool| {
-            let mut params = vec![query_param("pretty", "If 'true', then the output is pretty printed.")];
+            let mut params = vec![query_param(
+                "pretty",
+                "If 'true', then the output is pretty printed.",
+            )];
             if write {
-                params.push(query_param("dryRun", "When present, indicates that modifications should not be persisted."));
+                params.push(query_param(
+                    "dryRun",
+                    "When present, indicates that modifications should not be persisted.",
+                ));
                 params.push(query_param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."));
                 params.push(query_param("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields. Valid values are: Ignore, Warn (default), Strict."));
             }
@@ -206,27 +241,42 @@ pub fn openapi_v3_group_version(group: &str, version: &str) -> Option<Value> {
             })
         };
         let (collection, item) = if r.namespaced {
-            (format!("{base}/namespaces/{{namespace}}/{}", r.plural), format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural))
+            (
+                format!("{base}/namespaces/{{namespace}}/{}", r.plural),
+                format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural),
+            )
         } else {
-            (format!("{base}/{}", r.plural), format!("{base}/{}/{{name}}", r.plural))
+            (
+                format!("{base}/{}", r.plural),
+                format!("{base}/{}/{{name}}", r.plural),
+            )
         };
-        paths.insert(collection, json!({
-            "get": op("list", "list", false),
-            "post": op("create", "post", true),
-            "delete": op("deleteCollection", "deletecollection", false),
-        }));
-        paths.insert(item.clone(), json!({
-            "get": op("read", "get", false),
-            "put": op("replace", "put", true),
-            "patch": op("patch", "patch", true),
-            "delete": op("delete", "delete", false),
-        }));
-        if r.has_status {
-            paths.insert(format!("{item}/status"), json!({
+        paths.insert(
+            collection,
+            json!({
+                "get": op("list", "list", false),
+                "post": op("create", "post", true),
+                "delete": op("deleteCollection", "deletecollection", false),
+            }),
+        );
+        paths.insert(
+            item.clone(),
+            json!({
                 "get": op("read", "get", false),
                 "put": op("replace", "put", true),
                 "patch": op("patch", "patch", true),
-            }));
+                "delete": op("delete", "delete", false),
+            }),
+        );
+        if r.has_status {
+            paths.insert(
+                format!("{item}/status"),
+                json!({
+                    "get": op("read", "get", false),
+                    "put": op("replace", "put", true),
+                    "patch": op("patch", "patch", true),
+                }),
+            );
         }
     }
     Some(json!({

@@ -19,7 +19,11 @@ pub struct Cause {
 impl Cause {
     pub fn required(field: impl Into<String>) -> Self {
         let field = field.into();
-        Cause { reason: "FieldValueRequired", message: "Required value".into(), field }
+        Cause {
+            reason: "FieldValueRequired",
+            message: "Required value".into(),
+            field,
+        }
     }
 
     pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, detail: &str) -> Self {
@@ -36,19 +40,30 @@ impl Cause {
         let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
         Cause {
             reason: "FieldValueNotSupported",
-            message: format!("Unsupported value: \"{value}\": supported values: {}", list.join(", ")),
+            message: format!(
+                "Unsupported value: \"{value}\": supported values: {}",
+                list.join(", ")
+            ),
             field,
         }
     }
 
     pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Self {
         let field = field.into();
-        Cause { reason: "FieldValueDuplicate", message: format!("Duplicate value: {value}"), field }
+        Cause {
+            reason: "FieldValueDuplicate",
+            message: format!("Duplicate value: {value}"),
+            field,
+        }
     }
 
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         let field = field.into();
-        Cause { reason: "FieldValueForbidden", message: format!("Forbidden: {detail}"), field }
+        Cause {
+            reason: "FieldValueForbidden",
+            message: format!("Forbidden: {detail}"),
+            field,
+        }
     }
 }
 
@@ -56,16 +71,33 @@ impl Cause {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     #[error("{} \"{name}\" not found", qualified(resource))]
-    NotFound { resource: &'static ResourceType, name: String },
+    NotFound {
+        resource: &'static ResourceType,
+        name: String,
+    },
     /// A namespace that does not exist (also a NotFound, on `namespaces`).
     #[error("namespaces \"{0}\" not found")]
     NamespaceNotFound(String),
     #[error("{} \"{name}\" already exists", qualified(resource))]
-    AlreadyExists { resource: &'static ResourceType, name: String },
-    #[error("Operation cannot be fulfilled on {} \"{name}\": {detail}", qualified(resource))]
-    Conflict { resource: &'static ResourceType, name: String, detail: String },
+    AlreadyExists {
+        resource: &'static ResourceType,
+        name: String,
+    },
+    #[error(
+        "Operation cannot be fulfilled on {} \"{name}\": {detail}",
+        qualified(resource)
+    )]
+    Conflict {
+        resource: &'static ResourceType,
+        name: String,
+        detail: String,
+    },
     #[error("{}", invalid_message(resource, name, causes))]
-    Invalid { resource: &'static ResourceType, name: String, causes: Vec<Cause> },
+    Invalid {
+        resource: &'static ResourceType,
+        name: String,
+        causes: Vec<Cause>,
+    },
     #[error("{0}")]
     BadRequest(String),
     #[error("the server could not find the requested resource")]
@@ -90,7 +122,10 @@ fn qualified(r: &ResourceType) -> String {
 }
 
 fn invalid_message(r: &ResourceType, name: &str, causes: &[Cause]) -> String {
-    let msgs: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+    let msgs: Vec<String> = causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect();
     let joined = if msgs.len() == 1 {
         msgs[0].clone()
     } else {
@@ -103,7 +138,9 @@ impl ApiError {
     /// HTTP status code (also the `code` of the Status object).
     pub fn code(&self) -> u16 {
         match self {
-            ApiError::NotFound { .. } | ApiError::NamespaceNotFound(_) | ApiError::UnknownPath => 404,
+            ApiError::NotFound { .. } | ApiError::NamespaceNotFound(_) | ApiError::UnknownPath => {
+                404
+            }
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
@@ -117,7 +154,9 @@ impl ApiError {
     /// The `reason` of the Status object.
     pub fn reason(&self) -> &'static str {
         match self {
-            ApiError::NotFound { .. } | ApiError::NamespaceNotFound(_) | ApiError::UnknownPath => "NotFound",
+            ApiError::NotFound { .. } | ApiError::NamespaceNotFound(_) | ApiError::UnknownPath => {
+                "NotFound"
+            }
             ApiError::AlreadyExists { .. } => "AlreadyExists",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
@@ -134,9 +173,15 @@ impl ApiError {
         let details = match self {
             ApiError::NotFound { resource, name }
             | ApiError::AlreadyExists { resource, name }
-            | ApiError::Conflict { resource, name, .. } => Some(details(resource.group, resource.plural, name)),
+            | ApiError::Conflict { resource, name, .. } => {
+                Some(details(resource.group, resource.plural, name))
+            }
             ApiError::NamespaceNotFound(name) => Some(details("", "namespaces", name)),
-            ApiError::Invalid { resource, name, causes } => {
+            ApiError::Invalid {
+                resource,
+                name,
+                causes,
+            } => {
                 let mut d = details(resource.group, resource.kind, name);
                 d["causes"] = causes
                     .iter()

@@ -89,16 +89,24 @@ pub async fn handle(st: &AppState, req: Request) -> Result<Response, ApiError> {
         }
         (Method::POST, "/_test/restart") => {
             let ms: u64 = match query.get("downMillis") {
-                Some(v) => v.parse().map_err(|_| ApiError::BadRequest(format!("invalid downMillis: {v}")))?,
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| ApiError::BadRequest(format!("invalid downMillis: {v}")))?,
                 None => 500,
             };
             let restart = st.restart.clone();
             // Answer first; the restart then drops this connection along with the others.
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let _ = restart.send(RestartRequest { down: Duration::from_millis(ms), done: None });
+                let _ = restart.send(RestartRequest {
+                    down: Duration::from_millis(ms),
+                    done: None,
+                });
             });
-            Ok(json_response(StatusCode::OK, &json!({"restarting": true, "downMillis": ms})))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"restarting": true, "downMillis": ms}),
+            ))
         }
         _ => Err(ApiError::UnknownPath),
     }

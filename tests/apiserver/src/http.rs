@@ -55,18 +55,28 @@ fn flag(q: &Query, name: &str) -> bool {
 }
 
 pub fn json_response(code: StatusCode, value: &Value) -> Response {
-    bytes_response(code, Bytes::from(serde_json::to_vec(value).expect("JSON values encode")), "application/json")
+    bytes_response(
+        code,
+        Bytes::from(serde_json::to_vec(value).expect("JSON values encode")),
+        "application/json",
+    )
 }
 
 fn bytes_response(code: StatusCode, body: Bytes, content_type: &str) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = code;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).expect("valid header"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).expect("valid header"),
+    );
     r
 }
 
 pub fn error_response(e: &ApiError) -> Response {
-    json_response(StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.status())
+    json_response(
+        StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &e.status(),
+    )
 }
 
 async fn handle(State(st): State<AppState>, req: Request) -> Response {
@@ -83,29 +93,53 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
 
 async fn dispatch(st: &AppState, req: Request) -> Result<Response, ApiError> {
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let get = req.method() == Method::GET;
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
         ["version"] if get => Ok(json_response(StatusCode::OK, &discovery::version())),
-        ["healthz" | "livez" | "readyz"] if get => Ok(bytes_response(StatusCode::OK, Bytes::from_static(b"ok"), "text/plain")),
+        ["healthz" | "livez" | "readyz"] if get => Ok(bytes_response(
+            StatusCode::OK,
+            Bytes::from_static(b"ok"),
+            "text/plain",
+        )),
         ["api"] if get => Ok(if discovery::wants_aggregated(&accept) {
             aggregated(discovery::aggregated(true))
         } else {
-            json_response(StatusCode::OK, &discovery::api_versions(&st.addr.to_string()))
+            json_response(
+                StatusCode::OK,
+                &discovery::api_versions(&st.addr.to_string()),
+            )
         }),
         ["apis"] if get => Ok(if discovery::wants_aggregated(&accept) {
             aggregated(discovery::aggregated(false))
         } else {
             json_response(StatusCode::OK, &discovery::api_group_list())
         }),
-        ["openapi", "v3"] if get => Ok(json_response(StatusCode::OK, &discovery::openapi_v3_index())),
+        ["openapi", "v3"] if get => Ok(json_response(
+            StatusCode::OK,
+            &discovery::openapi_v3_index(),
+        )),
         ["openapi", "v3", "api", v] if get => openapi(discovery::openapi_v3_group_version("", v)),
-        ["openapi", "v3", "apis", g, v] if get => openapi(discovery::openapi_v3_group_version(g, v)),
+        ["openapi", "v3", "apis", g, v] if get => {
+            openapi(discovery::openapi_v3_group_version(g, v))
+        }
         ["_test", ..] => hooks::handle(st, req).await,
-        ["api", "v1"] if get => Ok(json_response(StatusCode::OK, &discovery::resource_list("", "v1").expect("core v1 served"))),
-        ["apis", g] if get => discovery::api_group(g).map(|d| json_response(StatusCode::OK, &d)).ok_or(ApiError::UnknownPath),
-        ["apis", g, v] if get => discovery::resource_list(g, v).map(|d| json_response(StatusCode::OK, &d)).ok_or(ApiError::UnknownPath),
+        ["api", "v1"] if get => Ok(json_response(
+            StatusCode::OK,
+            &discovery::resource_list("", "v1").expect("core v1 served"),
+        )),
+        ["apis", g] if get => discovery::api_group(g)
+            .map(|d| json_response(StatusCode::OK, &d))
+            .ok_or(ApiError::UnknownPath),
+        ["apis", g, v] if get => discovery::resource_list(g, v)
+            .map(|d| json_response(StatusCode::OK, &d))
+            .ok_or(ApiError::UnknownPath),
         ["api", "v1", rest @ ..] => {
             let target = Target::parse("", "v1", rest)?;
             resource_request(st, req, target, &accept).await
@@ -119,11 +153,16 @@ async fn dispatch(st: &AppState, req: Request) -> Result<Response, ApiError> {
 }
 
 fn aggregated(doc: Value) -> Response {
-    bytes_response(StatusCode::OK, Bytes::from(doc.to_string()), discovery::AGGREGATED_V2)
+    bytes_response(
+        StatusCode::OK,
+        Bytes::from(doc.to_string()),
+        discovery::AGGREGATED_V2,
+    )
 }
 
 fn openapi(doc: Option<Value>) -> Result<Response, ApiError> {
-    doc.map(|d| json_response(StatusCode::OK, &d)).ok_or(ApiError::UnknownPath)
+    doc.map(|d| json_response(StatusCode::OK, &d))
+        .ok_or(ApiError::UnknownPath)
 }
 
 /// What a resource path names.
@@ -160,7 +199,13 @@ impl Target {
         if namespace.is_none() && resource.namespaced && name.is_some() {
             return Err(ApiError::UnknownPath);
         }
-        Ok(Target { resource, namespace, name, status, watch_path })
+        Ok(Target {
+            resource,
+            namespace,
+            name,
+            status,
+            watch_path,
+        })
     }
 }
 
@@ -168,9 +213,16 @@ fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
     let dry_run = match q.get("dryRun").map(String::as_str) {
         None | Some("") => false,
         Some("All") => true,
-        Some(other) => return Err(ApiError::BadRequest(format!("Invalid dryRun value: {other}; must be All"))),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid dryRun value: {other}; must be All"
+            )));
+        }
     };
-    Ok(WriteOptions { dry_run, field_validation: FieldValidation::parse(q.get("fieldValidation").map(String::as_str))? })
+    Ok(WriteOptions {
+        dry_run,
+        field_validation: FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?,
+    })
 }
 
 async fn read_body(req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
@@ -185,28 +237,44 @@ fn content_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default()
 }
 
 /// Decodes a JSON (or YAML) object body.
 fn object_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     match content_type(headers).as_str() {
-        "" | "application/json" | "*/*" => {
-            serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("couldn't decode the request body as JSON: {e}")))
-        }
-        "application/yaml" | "application/x-yaml" | "text/yaml" => {
-            serde_yaml_ng::from_slice(body).map_err(|e| ApiError::BadRequest(format!("couldn't decode the request body as YAML: {e}")))
-        }
-        other => Err(ApiError::UnsupportedMediaType(format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other})"))),
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!("couldn't decode the request body as JSON: {e}"))
+        }),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
+            .map_err(|e| {
+                ApiError::BadRequest(format!("couldn't decode the request body as YAML: {e}"))
+            }),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other})"
+        ))),
     }
 }
 
 fn written_response(w: Written, created_code: StatusCode) -> Response {
-    let code = if w.created { created_code } else { StatusCode::OK };
+    let code = if w.created {
+        created_code
+    } else {
+        StatusCode::OK
+    };
     let mut r = bytes_response(code, w.object.json, "application/json");
     for warning in w.warnings {
-        let text = format!("299 - {}", serde_json::to_string(&warning).expect("strings encode"));
+        let text = format!(
+            "299 - {}",
+            serde_json::to_string(&warning).expect("strings encode")
+        );
         if let Ok(v) = HeaderValue::from_str(&text) {
             r.headers_mut().append(header::WARNING, v);
         }
@@ -222,7 +290,9 @@ fn list_response(resource: &ResourceType, list: ListResult) -> Response {
     let head = json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(), "metadata": meta});
     let head = serde_json::to_vec(&head).expect("JSON values encode");
     // Splice the pre-encoded items in: `{…,"metadata":{…},"items":[…]}`.
-    let mut out = Vec::with_capacity(head.len() + list.items.iter().map(|i| i.json.len() + 1).sum::<usize>() + 16);
+    let mut out = Vec::with_capacity(
+        head.len() + list.items.iter().map(|i| i.json.len() + 1).sum::<usize>() + 16,
+    );
     out.extend_from_slice(&head[..head.len() - 1]);
     out.extend_from_slice(b",\"items\":[");
     for (i, item) in list.items.iter().enumerate() {
@@ -237,8 +307,19 @@ fn list_response(resource: &ResourceType, list: ListResult) -> Response {
 
 fn single_response(resource: &ResourceType, obj: Stored, accept: &str, q: &Query) -> Response {
     if table::wanted(accept) {
-        let rv = obj.value.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let t = table::render(resource, &[obj], rv, None, IncludeObject::parse(q.get("includeObject").map(String::as_str)));
+        let rv = obj
+            .value
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let t = table::render(
+            resource,
+            &[obj],
+            rv,
+            None,
+            IncludeObject::parse(q.get("includeObject").map(String::as_str)),
+        );
         return json_response(StatusCode::OK, &t);
     }
     bytes_response(StatusCode::OK, obj.json, "application/json")
@@ -254,7 +335,12 @@ fn parse_rv(q: &Query) -> Result<Option<u64>, ApiError> {
     }
 }
 
-async fn resource_request(st: &AppState, req: Request, t: Target, accept: &str) -> Result<Response, ApiError> {
+async fn resource_request(
+    st: &AppState,
+    req: Request,
+    t: Target,
+    accept: &str,
+) -> Result<Response, ApiError> {
     let q = parse_query(&req);
     let store = &st.store;
     let ns = t.namespace.as_deref();
@@ -263,7 +349,8 @@ async fn resource_request(st: &AppState, req: Request, t: Target, accept: &str) 
     let is_watch = t.watch_path || flag(&q, "watch");
     match (method, t.name.clone()) {
         (Method::GET, name) if is_watch => {
-            let mut fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), r)?;
+            let mut fields =
+                FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), r)?;
             if let Some(name) = name {
                 fields = FieldSelector::parse(&format!("metadata.name={name}"), r)?;
             }
@@ -273,9 +360,9 @@ async fn resource_request(st: &AppState, req: Request, t: Target, accept: &str) 
                 watch::wait_for_version(store, rv).await?;
             }
             let timeout = match q.get("timeoutSeconds") {
-                Some(s) => Some(Duration::from_secs(
-                    s.parse().map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds: {s}")))?,
-                )),
+                Some(s) => Some(Duration::from_secs(s.parse().map_err(|_| {
+                    ApiError::BadRequest(format!("invalid timeoutSeconds: {s}"))
+                })?)),
                 None => None,
             };
             let wr = WatchRequest {
@@ -287,24 +374,45 @@ async fn resource_request(st: &AppState, req: Request, t: Target, accept: &str) 
                 bookmarks: flag(&q, "allowWatchBookmarks"),
                 timeout,
                 send_initial_events: flag(&q, "sendInitialEvents"),
-                table: table::wanted(accept).then(|| IncludeObject::parse(q.get("includeObject").map(String::as_str))),
+                table: table::wanted(accept)
+                    .then(|| IncludeObject::parse(q.get("includeObject").map(String::as_str))),
             };
             let body = Body::from_stream(watch::start(store.clone(), wr, st.bookmark_interval));
             let mut resp = Response::new(body);
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             Ok(resp)
         }
         (Method::GET, None) => {
             store.counters.lists.fetch_add(1, Ordering::Relaxed);
             let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))?;
-            let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), r)?;
+            let fields =
+                FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), r)?;
             let limit = match q.get("limit") {
-                Some(l) => Some(l.parse::<usize>().map_err(|_| ApiError::BadRequest(format!("invalid limit: {l}")))?),
+                Some(l) => Some(
+                    l.parse::<usize>()
+                        .map_err(|_| ApiError::BadRequest(format!("invalid limit: {l}")))?,
+                ),
                 None => None,
             };
-            let list = store.list(r, ns, &labels, &fields, limit, q.get("continue").map(String::as_str))?;
+            let list = store.list(
+                r,
+                ns,
+                &labels,
+                &fields,
+                limit,
+                q.get("continue").map(String::as_str),
+            )?;
             if table::wanted(accept) {
-                let t = table::render(r, &list.items, list.resource_version, list.continue_token.as_deref(), IncludeObject::parse(q.get("includeObject").map(String::as_str)));
+                let t = table::render(
+                    r,
+                    &list.items,
+                    list.resource_version,
+                    list.continue_token.as_deref(),
+                    IncludeObject::parse(q.get("includeObject").map(String::as_str)),
+                );
                 return Ok(json_response(StatusCode::OK, &t));
             }
             Ok(list_response(r, list))
@@ -315,18 +423,26 @@ async fn resource_request(st: &AppState, req: Request, t: Target, accept: &str) 
         }
         (Method::POST, None) => {
             if r.namespaced && ns.is_none() {
-                return Err(ApiError::MethodNotAllowed("create needs a namespace in the path".into()));
+                return Err(ApiError::MethodNotAllowed(
+                    "create needs a namespace in the path".into(),
+                ));
             }
             let opts = write_options(&q)?;
             let (headers, body) = read_body(req).await?;
             let obj = object_body(&headers, &body)?;
-            Ok(written_response(store.create(r, ns, &obj, opts)?, StatusCode::CREATED))
+            Ok(written_response(
+                store.create(r, ns, &obj, opts)?,
+                StatusCode::CREATED,
+            ))
         }
         (Method::PUT, Some(name)) => {
             let opts = write_options(&q)?;
             let (headers, body) = read_body(req).await?;
             let obj = object_body(&headers, &body)?;
-            Ok(written_response(store.replace(r, ns, &name, &obj, t.status, opts)?, StatusCode::CREATED))
+            Ok(written_response(
+                store.replace(r, ns, &name, &obj, t.status, opts)?,
+                StatusCode::CREATED,
+            ))
         }
         (Method::PATCH, Some(name)) => {
             let opts = write_options(&q)?;
@@ -339,37 +455,60 @@ async fn resource_request(st: &AppState, req: Request, t: Target, accept: &str) 
                     return Err(ApiError::UnsupportedMediaType("server-side apply is not supported by this test apiserver; use create/replace or a merge patch".into()));
                 }
                 other => {
-                    return Err(ApiError::UnsupportedMediaType(format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other})")));
+                    return Err(ApiError::UnsupportedMediaType(format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other})"
+                    )));
                 }
             };
-            Ok(written_response(store.patch(r, ns, &name, patch_type, &body, t.status, opts)?, StatusCode::OK))
+            Ok(written_response(
+                store.patch(r, ns, &name, patch_type, &body, t.status, opts)?,
+                StatusCode::OK,
+            ))
         }
         (Method::DELETE, Some(name)) => {
             let mut opts = write_options(&q)?;
             let (_, body) = read_body(req).await?;
             let mut pre = Preconditions::default();
             if !body.is_empty() {
-                let options: Value = serde_json::from_slice(&body)
-                    .map_err(|e| ApiError::BadRequest(format!("couldn't decode DeleteOptions: {e}")))?;
-                pre.uid = options.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
-                pre.resource_version = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from);
-                if options.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|x| x == "All")) {
+                let options: Value = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::BadRequest(format!("couldn't decode DeleteOptions: {e}"))
+                })?;
+                pre.uid = options
+                    .pointer("/preconditions/uid")
+                    .and_then(Value::as_str)
+                    .map(String::from);
+                pre.resource_version = options
+                    .pointer("/preconditions/resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(String::from);
+                if options
+                    .get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|d| d.iter().any(|x| x == "All"))
+                {
                     opts.dry_run = true;
                 }
             }
             let deleted = store.delete(r, ns, &name, &pre, opts.dry_run)?;
-            Ok(bytes_response(StatusCode::OK, deleted.json, "application/json"))
+            Ok(bytes_response(
+                StatusCode::OK,
+                deleted.json,
+                "application/json",
+            ))
         }
         (Method::DELETE, None) => {
             let opts = write_options(&q)?;
             let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))?;
-            let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), r)?;
+            let fields =
+                FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), r)?;
             let list = store.delete_collection(r, ns, &labels, &fields, opts.dry_run);
             if list.items.is_empty() {
                 return Ok(json_response(StatusCode::OK, &success_status(None)));
             }
             Ok(list_response(r, list))
         }
-        (m, _) => Err(ApiError::MethodNotAllowed(format!("the server does not allow this method on the requested resource ({m})"))),
+        (m, _) => Err(ApiError::MethodNotAllowed(format!(
+            "the server does not allow this method on the requested resource ({m})"
+        ))),
     }
 }

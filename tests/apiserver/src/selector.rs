@@ -54,8 +54,12 @@ impl LabelSelector {
                 LabelOp::NotEquals(v) => value != Some(v.as_str()),
                 LabelOp::In(vs) => value.is_some_and(|x| vs.iter().any(|v| v == x)),
                 LabelOp::NotIn(vs) => value.is_none_or(|x| vs.iter().all(|v| v != x)),
-                LabelOp::Gt(n) => value.and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x > *n),
-                LabelOp::Lt(n) => value.and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x < *n),
+                LabelOp::Gt(n) => value
+                    .and_then(|x| x.parse::<i64>().ok())
+                    .is_some_and(|x| x > *n),
+                LabelOp::Lt(n) => value
+                    .and_then(|x| x.parse::<i64>().ok())
+                    .is_some_and(|x| x < *n),
             }
         })
     }
@@ -95,9 +99,11 @@ fn is_key_char(c: char) -> bool {
 
 fn valid_value(v: &str) -> bool {
     v.len() <= 63
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         && (v.is_empty()
-            || (v.starts_with(|c: char| c.is_ascii_alphanumeric()) && v.ends_with(|c: char| c.is_ascii_alphanumeric())))
+            || (v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && v.ends_with(|c: char| c.is_ascii_alphanumeric())))
 }
 
 fn parse_requirement(part: &str) -> Result<(String, LabelOp), &'static str> {
@@ -119,9 +125,17 @@ fn parse_requirement(part: &str) -> Result<(String, LabelOp), &'static str> {
     }
     let single = |v: &str| -> Result<String, &'static str> {
         let v = v.trim();
-        if valid_value(v) { Ok(v.to_string()) } else { Err("invalid label value") }
+        if valid_value(v) {
+            Ok(v.to_string())
+        } else {
+            Err("invalid label value")
+        }
     };
-    let number = |v: &str| v.trim().parse::<i64>().map_err(|_| "for 'Gt', 'Lt' operators, the value must be an integer");
+    let number = |v: &str| {
+        v.trim()
+            .parse::<i64>()
+            .map_err(|_| "for 'Gt', 'Lt' operators, the value must be an integer")
+    };
     let op = if let Some(v) = rest.strip_prefix("!=") {
         LabelOp::NotEquals(single(v)?)
     } else if let Some(v) = rest.strip_prefix("==") {
@@ -177,7 +191,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = split_unescaped(&part, "=") {
                 (k, v, true)
             } else {
-                return Err(ApiError::BadRequest(format!("invalid selector: '{text}'; can't understand '{part}'")));
+                return Err(ApiError::BadRequest(format!(
+                    "invalid selector: '{text}'; can't understand '{part}'"
+                )));
             };
             let key = key.trim().to_string();
             if !resource.supports_field_label(&key) {

@@ -49,7 +49,10 @@ pub enum StartError {
     #[error("building the server runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the server thread ended before it was listening")]
     ThreadDied,
 }
@@ -96,7 +99,9 @@ impl TestApiServer {
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(listener) => accept_loop(listener, addr, state, restart_rx, shutdown_rx).await,
+                        Ok(listener) => {
+                            accept_loop(listener, addr, state, restart_rx, shutdown_rx).await
+                        }
                         Err(e) => tracing::error!("listening on {addr}: {e}"),
                     }
                 });
@@ -105,7 +110,13 @@ impl TestApiServer {
             })
             .map_err(|_| StartError::ThreadDied)?;
         tracing::info!(%addr, "test apiserver listening");
-        Ok(TestApiServer { addr, store, restart: restart_tx, shutdown: Some(shutdown_tx), thread: Some(thread) })
+        Ok(TestApiServer {
+            addr,
+            store,
+            restart: restart_tx,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -144,7 +155,14 @@ impl TestApiServer {
     /// again (from async code, a multi-thread runtime or `spawn_blocking` is needed).
     pub fn restart(&self, down: Duration) {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        if self.restart.send(RestartRequest { down, done: Some(done_tx) }).is_ok() {
+        if self
+            .restart
+            .send(RestartRequest {
+                down,
+                done: Some(done_tx),
+            })
+            .is_ok()
+        {
             let _ = done_rx.recv_timeout(down + Duration::from_secs(10));
         }
     }

@@ -39,7 +39,10 @@ pub struct Stored {
 impl Stored {
     fn new(value: Value) -> Self {
         let json = Bytes::from(serde_json::to_vec(&value).expect("JSON values encode"));
-        Stored { value: Arc::new(value), json }
+        Stored {
+            value: Arc::new(value),
+            json,
+        }
     }
 }
 
@@ -109,7 +112,10 @@ pub struct ListResult {
 /// What a watch reads: objects or changes after its cursor.
 #[derive(Debug)]
 pub enum Since {
-    Changes { changes: Vec<Arc<Change>>, cursor: u64 },
+    Changes {
+        changes: Vec<Arc<Change>>,
+        cursor: u64,
+    },
     /// The cursor is older than the kept history (answer 410 Expired).
     TooOld { floor: u64 },
 }
@@ -152,7 +158,9 @@ pub struct Store {
 }
 
 fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn new_uid() -> String {
@@ -174,15 +182,22 @@ fn new_uid() -> String {
 fn random_suffix() -> String {
     // The real generateName alphabet: no vowels, no ambiguous characters.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
-    let root = obj.as_object_mut().expect("decoded objects are JSON objects");
+    let root = obj
+        .as_object_mut()
+        .expect("decoded objects are JSON objects");
     let meta = root.entry("metadata").or_insert_with(|| json!({}));
     if !meta.is_object() {
         *meta = json!({});
@@ -209,7 +224,12 @@ impl Store {
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             store
-                .create(&NAMESPACES, None, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), WriteOptions::default())
+                .create(
+                    &NAMESPACES,
+                    None,
+                    &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                    WriteOptions::default(),
+                )
                 .expect("built-in namespaces are valid");
         }
         store
@@ -273,12 +293,23 @@ impl Store {
     fn key(resource: &'static ResourceType, ns: Option<&str>, name: &str) -> Key {
         Key {
             res: resource.index(),
-            ns: if resource.namespaced { ns.unwrap_or("").to_string() } else { String::new() },
+            ns: if resource.namespaced {
+                ns.unwrap_or("").to_string()
+            } else {
+                String::new()
+            },
             name: name.to_string(),
         }
     }
 
-    fn commit(&self, inner: &mut Inner, event: EventType, key: Key, mut value: Value, prev: Option<Stored>) -> Stored {
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        event: EventType,
+        key: Key,
+        mut value: Value,
+        prev: Option<Stored>,
+    ) -> Stored {
         inner.rv += 1;
         let rv = inner.rv;
         meta_mut(&mut value).insert("resourceVersion".into(), json!(rv.to_string()));
@@ -317,20 +348,33 @@ impl Store {
     }
 
     /// Decodes a body, enforcing `fieldValidation`; returns the object and warnings.
-    fn decode(resource: &'static ResourceType, body: &Value, opts: WriteOptions) -> Result<(Value, Vec<String>), ApiError> {
+    fn decode(
+        resource: &'static ResourceType,
+        body: &Value,
+        opts: WriteOptions,
+    ) -> Result<(Value, Vec<String>), ApiError> {
         let decoded = canonical::decode(resource, body)?;
-        let unknown: Vec<String> = decoded.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+        let unknown: Vec<String> = decoded
+            .unknown_fields
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
         match opts.field_validation {
-            FieldValidation::Strict if !unknown.is_empty() => {
-                Err(ApiError::BadRequest(format!("strict decoding error: {}", unknown.join(", "))))
-            }
+            FieldValidation::Strict if !unknown.is_empty() => Err(ApiError::BadRequest(format!(
+                "strict decoding error: {}",
+                unknown.join(", ")
+            ))),
             FieldValidation::Warn => Ok((decoded.object, unknown)),
             _ => Ok((decoded.object, Vec::new())),
         }
     }
 
     /// Namespace of the body must agree with the URL's; fills it in when unset.
-    fn place(resource: &'static ResourceType, ns: Option<&str>, obj: &mut Value) -> Result<(), ApiError> {
+    fn place(
+        resource: &'static ResourceType,
+        ns: Option<&str>,
+        obj: &mut Value,
+    ) -> Result<(), ApiError> {
         let meta = meta_mut(obj);
         if resource.namespaced {
             let url_ns = ns.unwrap_or("default");
@@ -351,37 +395,75 @@ impl Store {
     }
 
     fn check_namespace(inner: &Inner, resource: &ResourceType, ns: &str) -> Result<(), ApiError> {
-        if resource.namespaced && !inner.objects.contains_key(&Self::key(&NAMESPACES, None, ns)) {
+        if resource.namespaced
+            && !inner
+                .objects
+                .contains_key(&Self::key(&NAMESPACES, None, ns))
+        {
             return Err(ApiError::NamespaceNotFound(ns.to_string()));
         }
         Ok(())
     }
 
     /// POST: creates an object from a request body.
-    pub fn create(&self, resource: &'static ResourceType, ns: Option<&str>, body: &Value, opts: WriteOptions) -> Result<Written, ApiError> {
+    pub fn create(
+        &self,
+        resource: &'static ResourceType,
+        ns: Option<&str>,
+        body: &Value,
+        opts: WriteOptions,
+    ) -> Result<Written, ApiError> {
         let (mut obj, warnings) = Self::decode(resource, body, opts)?;
         Self::place(resource, ns, &mut obj)?;
         let mut inner = self.lock();
         let object = self.create_decoded(&mut inner, resource, obj, opts)?;
-        Ok(Written { object, warnings, created: true })
+        Ok(Written {
+            object,
+            warnings,
+            created: true,
+        })
     }
 
-    fn create_decoded(&self, inner: &mut Inner, resource: &'static ResourceType, mut obj: Value, opts: WriteOptions) -> Result<Stored, ApiError> {
+    fn create_decoded(
+        &self,
+        inner: &mut Inner,
+        resource: &'static ResourceType,
+        mut obj: Value,
+        opts: WriteOptions,
+    ) -> Result<Stored, ApiError> {
         let ns = meta_str(&obj, "namespace").to_string();
         Self::check_namespace(inner, resource, &ns)?;
         let meta = meta_mut(&mut obj);
-        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-            return Err(ApiError::BadRequest("resourceVersion should not be set on objects to be created".into()));
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
+            return Err(ApiError::BadRequest(
+                "resourceVersion should not be set on objects to be created".into(),
+            ));
         }
-        if meta.get("name").and_then(Value::as_str).unwrap_or("").is_empty()
-            && let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty())
+        if meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+            && let Some(prefix) = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
         {
             let name = format!("{prefix}{}", random_suffix());
             meta.insert("name".into(), json!(name));
         }
         meta.insert("uid".into(), json!(new_uid()));
         meta.insert("creationTimestamp".into(), json!(now()));
-        for f in ["deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+        for f in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
             meta.remove(f);
         }
         if resource.kind == "Service"
@@ -394,7 +476,11 @@ impl Store {
         let name = meta_str(&obj, "name").to_string();
         let causes = validate::object(resource.kind, &obj);
         if !causes.is_empty() {
-            return Err(ApiError::Invalid { resource, name, causes });
+            return Err(ApiError::Invalid {
+                resource,
+                name,
+                causes,
+            });
         }
         let key = Self::key(resource, Some(&ns), &name);
         if inner.objects.contains_key(&key) {
@@ -409,27 +495,55 @@ impl Store {
         Ok(self.commit(inner, EventType::Added, key, obj, None))
     }
 
-    fn allocate(&self, inner: &mut Inner, resource: &'static ResourceType, name: &str, old: Option<&Value>, obj: &mut Value, dry_run: bool) -> Result<(), ApiError> {
+    fn allocate(
+        &self,
+        inner: &mut Inner,
+        resource: &'static ResourceType,
+        name: &str,
+        old: Option<&Value>,
+        obj: &mut Value,
+        dry_run: bool,
+    ) -> Result<(), ApiError> {
         let result = if dry_run {
             inner.alloc.clone().service_write(old, obj)
         } else {
             inner.alloc.service_write(old, obj)
         };
-        result.map_err(|causes| ApiError::Invalid { resource, name: name.to_string(), causes })
+        result.map_err(|causes| ApiError::Invalid {
+            resource,
+            name: name.to_string(),
+            causes,
+        })
     }
 
     /// GET of one object.
-    pub fn get(&self, resource: &'static ResourceType, ns: Option<&str>, name: &str) -> Result<Stored, ApiError> {
+    pub fn get(
+        &self,
+        resource: &'static ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Stored, ApiError> {
         self.lock()
             .objects
             .get(&Self::key(resource, ns, name))
             .cloned()
-            .ok_or_else(|| ApiError::NotFound { resource, name: name.to_string() })
+            .ok_or_else(|| ApiError::NotFound {
+                resource,
+                name: name.to_string(),
+            })
     }
 
     /// PUT (or the end of a PATCH): replaces an object, or its status with `status_only`.
     #[allow(clippy::too_many_arguments)]
-    pub fn replace(&self, resource: &'static ResourceType, ns: Option<&str>, name: &str, body: &Value, status_only: bool, opts: WriteOptions) -> Result<Written, ApiError> {
+    pub fn replace(
+        &self,
+        resource: &'static ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        body: &Value,
+        status_only: bool,
+        opts: WriteOptions,
+    ) -> Result<Written, ApiError> {
         let (mut obj, warnings) = Self::decode(resource, body, opts)?;
         Self::place(resource, ns, &mut obj)?;
         let body_name = meta_str(&obj, "name").to_string();
@@ -446,9 +560,16 @@ impl Store {
             if resource.create_on_update && !status_only {
                 meta_mut(&mut obj).remove("resourceVersion");
                 let object = self.create_decoded(&mut inner, resource, obj, opts)?;
-                return Ok(Written { object, warnings, created: true });
+                return Ok(Written {
+                    object,
+                    warnings,
+                    created: true,
+                });
             }
-            return Err(ApiError::NotFound { resource, name: name.to_string() });
+            return Err(ApiError::NotFound {
+                resource,
+                name: name.to_string(),
+            });
         };
         let old_rv = meta_str(&old.value, "resourceVersion").to_string();
         let body_rv = meta_str(&obj, "resourceVersion");
@@ -465,7 +586,9 @@ impl Store {
             return Err(ApiError::Conflict {
                 resource,
                 name: name.to_string(),
-                detail: format!("Precondition failed: UID in precondition: {body_uid}, UID in object meta: {old_uid}"),
+                detail: format!(
+                    "Precondition failed: UID in precondition: {body_uid}, UID in object meta: {old_uid}"
+                ),
             });
         }
         let mut new = if status_only {
@@ -477,7 +600,10 @@ impl Store {
             {
                 let meta = meta_mut(&mut new);
                 meta.insert("uid".into(), json!(old_uid));
-                meta.insert("creationTimestamp".into(), old.value["metadata"]["creationTimestamp"].clone());
+                meta.insert(
+                    "creationTimestamp".into(),
+                    old.value["metadata"]["creationTimestamp"].clone(),
+                );
                 meta.remove("managedFields");
             }
             if resource.has_status {
@@ -500,28 +626,61 @@ impl Store {
             causes.extend(validate::service_status(&new));
         }
         if !causes.is_empty() {
-            return Err(ApiError::Invalid { resource, name: name.to_string(), causes });
+            return Err(ApiError::Invalid {
+                resource,
+                name: name.to_string(),
+                causes,
+            });
         }
         // An update that changes nothing is not written (no new version, no event).
         if new == *old.value {
-            return Ok(Written { object: old, warnings, created: false });
+            return Ok(Written {
+                object: old,
+                warnings,
+                created: false,
+            });
         }
         if resource.kind == "Service" && !status_only {
-            self.allocate(&mut inner, resource, name, Some(&old.value), &mut new, opts.dry_run)?;
+            self.allocate(
+                &mut inner,
+                resource,
+                name,
+                Some(&old.value),
+                &mut new,
+                opts.dry_run,
+            )?;
         }
         if opts.dry_run {
-            return Ok(Written { object: Stored::new(new), warnings, created: false });
+            return Ok(Written {
+                object: Stored::new(new),
+                warnings,
+                created: false,
+            });
         }
         let object = self.commit(&mut inner, EventType::Modified, key, new, Some(old));
-        Ok(Written { object, warnings, created: false })
+        Ok(Written {
+            object,
+            warnings,
+            created: false,
+        })
     }
 
     /// PATCH: applies a patch of `patch_type` to the stored object, then replaces it.
     #[allow(clippy::too_many_arguments)]
-    pub fn patch(&self, resource: &'static ResourceType, ns: Option<&str>, name: &str, patch_type: PatchType, patch: &[u8], status_only: bool, opts: WriteOptions) -> Result<Written, ApiError> {
+    pub fn patch(
+        &self,
+        resource: &'static ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        patch_type: PatchType,
+        patch: &[u8],
+        status_only: bool,
+        opts: WriteOptions,
+    ) -> Result<Written, ApiError> {
         let current = self.get(resource, ns, name)?;
         let mut doc = (*current.value).clone();
-        let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("error decoding patch: {e}"));
+        let bad =
+            |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("error decoding patch: {e}"));
         match patch_type {
             PatchType::Merge => {
                 let p: Value = serde_json::from_slice(patch).map_err(|e| bad(&e))?;
@@ -533,32 +692,57 @@ impl Store {
             }
             PatchType::Json => {
                 let p: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| bad(&e))?;
-                json_patch::patch(&mut doc, &p)
-                    .map_err(|e| ApiError::BadRequest(format!("the server rejected our request due to an error in our request: {e}")))?;
+                json_patch::patch(&mut doc, &p).map_err(|e| {
+                    ApiError::BadRequest(format!(
+                        "the server rejected our request due to an error in our request: {e}"
+                    ))
+                })?;
             }
         }
         // A patch may not rename or move the object; a stale resourceVersion it carries
         // is a precondition, as in the real apiserver.
         if meta_str(&doc, "name") != name {
-            return Err(ApiError::BadRequest("metadata.name: the name of a patched object may not change".into()));
+            return Err(ApiError::BadRequest(
+                "metadata.name: the name of a patched object may not change".into(),
+            ));
         }
         // The patch decides the rest, but the object stays where it is.
-        if doc.pointer("/metadata/resourceVersion").is_none_or(Value::is_null) {
-            meta_mut(&mut doc).insert("resourceVersion".into(), current.value["metadata"]["resourceVersion"].clone());
+        if doc
+            .pointer("/metadata/resourceVersion")
+            .is_none_or(Value::is_null)
+        {
+            meta_mut(&mut doc).insert(
+                "resourceVersion".into(),
+                current.value["metadata"]["resourceVersion"].clone(),
+            );
         }
         self.replace(resource, ns, name, &doc, status_only, opts)
     }
 
     /// DELETE of one object; answers the object as it was, stamped with the delete's version.
-    pub fn delete(&self, resource: &'static ResourceType, ns: Option<&str>, name: &str, pre: &Preconditions, dry_run: bool) -> Result<Stored, ApiError> {
+    pub fn delete(
+        &self,
+        resource: &'static ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        pre: &Preconditions,
+        dry_run: bool,
+    ) -> Result<Stored, ApiError> {
         let mut inner = self.lock();
         let key = Self::key(resource, ns, name);
         let Some(old) = inner.objects.get(&key).cloned() else {
-            return Err(ApiError::NotFound { resource, name: name.to_string() });
+            return Err(ApiError::NotFound {
+                resource,
+                name: name.to_string(),
+            });
         };
         for (what, want, have) in [
             ("UID", pre.uid.as_deref(), meta_str(&old.value, "uid")),
-            ("ResourceVersion", pre.resource_version.as_deref(), meta_str(&old.value, "resourceVersion")),
+            (
+                "ResourceVersion",
+                pre.resource_version.as_deref(),
+                meta_str(&old.value, "resourceVersion"),
+            ),
         ] {
             if let Some(want) = want.filter(|w| !w.is_empty())
                 && want != have
@@ -566,7 +750,9 @@ impl Store {
                 return Err(ApiError::Conflict {
                     resource,
                     name: name.to_string(),
-                    detail: format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"),
+                    detail: format!(
+                        "Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"
+                    ),
                 });
             }
         }
@@ -598,7 +784,14 @@ impl Store {
     }
 
     /// DELETE of a collection: every object matching the selectors; answers them.
-    pub fn delete_collection(&self, resource: &'static ResourceType, ns: Option<&str>, labels: &LabelSelector, fields: &FieldSelector, dry_run: bool) -> ListResult {
+    pub fn delete_collection(
+        &self,
+        resource: &'static ResourceType,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        dry_run: bool,
+    ) -> ListResult {
         let mut inner = self.lock();
         let matching: Vec<(Key, Stored)> = Self::range(&inner, resource, ns)
             .filter(|(_, v)| labels.matches_object(&v.value) && fields.matches_object(&v.value))
@@ -606,15 +799,31 @@ impl Store {
             .collect();
         let mut items = Vec::with_capacity(matching.len());
         for (k, v) in matching {
-            items.push(if dry_run { v } else { self.delete_locked(&mut inner, k, v) });
+            items.push(if dry_run {
+                v
+            } else {
+                self.delete_locked(&mut inner, k, v)
+            });
         }
-        ListResult { items, resource_version: inner.rv, continue_token: None }
+        ListResult {
+            items,
+            resource_version: inner.rv,
+            continue_token: None,
+        }
     }
 
-    fn range<'a>(inner: &'a Inner, resource: &'static ResourceType, ns: Option<&str>) -> impl Iterator<Item = (&'a Key, &'a Stored)> {
+    fn range<'a>(
+        inner: &'a Inner,
+        resource: &'static ResourceType,
+        ns: Option<&str>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Stored)> {
         let res = resource.index();
         let ns = ns.filter(|_| resource.namespaced).map(str::to_string);
-        let start = Key { res, ns: ns.clone().unwrap_or_default(), name: String::new() };
+        let start = Key {
+            res,
+            ns: ns.clone().unwrap_or_default(),
+            name: String::new(),
+        };
         inner
             .objects
             .range(start..)
@@ -623,9 +832,18 @@ impl Store {
 
     /// LIST: current objects, or (with a continue token) the next page of the snapshot the
     /// first page was taken from.
-    pub fn list(&self, resource: &'static ResourceType, ns: Option<&str>, labels: &LabelSelector, fields: &FieldSelector, limit: Option<usize>, continue_token: Option<&str>) -> Result<ListResult, ApiError> {
+    pub fn list(
+        &self,
+        resource: &'static ResourceType,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+    ) -> Result<ListResult, ApiError> {
         let inner = self.lock();
-        let matches = |v: &Stored| labels.matches_object(&v.value) && fields.matches_object(&v.value);
+        let matches =
+            |v: &Stored| labels.matches_object(&v.value) && fields.matches_object(&v.value);
         let limit = limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
         let Some(token) = continue_token.filter(|t| !t.is_empty()) else {
             let mut items = Vec::new();
@@ -646,7 +864,11 @@ impl Store {
                 (true, Some(k)) => Some(encode_continue(inner.rv, k)),
                 _ => None,
             };
-            return Ok(ListResult { items, resource_version: inner.rv, continue_token });
+            return Ok(ListResult {
+                items,
+                resource_version: inner.rv,
+                continue_token,
+            });
         };
         let (snap_rv, after) = decode_continue(token)?;
         if snap_rv < inner.floor || snap_rv > inner.rv {
@@ -661,12 +883,18 @@ impl Store {
             undo.insert(&change.key, change.prev.as_ref());
         }
         let in_scope = |k: &Key| {
-            k.res == resource.index() && (!resource.namespaced || ns.is_none_or(|n| k.ns == n)) && (k.ns.as_str(), k.name.as_str()) > (after.0.as_str(), after.1.as_str())
+            k.res == resource.index()
+                && (!resource.namespaced || ns.is_none_or(|n| k.ns == n))
+                && (k.ns.as_str(), k.name.as_str()) > (after.0.as_str(), after.1.as_str())
         };
         let mut snapshot: Vec<(&Key, &Stored)> = Self::range(&inner, resource, ns)
             .filter(|(k, _)| in_scope(k) && !undo.contains_key(k))
             .collect();
-        snapshot.extend(undo.iter().filter(|(k, _)| in_scope(k)).filter_map(|(k, v)| v.map(|v| (*k, v))));
+        snapshot.extend(
+            undo.iter()
+                .filter(|(k, _)| in_scope(k))
+                .filter_map(|(k, v)| v.map(|v| (*k, v))),
+        );
         snapshot.sort_by(|a, b| a.0.cmp(b.0));
         let mut items = Vec::new();
         let mut continue_token = None;
@@ -679,13 +907,23 @@ impl Store {
             items.push(v.clone());
             last = Some(k);
         }
-        Ok(ListResult { items, resource_version: snap_rv, continue_token })
+        Ok(ListResult {
+            items,
+            resource_version: snap_rv,
+            continue_token,
+        })
     }
 
     /// Objects for a watch that starts with the current state, and the version they are at.
-    pub fn snapshot(&self, resource: &'static ResourceType, ns: Option<&str>) -> (Vec<Stored>, u64) {
+    pub fn snapshot(
+        &self,
+        resource: &'static ResourceType,
+        ns: Option<&str>,
+    ) -> (Vec<Stored>, u64) {
         let inner = self.lock();
-        let items = Self::range(&inner, resource, ns).map(|(_, v)| v.clone()).collect();
+        let items = Self::range(&inner, resource, ns)
+            .map(|(_, v)| v.clone())
+            .collect();
         (items, inner.rv)
     }
 
@@ -717,7 +955,9 @@ fn encode_continue(rv: u64, after: &Key) -> String {
 fn decode_continue(token: &str) -> Result<(u64, (String, String)), ApiError> {
     use base64::Engine;
     let bad = || ApiError::BadRequest(format!("invalid continue token: {token}"));
-    let raw = base64::engine::general_purpose::URL_SAFE.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let rv = v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
     let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;

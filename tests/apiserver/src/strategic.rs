@@ -21,7 +21,9 @@ const MERGE_LISTS: &[(&str, Option<&str>)] = &[
 /// Applies `patch` to `doc`.
 pub fn apply(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
     if !patch.is_object() {
-        return Err(ApiError::BadRequest("strategic merge patch must be a JSON object".into()));
+        return Err(ApiError::BadRequest(
+            "strategic merge patch must be a JSON object".into(),
+        ));
     }
     merge_value(doc, patch, "");
     Ok(())
@@ -53,7 +55,10 @@ fn merge_value(doc: &mut Value, patch: &Value, path: &str) {
     }
     for (key, value) in p {
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(list), Some(remove)) = (d.get_mut(field).and_then(Value::as_array_mut), value.as_array()) {
+            if let (Some(list), Some(remove)) = (
+                d.get_mut(field).and_then(Value::as_array_mut),
+                value.as_array(),
+            ) {
                 list.retain(|v| !remove.contains(v));
             }
             continue;
@@ -61,7 +66,11 @@ fn merge_value(doc: &mut Value, patch: &Value, path: &str) {
         if key.starts_with('$') {
             continue;
         }
-        let sub = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        let sub = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
         if value.is_null() {
             d.remove(key);
             continue;
@@ -71,7 +80,9 @@ fn merge_value(doc: &mut Value, patch: &Value, path: &str) {
             (Some(Value::Array(list)), Value::Array(items), Some(merge_key)) => {
                 merge_list_by_key(list, items, merge_key, &sub);
             }
-            (Some(existing @ Value::Object(_)), Value::Object(_), _) => merge_value(existing, value, &sub),
+            (Some(existing @ Value::Object(_)), Value::Object(_), _) => {
+                merge_value(existing, value, &sub)
+            }
             _ => {
                 let mut fresh = Value::Null;
                 merge_value(&mut fresh, value, &sub);

@@ -33,7 +33,10 @@ pub fn object(kind: &str, obj: &Value) -> Vec<Cause> {
 /// Validates a Service's status (for `/status` writes).
 pub fn service_status(obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    if let Some(ingress) = obj.pointer("/status/loadBalancer/ingress").and_then(Value::as_array) {
+    if let Some(ingress) = obj
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+    {
         for (i, ing) in ingress.iter().enumerate() {
             if let Some(ip) = ing.get("ip").and_then(Value::as_str)
                 && ip.parse::<IpAddr>().is_err()
@@ -52,7 +55,8 @@ pub fn service_status(obj: &Value) -> Vec<Cause> {
 fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -66,7 +70,10 @@ fn is_dns1123_subdomain(s: &str) -> bool {
 }
 
 fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if name.is_empty() {
         causes.push(Cause {
             reason: "FieldValueRequired",
@@ -88,7 +95,9 @@ fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
             let key_name = k.rsplit('/').next().unwrap_or("");
             let key_ok = !key_name.is_empty()
                 && key_name.len() <= 63
-                && key_name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                && key_name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
                 && key_name.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && key_name.ends_with(|c: char| c.is_ascii_alphanumeric());
             if !key_ok {
@@ -97,7 +106,8 @@ fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
             let v = v.as_str().unwrap_or("");
             let value_ok = v.is_empty()
                 || (v.len() <= 63
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
                     && v.starts_with(|c: char| c.is_ascii_alphanumeric())
                     && v.ends_with(|c: char| c.is_ascii_alphanumeric()));
             if !value_ok {
@@ -118,7 +128,11 @@ fn check_protocol(field: String, p: &Value, causes: &mut Vec<Cause>) {
 fn check_port_number(field: String, port: Option<i64>, causes: &mut Vec<Cause>) {
     match port {
         Some(p) if (1..=65535).contains(&p) => {}
-        Some(p) => causes.push(Cause::invalid(field, p, "must be between 1 and 65535, inclusive")),
+        Some(p) => causes.push(Cause::invalid(
+            field,
+            p,
+            "must be between 1 and 65535, inclusive",
+        )),
         None => causes.push(Cause::required(field)),
     }
 }
@@ -126,7 +140,10 @@ fn check_port_number(field: String, port: Option<i64>, causes: &mut Vec<Cause>) 
 fn service(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
     let svc_type = service_type(obj);
-    if !matches!(svc_type, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
+    if !matches!(
+        svc_type,
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
         causes.push(Cause::not_supported(
             "spec.type",
             svc_type,
@@ -136,11 +153,19 @@ fn service(obj: &Value, causes: &mut Vec<Cause>) {
     let cluster_ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("");
     let headless = cluster_ip == "None";
     if svc_type == "ExternalName" {
-        if spec.get("externalName").and_then(Value::as_str).unwrap_or("").is_empty() {
+        if spec
+            .get("externalName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
             causes.push(Cause::required("spec.externalName"));
         }
         if !cluster_ip.is_empty() {
-            causes.push(Cause::forbidden("spec.clusterIPs", "may not be set for ExternalName services"));
+            causes.push(Cause::forbidden(
+                "spec.clusterIPs",
+                "may not be set for ExternalName services",
+            ));
         }
     } else if !cluster_ip.is_empty() && !headless && cluster_ip.parse::<Ipv4Addr>().is_err() {
         causes.push(Cause::invalid(
@@ -150,7 +175,11 @@ fn service(obj: &Value, causes: &mut Vec<Cause>) {
         ));
     }
     if headless && needs_node_ports(svc_type) {
-        causes.push(Cause::invalid("spec.clusterIPs[0]", "\"None\"", &format!("may not be set to 'None' for {svc_type} services")));
+        causes.push(Cause::invalid(
+            "spec.clusterIPs[0]",
+            "\"None\"",
+            &format!("may not be set to 'None' for {svc_type} services"),
+        ));
     }
     for (field, allowed) in [
         ("sessionAffinity", &["ClientIP", "None"][..]),
@@ -163,7 +192,11 @@ fn service(obj: &Value, causes: &mut Vec<Cause>) {
             causes.push(Cause::not_supported(format!("spec.{field}"), v, allowed));
         }
     }
-    let ports = spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    let ports = spec
+        .get("ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if ports.is_empty() && svc_type != "ExternalName" && !headless {
         causes.push(Cause::required("spec.ports"));
     }
@@ -174,9 +207,16 @@ fn service(obj: &Value, causes: &mut Vec<Cause>) {
         if ports.len() > 1 && name.is_empty() {
             causes.push(Cause::required(format!("{field}.name")));
         } else if !name.is_empty() && !names.insert(name.to_string()) {
-            causes.push(Cause::duplicate(format!("{field}.name"), format!("\"{name}\"")));
+            causes.push(Cause::duplicate(
+                format!("{field}.name"),
+                format!("\"{name}\""),
+            ));
         } else if !name.is_empty() && !is_dns1123_label(name) {
-            causes.push(Cause::invalid(format!("{field}.name"), format!("\"{name}\""), DNS1123_LABEL));
+            causes.push(Cause::invalid(
+                format!("{field}.name"),
+                format!("\"{name}\""),
+                DNS1123_LABEL,
+            ));
         }
         let port = p.get("port").and_then(Value::as_i64);
         check_port_number(format!("{field}.port"), port, causes);
@@ -194,23 +234,36 @@ fn service(obj: &Value, causes: &mut Vec<Cause>) {
             Some(Value::Number(n)) => {
                 let n = n.as_i64().unwrap_or(0);
                 if !(1..=65535).contains(&n) {
-                    causes.push(Cause::invalid(format!("{field}.targetPort"), n, "must be between 1 and 65535, inclusive"));
+                    causes.push(Cause::invalid(
+                        format!("{field}.targetPort"),
+                        n,
+                        "must be between 1 and 65535, inclusive",
+                    ));
                 }
             }
             Some(Value::String(s)) => {
                 let ok = s.len() <= 15
-                    && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                     && s.bytes().any(|b| b.is_ascii_lowercase())
                     && !s.starts_with('-')
                     && !s.ends_with('-')
                     && !s.contains("--");
                 if !ok {
-                    causes.push(Cause::invalid(format!("{field}.targetPort"), format!("\"{s}\""), "must be a valid port name (IANA_SVC_NAME)"));
+                    causes.push(Cause::invalid(
+                        format!("{field}.targetPort"),
+                        format!("\"{s}\""),
+                        "must be a valid port name (IANA_SVC_NAME)",
+                    ));
                 }
             }
             _ => {}
         }
-        if let Some(np) = p.get("nodePort").and_then(Value::as_i64).filter(|&n| n != 0) {
+        if let Some(np) = p
+            .get("nodePort")
+            .and_then(Value::as_i64)
+            .filter(|&n| n != 0)
+        {
             if !needs_node_ports(svc_type) {
                 causes.push(Cause::forbidden(
                     format!("{field}.nodePort"),
@@ -232,14 +285,33 @@ fn endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
     match address_type {
         "" => causes.push(Cause::required("addressType")),
         "IPv4" | "IPv6" | "FQDN" => {}
-        other => causes.push(Cause::not_supported("addressType", other, &["FQDN", "IPv4", "IPv6"])),
+        other => causes.push(Cause::not_supported(
+            "addressType",
+            other,
+            &["FQDN", "IPv4", "IPv6"],
+        )),
     }
-    let endpoints = obj.get("endpoints").and_then(Value::as_array).cloned().unwrap_or_default();
+    let endpoints = obj
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if endpoints.len() > 1000 {
-        causes.push(Cause { reason: "FieldValueTooMany", field: "endpoints".into(), message: format!("Too many: {}: must have at most 1000 items", endpoints.len()) });
+        causes.push(Cause {
+            reason: "FieldValueTooMany",
+            field: "endpoints".into(),
+            message: format!(
+                "Too many: {}: must have at most 1000 items",
+                endpoints.len()
+            ),
+        });
     }
     for (i, ep) in endpoints.iter().enumerate() {
-        let addrs = ep.get("addresses").and_then(Value::as_array).cloned().unwrap_or_default();
+        let addrs = ep
+            .get("addresses")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if addrs.is_empty() || addrs.len() > 100 {
             causes.push(Cause::required(format!("endpoints[{i}].addresses")));
         }
@@ -251,16 +323,27 @@ fn endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
                 _ => is_dns1123_subdomain(a),
             };
             if !ok {
-                causes.push(Cause::invalid(format!("endpoints[{i}].addresses[{j}]"), format!("\"{a}\""), &format!("must be a valid {address_type} address")));
+                causes.push(Cause::invalid(
+                    format!("endpoints[{i}].addresses[{j}]"),
+                    format!("\"{a}\""),
+                    &format!("must be a valid {address_type} address"),
+                ));
             }
         }
     }
-    let ports = obj.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    let ports = obj
+        .get("ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut names = HashSet::new();
     for (i, p) in ports.iter().enumerate() {
         let name = p.get("name").and_then(Value::as_str).unwrap_or("");
         if !names.insert(name.to_string()) {
-            causes.push(Cause::duplicate(format!("ports[{i}].name"), format!("\"{name}\"")));
+            causes.push(Cause::duplicate(
+                format!("ports[{i}].name"),
+                format!("\"{name}\""),
+            ));
         }
         if let Some(port) = p.get("port").and_then(Value::as_i64) {
             check_port_number(format!("ports[{i}].port"), Some(port), causes);
@@ -270,18 +353,42 @@ fn endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
 }
 
 fn endpoints(obj: &Value, causes: &mut Vec<Cause>) {
-    let subsets = obj.get("subsets").and_then(Value::as_array).cloned().unwrap_or_default();
+    let subsets = obj
+        .get("subsets")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for (i, s) in subsets.iter().enumerate() {
         for list in ["addresses", "notReadyAddresses"] {
-            for (j, a) in s.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for (j, a) in s
+                .get(list)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 let ip = a.get("ip").and_then(Value::as_str).unwrap_or("");
                 if ip.parse::<IpAddr>().is_err() {
-                    causes.push(Cause::invalid(format!("subsets[{i}].{list}[{j}].ip"), format!("\"{ip}\""), "must be a valid IP address"));
+                    causes.push(Cause::invalid(
+                        format!("subsets[{i}].{list}[{j}].ip"),
+                        format!("\"{ip}\""),
+                        "must be a valid IP address",
+                    ));
                 }
             }
         }
-        for (j, p) in s.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            check_port_number(format!("subsets[{i}].ports[{j}].port"), p.get("port").and_then(Value::as_i64), causes);
+        for (j, p) in s
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            check_port_number(
+                format!("subsets[{i}].ports[{j}].port"),
+                p.get("port").and_then(Value::as_i64),
+                causes,
+            );
             check_protocol(format!("subsets[{i}].ports[{j}].protocol"), p, causes);
         }
     }

@@ -41,7 +41,9 @@ pub struct WatchRequest {
 impl WatchRequest {
     fn selects(&self, obj: &Value) -> bool {
         let ns_ok = match (&self.namespace, self.resource.namespaced) {
-            (Some(ns), true) => obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns),
+            (Some(ns), true) => {
+                obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
+            }
             _ => true,
         };
         ns_ok && self.labels.matches_object(obj) && self.fields.matches_object(obj)
@@ -53,7 +55,10 @@ impl WatchRequest {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let obj = json!({"kind": self.resource.kind, "apiVersion": self.resource.api_version(), "metadata": meta});
-        event_line("BOOKMARK", &serde_json::to_vec(&obj).expect("JSON values encode"))
+        event_line(
+            "BOOKMARK",
+            &serde_json::to_vec(&obj).expect("JSON values encode"),
+        )
     }
 
     /// The line for an object event, as a Table row when the client asked for Tables.
@@ -61,9 +66,23 @@ impl WatchRequest {
         match self.table {
             None => event_line(event.as_str(), &object.json),
             Some(include) => {
-                let rv = object.value.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0);
-                let t = table::render(self.resource, std::slice::from_ref(object), rv, None, include);
-                event_line(event.as_str(), &serde_json::to_vec(&t).expect("JSON values encode"))
+                let rv = object
+                    .value
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let t = table::render(
+                    self.resource,
+                    std::slice::from_ref(object),
+                    rv,
+                    None,
+                    include,
+                );
+                event_line(
+                    event.as_str(),
+                    &serde_json::to_vec(&t).expect("JSON values encode"),
+                )
             }
         }
     }
@@ -81,8 +100,12 @@ fn event_line(kind: &str, object_json: &[u8]) -> Bytes {
 
 /// The 410 ERROR event a too-old cursor gets.
 fn expired_line(cursor: u64, floor: u64) -> Bytes {
-    let status = ApiError::Expired(format!("too old resource version: {cursor} ({floor})")).status();
-    event_line("ERROR", &serde_json::to_vec(&status).expect("JSON values encode"))
+    let status =
+        ApiError::Expired(format!("too old resource version: {cursor} ({floor})")).status();
+    event_line(
+        "ERROR",
+        &serde_json::to_vec(&status).expect("JSON values encode"),
+    )
 }
 
 /// The event a change is for this watch, if any: with selectors, an object that starts
@@ -116,8 +139,13 @@ pub async fn wait_for_version(store: &Store, rv: u64) -> Result<(), ApiError> {
         if current >= rv {
             return Ok(());
         }
-        if tokio::time::timeout_at(deadline, versions.changed()).await.is_err() {
-            return Err(ApiError::Timeout(format!("Too large resource version: {rv}, current: {current}")));
+        if tokio::time::timeout_at(deadline, versions.changed())
+            .await
+            .is_err()
+        {
+            return Err(ApiError::Timeout(format!(
+                "Too large resource version: {rv}, current: {current}"
+            )));
         }
     }
 }
@@ -130,15 +158,32 @@ pub fn start(
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
-        store.counters.watches_started.fetch_add(1, Ordering::Relaxed);
-        store.counters.watches_active.fetch_add(1, Ordering::Relaxed);
+        store
+            .counters
+            .watches_started
+            .fetch_add(1, Ordering::Relaxed);
+        store
+            .counters
+            .watches_active
+            .fetch_add(1, Ordering::Relaxed);
         run(&store, &req, bookmark_interval, &tx).await;
-        store.counters.watches_active.fetch_sub(1, Ordering::Relaxed);
+        store
+            .counters
+            .watches_active
+            .fetch_sub(1, Ordering::Relaxed);
     });
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) })
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
+    )
 }
 
-async fn run(store: &Store, req: &WatchRequest, bookmark_interval: Duration, tx: &mpsc::Sender<Bytes>) {
+async fn run(
+    store: &Store,
+    req: &WatchRequest,
+    bookmark_interval: Duration,
+    tx: &mpsc::Sender<Bytes>,
+) {
     // Subscribe before reading, so no change between the read and the wait is missed.
     let mut cuts = store.subscribe_cuts();
     cuts.borrow_and_update();
@@ -154,14 +199,18 @@ async fn run(store: &Store, req: &WatchRequest, bookmark_interval: Duration, tx:
                     return;
                 }
             }
-            if req.send_initial_events && req.bookmarks && tx.send(req.bookmark(at, true)).await.is_err() {
+            if req.send_initial_events
+                && req.bookmarks
+                && tx.send(req.bookmark(at, true)).await.is_err()
+            {
                 return;
             }
             at
         }
     };
     let mut starting = req.resource_version.is_some();
-    let mut ticker = tokio::time::interval_at(Instant::now() + bookmark_interval, bookmark_interval);
+    let mut ticker =
+        tokio::time::interval_at(Instant::now() + bookmark_interval, bookmark_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         loop {
@@ -173,7 +222,10 @@ async fn run(store: &Store, req: &WatchRequest, bookmark_interval: Duration, tx:
                     let _ = tx.send(expired_line(cursor, floor)).await;
                     return;
                 }
-                Since::Changes { changes, cursor: next } => {
+                Since::Changes {
+                    changes,
+                    cursor: next,
+                } => {
                     for change in &changes {
                         if let Some(line) = translate(req, change)
                             && tx.send(line).await.is_err()

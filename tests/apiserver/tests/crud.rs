@@ -11,7 +11,12 @@ use serde_json::json;
 #[test]
 fn create_stamps_defaults_and_allocates() {
     let s = server();
-    let r = send_json(s.addr(), "POST", SERVICES, &service("web", json!({"app": "web"})));
+    let r = send_json(
+        s.addr(),
+        "POST",
+        SERVICES,
+        &service("web", json!({"app": "web"})),
+    );
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let svc = r.json();
     let meta = &svc["metadata"];
@@ -19,7 +24,11 @@ fn create_stamps_defaults_and_allocates() {
     assert!(meta["creationTimestamp"].as_str().unwrap().ends_with('Z'));
     assert!(rv_of(&svc) > 0);
     let ip: Ipv4Addr = svc["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
-    assert_eq!(ip.octets()[..3], [198, 18, 0], "allocated from 198.18.0.0/24");
+    assert_eq!(
+        ip.octets()[..3],
+        [198, 18, 0],
+        "allocated from 198.18.0.0/24"
+    );
     assert_eq!(svc["spec"]["clusterIPs"], json!([ip.to_string()]));
     assert_eq!(svc["spec"]["type"], "ClusterIP");
     assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
@@ -45,12 +54,22 @@ fn create_stamps_defaults_and_allocates() {
 fn errors_are_status_objects_with_reason_and_code() {
     let s = server();
     let a = s.addr();
-    assert_eq!(send_json(a, "POST", SERVICES, &service("web", json!({}))).status, 201);
+    assert_eq!(
+        send_json(a, "POST", SERVICES, &service("web", json!({}))).status,
+        201
+    );
 
     let dup = send_json(a, "POST", SERVICES, &service("web", json!({})));
     assert_eq!(dup.status, 409);
     let st = dup.json();
-    assert_eq!((st["kind"].as_str(), st["reason"].as_str(), st["code"].as_u64()), (Some("Status"), Some("AlreadyExists"), Some(409)));
+    assert_eq!(
+        (
+            st["kind"].as_str(),
+            st["reason"].as_str(),
+            st["code"].as_u64()
+        ),
+        (Some("Status"), Some("AlreadyExists"), Some(409))
+    );
     assert_eq!(st["details"], json!({"name": "web", "kind": "services"}));
 
     let missing = get(a, &format!("{SERVICES}/nope"));
@@ -59,7 +78,10 @@ fn errors_are_status_objects_with_reason_and_code() {
     assert_eq!(missing.json()["message"], "services \"nope\" not found");
 
     let missing_slice = get(a, &format!("{SLICES}/nope")).json();
-    assert_eq!(missing_slice["message"], "endpointslices.discovery.k8s.io \"nope\" not found");
+    assert_eq!(
+        missing_slice["message"],
+        "endpointslices.discovery.k8s.io \"nope\" not found"
+    );
     assert_eq!(missing_slice["details"]["group"], "discovery.k8s.io");
 
     let mut bad = service("bad", json!({}));
@@ -80,8 +102,14 @@ fn errors_are_status_objects_with_reason_and_code() {
 
     let mut elsewhere = service("x", json!({}));
     // A body namespace that differs from the URL's is a 400; without one the URL decides.
-    assert_eq!(send_json(a, "POST", "/api/v1/namespaces/nowhere/services", &elsewhere).status, 400);
-    elsewhere["metadata"].as_object_mut().unwrap().remove("namespace");
+    assert_eq!(
+        send_json(a, "POST", "/api/v1/namespaces/nowhere/services", &elsewhere).status,
+        400
+    );
+    elsewhere["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("namespace");
     let no_ns = send_json(a, "POST", "/api/v1/namespaces/nowhere/services", &elsewhere);
     assert_eq!(no_ns.status, 404);
     assert_eq!(no_ns.json()["details"]["kind"], "namespaces");
@@ -95,18 +123,37 @@ fn field_validation_strict_warn_ignore() {
     let s = server();
     let mut svc = service("web", json!({}));
     svc["spec"]["bogus"] = json!(1);
-    let strict = send_json(s.addr(), "POST", &format!("{SERVICES}?fieldValidation=Strict"), &svc);
+    let strict = send_json(
+        s.addr(),
+        "POST",
+        &format!("{SERVICES}?fieldValidation=Strict"),
+        &svc,
+    );
     assert_eq!(strict.status, 400);
-    assert_eq!(strict.json()["message"], "strict decoding error: unknown field \"spec.bogus\"");
+    assert_eq!(
+        strict.json()["message"],
+        "strict decoding error: unknown field \"spec.bogus\""
+    );
 
     let warn = send_json(s.addr(), "POST", SERVICES, &svc);
     assert_eq!(warn.status, 201);
-    assert_eq!(warn.headers_named("Warning"), vec!["299 - \"unknown field \\\"spec.bogus\\\"\""]);
-    assert!(warn.json()["spec"].get("bogus").is_none(), "unknown fields are dropped");
+    assert_eq!(
+        warn.headers_named("Warning"),
+        vec!["299 - \"unknown field \\\"spec.bogus\\\"\""]
+    );
+    assert!(
+        warn.json()["spec"].get("bogus").is_none(),
+        "unknown fields are dropped"
+    );
 
     let mut svc2 = service("web2", json!({}));
     svc2["spec"]["bogus"] = json!(1);
-    let ignore = send_json(s.addr(), "POST", &format!("{SERVICES}?fieldValidation=Ignore"), &svc2);
+    let ignore = send_json(
+        s.addr(),
+        "POST",
+        &format!("{SERVICES}?fieldValidation=Ignore"),
+        &svc2,
+    );
     assert_eq!(ignore.status, 201);
     assert!(ignore.header("Warning").is_none());
 }
@@ -155,8 +202,20 @@ fn replace_with_optimistic_concurrency() {
     assert_eq!(send_json(a, "PUT", &url, &moved).status, 422);
 
     // Name in the body must match the URL; replace of a missing Service is 404.
-    assert_eq!(send_json(a, "PUT", &format!("{SERVICES}/other"), &np).status, 400);
-    assert_eq!(send_json(a, "PUT", &format!("{SERVICES}/other"), &service("other", json!({}))).status, 404);
+    assert_eq!(
+        send_json(a, "PUT", &format!("{SERVICES}/other"), &np).status,
+        400
+    );
+    assert_eq!(
+        send_json(
+            a,
+            "PUT",
+            &format!("{SERVICES}/other"),
+            &service("other", json!({}))
+        )
+        .status,
+        404
+    );
 
     // Endpoints are created by PUT, as in the real apiserver.
     let ep = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"}, "subsets": [{"addresses": [{"ip": "198.18.1.1"}], "ports": [{"port": 80}]}]});
@@ -181,7 +240,18 @@ fn explicit_cluster_ips_and_node_ports_are_exclusive() {
     let causes = r.json()["details"]["causes"].clone();
     assert_eq!(causes.as_array().unwrap().len(), 2, "{causes}");
     // After deleting the first, its IP and port are free again.
-    assert_eq!(request_with(a, "DELETE", &format!("{SERVICES}/one"), "application/json", b"", &[]).status, 200);
+    assert_eq!(
+        request_with(
+            a,
+            "DELETE",
+            &format!("{SERVICES}/one"),
+            "application/json",
+            b"",
+            &[]
+        )
+        .status,
+        200
+    );
     assert_eq!(send_json(a, "POST", SERVICES, &two).status, 201);
     // nodePort on a ClusterIP Service is refused.
     let mut cip = service("cip", json!({}));
@@ -197,29 +267,53 @@ fn status_subresource_is_separate_from_spec() {
     lb["spec"]["type"] = json!("LoadBalancer");
     lb["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.18.9.9"}]}});
     let created = send_json(a, "POST", SERVICES, &lb).json();
-    assert_eq!(created["status"], json!({"loadBalancer": {}}), "create clears status");
+    assert_eq!(
+        created["status"],
+        json!({"loadBalancer": {}}),
+        "create clears status"
+    );
 
-    let patched = patch(a, &format!("{SERVICES}/lb/status"), "application/merge-patch+json", &json!({
-        "spec": {"sessionAffinity": "ClientIP"},
-        "status": {"loadBalancer": {"ingress": [{"ip": "198.18.9.9"}]}},
-    }));
+    let patched = patch(
+        a,
+        &format!("{SERVICES}/lb/status"),
+        "application/merge-patch+json",
+        &json!({
+            "spec": {"sessionAffinity": "ClientIP"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.18.9.9"}]}},
+        }),
+    );
     assert_eq!(patched.status, 200);
     let patched = patched.json();
-    assert_eq!(patched["status"]["loadBalancer"]["ingress"][0]["ip"], "198.18.9.9");
-    assert_eq!(patched["spec"]["sessionAffinity"], "None", "status writes ignore spec");
+    assert_eq!(
+        patched["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "198.18.9.9"
+    );
+    assert_eq!(
+        patched["spec"]["sessionAffinity"], "None",
+        "status writes ignore spec"
+    );
 
     // A main-resource write keeps the status.
     let mut main = patched.clone();
     main["status"] = json!({"loadBalancer": {}});
     main["metadata"]["labels"] = json!({"x": "y"});
     let replaced = send_json(a, "PUT", &format!("{SERVICES}/lb"), &main).json();
-    assert_eq!(replaced["status"]["loadBalancer"]["ingress"][0]["ip"], "198.18.9.9");
+    assert_eq!(
+        replaced["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "198.18.9.9"
+    );
 
     // PUT on /status with a bad address is 422.
     let mut bad = replaced.clone();
     bad["status"]["loadBalancer"]["ingress"][0]["ip"] = json!("not-an-ip");
-    assert_eq!(send_json(a, "PUT", &format!("{SERVICES}/lb/status"), &bad).status, 422);
-    assert_eq!(get(a, &format!("{SERVICES}/lb/status")).json()["status"], replaced["status"]);
+    assert_eq!(
+        send_json(a, "PUT", &format!("{SERVICES}/lb/status"), &bad).status,
+        422
+    );
+    assert_eq!(
+        get(a, &format!("{SERVICES}/lb/status")).json()["status"],
+        replaced["status"]
+    );
     // Slices have no status subresource.
     assert_eq!(get(a, &format!("{SLICES}/x/status")).status, 404);
 }
@@ -233,30 +327,80 @@ fn merge_json_and_strategic_patches() {
     let created = send_json(a, "POST", SERVICES, &svc).json();
     let url = format!("{SERVICES}/web");
 
-    let merged = patch(a, &url, "application/merge-patch+json", &json!({"metadata": {"labels": {"a": null, "b": "2"}}}));
+    let merged = patch(
+        a,
+        &url,
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"a": null, "b": "2"}}}),
+    );
     assert_eq!(merged.status, 200);
     let merged = merged.json();
     assert_eq!(merged["metadata"]["labels"], json!({"b": "2"}));
     assert!(rv_of(&merged) > rv_of(&created));
 
     // Strategic: spec.ports merge by port; a merge patch would have replaced the list.
-    let smp = patch(a, &url, "application/strategic-merge-patch+json", &json!({"spec": {"ports": [{"port": 443, "name": "tls"}]}})).json();
-    let names: Vec<&str> = smp["spec"]["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let smp = patch(
+        a,
+        &url,
+        "application/strategic-merge-patch+json",
+        &json!({"spec": {"ports": [{"port": 443, "name": "tls"}]}}),
+    )
+    .json();
+    let names: Vec<&str> = smp["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["http", "tls"]);
-    let smp = patch(a, &url, "application/strategic-merge-patch+json", &json!({"spec": {"ports": [{"port": 80, "$patch": "delete"}]}})).json();
+    let smp = patch(
+        a,
+        &url,
+        "application/strategic-merge-patch+json",
+        &json!({"spec": {"ports": [{"port": 80, "$patch": "delete"}]}}),
+    )
+    .json();
     assert_eq!(smp["spec"]["ports"].as_array().unwrap().len(), 1);
 
-    let jp = patch(a, &url, "application/json-patch+json", &json!([{"op": "replace", "path": "/spec/sessionAffinity", "value": "ClientIP"}]));
+    let jp = patch(
+        a,
+        &url,
+        "application/json-patch+json",
+        &json!([{"op": "replace", "path": "/spec/sessionAffinity", "value": "ClientIP"}]),
+    );
     assert_eq!(jp.status, 200);
     assert_eq!(jp.json()["spec"]["sessionAffinity"], "ClientIP");
 
     // A patch carrying a stale resourceVersion is a precondition: 409.
-    let stale = patch(a, &url, "application/merge-patch+json", &json!({"metadata": {"resourceVersion": created["metadata"]["resourceVersion"], "labels": {"c": "3"}}}));
+    let stale = patch(
+        a,
+        &url,
+        "application/merge-patch+json",
+        &json!({"metadata": {"resourceVersion": created["metadata"]["resourceVersion"], "labels": {"c": "3"}}}),
+    );
     assert_eq!(stale.status, 409);
     // Invalid results are refused; unknown patch types are 415; missing objects 404.
-    assert_eq!(patch(a, &url, "application/merge-patch+json", &json!({"spec": {"type": "Bogus"}})).status, 422);
+    assert_eq!(
+        patch(
+            a,
+            &url,
+            "application/merge-patch+json",
+            &json!({"spec": {"type": "Bogus"}})
+        )
+        .status,
+        422
+    );
     assert_eq!(patch(a, &url, "text/plain", &json!({})).status, 415);
-    assert_eq!(patch(a, &format!("{SERVICES}/nope"), "application/merge-patch+json", &json!({})).status, 404);
+    assert_eq!(
+        patch(
+            a,
+            &format!("{SERVICES}/nope"),
+            "application/merge-patch+json",
+            &json!({})
+        )
+        .status,
+        404
+    );
 }
 
 #[test]
@@ -264,26 +408,84 @@ fn delete_dry_run_preconditions_and_collections() {
     let s = server();
     let a = s.addr();
     for (n, tier) in [("a", "front"), ("b", "front"), ("c", "back")] {
-        assert_eq!(send_json(a, "POST", SERVICES, &service(n, json!({"tier": tier}))).status, 201);
+        assert_eq!(
+            send_json(a, "POST", SERVICES, &service(n, json!({"tier": tier}))).status,
+            201
+        );
     }
     // dryRun stores nothing.
-    assert_eq!(send_json(a, "POST", &format!("{SERVICES}?dryRun=All"), &service("d", json!({}))).status, 201);
+    assert_eq!(
+        send_json(
+            a,
+            "POST",
+            &format!("{SERVICES}?dryRun=All"),
+            &service("d", json!({}))
+        )
+        .status,
+        201
+    );
     assert_eq!(get(a, &format!("{SERVICES}/d")).status, 404);
-    assert_eq!(request_with(a, "DELETE", &format!("{SERVICES}/a?dryRun=All"), "application/json", b"", &[]).status, 200);
+    assert_eq!(
+        request_with(
+            a,
+            "DELETE",
+            &format!("{SERVICES}/a?dryRun=All"),
+            "application/json",
+            b"",
+            &[]
+        )
+        .status,
+        200
+    );
     assert_eq!(get(a, &format!("{SERVICES}/a")).status, 200);
 
     // A delete with a wrong resourceVersion precondition is a conflict.
     let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"resourceVersion": "1"}});
-    let r = request_with(a, "DELETE", &format!("{SERVICES}/a"), "application/json", body.to_string().as_bytes(), &[]);
+    let r = request_with(
+        a,
+        "DELETE",
+        &format!("{SERVICES}/a"),
+        "application/json",
+        body.to_string().as_bytes(),
+        &[],
+    );
     assert_eq!(r.status, 409);
 
     let before = rv_of(&get(a, &format!("{SERVICES}/a")).json());
-    let deleted = request_with(a, "DELETE", &format!("{SERVICES}/a"), "application/json", b"", &[]);
+    let deleted = request_with(
+        a,
+        "DELETE",
+        &format!("{SERVICES}/a"),
+        "application/json",
+        b"",
+        &[],
+    );
     assert_eq!(deleted.status, 200);
-    assert!(rv_of(&deleted.json()) > before, "the deleted object carries the delete's version");
-    assert_eq!(request_with(a, "DELETE", &format!("{SERVICES}/a"), "application/json", b"", &[]).status, 404);
+    assert!(
+        rv_of(&deleted.json()) > before,
+        "the deleted object carries the delete's version"
+    );
+    assert_eq!(
+        request_with(
+            a,
+            "DELETE",
+            &format!("{SERVICES}/a"),
+            "application/json",
+            b"",
+            &[]
+        )
+        .status,
+        404
+    );
 
-    let coll = request_with(a, "DELETE", &format!("{SERVICES}?labelSelector=tier%3Dfront"), "application/json", b"", &[]);
+    let coll = request_with(
+        a,
+        "DELETE",
+        &format!("{SERVICES}?labelSelector=tier%3Dfront"),
+        "application/json",
+        b"",
+        &[],
+    );
     assert_eq!(coll.status, 200);
     assert_eq!(names(&coll.json()), ["b"]);
     assert_eq!(names(&get(a, SERVICES).json()), ["c"]);
@@ -293,8 +495,22 @@ fn delete_dry_run_preconditions_and_collections() {
     assert_eq!(send_json(a, "POST", "/api/v1/namespaces", &ns).status, 201);
     let mut svc = service("x", json!({}));
     svc["metadata"]["namespace"] = json!("team");
-    assert_eq!(send_json(a, "POST", "/api/v1/namespaces/team/services", &svc).status, 201);
-    assert_eq!(request_with(a, "DELETE", "/api/v1/namespaces/team", "application/json", b"", &[]).status, 200);
+    assert_eq!(
+        send_json(a, "POST", "/api/v1/namespaces/team/services", &svc).status,
+        201
+    );
+    assert_eq!(
+        request_with(
+            a,
+            "DELETE",
+            "/api/v1/namespaces/team",
+            "application/json",
+            b"",
+            &[]
+        )
+        .status,
+        200
+    );
     assert_eq!(get(a, "/api/v1/namespaces/team/services/x").status, 404);
 }
 
@@ -308,18 +524,31 @@ fn lists_carry_versions_and_paginate_consistently() {
     let all = get(a, SERVICES).json();
     assert_eq!(all["kind"], "ServiceList");
     assert_eq!(all["apiVersion"], "v1");
-    assert_eq!(all["metadata"]["resourceVersion"].as_str().unwrap(), s.resource_version().to_string());
+    assert_eq!(
+        all["metadata"]["resourceVersion"].as_str().unwrap(),
+        s.resource_version().to_string()
+    );
     assert_eq!(names(&all), ["s0", "s1", "s2", "s3", "s4"]);
 
     let page1 = get(a, &format!("{SERVICES}?limit=2")).json();
     assert_eq!(names(&page1), ["s0", "s1"]);
     let token = page1["metadata"]["continue"].as_str().unwrap().to_string();
     // Changes after the first page do not show in later pages (a snapshot, as in etcd).
-    request_with(a, "DELETE", &format!("{SERVICES}/s3"), "application/json", b"", &[]);
+    request_with(
+        a,
+        "DELETE",
+        &format!("{SERVICES}/s3"),
+        "application/json",
+        b"",
+        &[],
+    );
     send_json(a, "POST", SERVICES, &service("s5", json!({})));
     let page2 = get(a, &format!("{SERVICES}?limit=2&continue={token}")).json();
     assert_eq!(names(&page2), ["s2", "s3"]);
-    assert_eq!(page2["metadata"]["resourceVersion"], page1["metadata"]["resourceVersion"]);
+    assert_eq!(
+        page2["metadata"]["resourceVersion"],
+        page1["metadata"]["resourceVersion"]
+    );
     let token2 = page2["metadata"]["continue"].as_str().unwrap().to_string();
     let page3 = get(a, &format!("{SERVICES}?limit=2&continue={token2}")).json();
     assert_eq!(names(&page3), ["s4"]);
@@ -333,7 +562,10 @@ fn lists_carry_versions_and_paginate_consistently() {
 
     // Lists across namespaces and of cluster-scoped kinds.
     assert_eq!(names(&get(a, "/api/v1/services").json()).len(), 5);
-    assert_eq!(names(&get(a, "/api/v1/namespaces").json()), ["default", "kube-node-lease", "kube-public", "kube-system"]);
+    assert_eq!(
+        names(&get(a, "/api/v1/namespaces").json()),
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
 }
 
 #[test]
@@ -345,16 +577,44 @@ fn library_object_api_matches_http() {
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}, "status": {"addresses": [{"type": "InternalIP", "address": "198.18.5.1"}]}});
     let node = objects.create(&node).unwrap();
     assert!(node["metadata"].get("namespace").is_none());
-    assert_eq!(node["status"]["addresses"][0]["address"], "198.18.5.1", "node status is kept on create");
+    assert_eq!(
+        node["status"]["addresses"][0]["address"], "198.18.5.1",
+        "node status is kept on create"
+    );
     let mut lb = created.clone();
     lb["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.18.9.1"}]}});
     let with_status = objects.replace_status(&lb).unwrap();
-    assert_eq!(with_status["status"]["loadBalancer"]["ingress"][0]["ip"], "198.18.9.1");
-    let patched = objects.merge_patch("Service", Some("default"), "web", &json!({"metadata": {"labels": {"x": "y"}}})).unwrap();
+    assert_eq!(
+        with_status["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "198.18.9.1"
+    );
+    let patched = objects
+        .merge_patch(
+            "Service",
+            Some("default"),
+            "web",
+            &json!({"metadata": {"labels": {"x": "y"}}}),
+        )
+        .unwrap();
     assert_eq!(patched["metadata"]["labels"]["x"], "y");
     assert_eq!(objects.list("Service", None).unwrap().len(), 1);
-    assert_eq!(objects.create(&service("web", json!({}))).unwrap_err().code(), 409);
+    assert_eq!(
+        objects
+            .create(&service("web", json!({})))
+            .unwrap_err()
+            .code(),
+        409
+    );
     objects.delete("Service", Some("default"), "web").unwrap();
-    assert_eq!(objects.get("Service", Some("default"), "web").unwrap_err().code(), 404);
-    assert_eq!(objects.get("Pod", Some("default"), "x").unwrap_err().code(), 400);
+    assert_eq!(
+        objects
+            .get("Service", Some("default"), "web")
+            .unwrap_err()
+            .code(),
+        404
+    );
+    assert_eq!(
+        objects.get("Pod", Some("default"), "x").unwrap_err().code(),
+        400
+    );
 }

@@ -19,7 +19,9 @@ use svclb_testapi::TestApiServer;
 
 async fn client(s: &TestApiServer) -> Client {
     let kubeconfig = Kubeconfig::from_yaml(&s.kubeconfig_yaml()).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
     Client::try_from(config).unwrap()
 }
 
@@ -76,15 +78,31 @@ where
 async fn typed_api_crud() {
     let s = common::server();
     let api: Api<Service> = Api::namespaced(client(&s).await, "default");
-    let created = api.create(&PostParams::default(), &svc("web")).await.unwrap();
-    assert!(created.spec.as_ref().unwrap().cluster_ip.as_deref().unwrap().starts_with("198.18.0."));
+    let created = api
+        .create(&PostParams::default(), &svc("web"))
+        .await
+        .unwrap();
+    assert!(
+        created
+            .spec
+            .as_ref()
+            .unwrap()
+            .cluster_ip
+            .as_deref()
+            .unwrap()
+            .starts_with("198.18.0.")
+    );
     let got = api.get("web").await.unwrap();
     assert_eq!(got.metadata.uid, created.metadata.uid);
 
     let mut stale = got.clone();
-    api.patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})))
-        .await
-        .unwrap();
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})),
+    )
+    .await
+    .unwrap();
     stale.metadata.labels = Some([("y".to_string(), "2".to_string())].into());
     match api.replace("web", &PostParams::default(), &stale).await {
         Err(kube::Error::Api(status)) => {
@@ -97,14 +115,21 @@ async fn typed_api_crud() {
         Err(kube::Error::Api(status)) => assert_eq!(status.reason, "AlreadyExists"),
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
-    let list = api.list(&ListParams::default().labels("app=web")).await.unwrap();
+    let list = api
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 1);
     assert!(list.metadata.resource_version.is_some());
 
     let slices: Api<EndpointSlice> = Api::namespaced(client(&s).await, "default");
-    let slice: EndpointSlice = serde_json::from_value(common::slice("web-1", "web", &["198.18.1.1"])).unwrap();
+    let slice: EndpointSlice =
+        serde_json::from_value(common::slice("web-1", "web", &["198.18.1.1"])).unwrap();
     slices.create(&PostParams::default(), &slice).await.unwrap();
-    let listed = slices.list(&ListParams::default().labels("kubernetes.io/service-name=web")).await.unwrap();
+    let listed = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+        .await
+        .unwrap();
     assert_eq!(listed.items[0].endpoints[0].addresses, ["198.18.1.1"]);
 
     api.delete("web", &DeleteParams::default()).await.unwrap();
@@ -120,7 +145,8 @@ async fn watcher_follows_cuts_410_and_restarts() {
     let client = client(&s).await;
     let api: Api<Service> = Api::namespaced(client, "default");
     api.create(&PostParams::default(), &svc("a")).await.unwrap();
-    let mut stream = watcher::watcher(api.clone(), watcher::Config::default().any_semantic()).boxed();
+    let mut stream =
+        watcher::watcher(api.clone(), watcher::Config::default().any_semantic()).boxed();
     assert_eq!(relist(&mut stream).await, BTreeSet::from(["a".to_string()]));
 
     api.create(&PostParams::default(), &svc("b")).await.unwrap();
@@ -138,7 +164,10 @@ async fn watcher_follows_cuts_410_and_restarts() {
         other => panic!("expected Apply(c) after a cut, got {other:?}"),
     }
     let after = s.stats();
-    assert!(after.watches_started > before.watches_started, "the watcher watched again");
+    assert!(
+        after.watches_started > before.watches_started,
+        "the watcher watched again"
+    );
     assert_eq!(after.lists, before.lists, "and did not relist");
 
     // Compaction plus a cut: the re-watch gets 410 Expired and the watcher relists.
@@ -167,7 +196,11 @@ async fn watcher_follows_cuts_410_and_restarts() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(names, BTreeSet::from(["b".to_string(), "c".to_string()]), "the relist reflects the delete");
+    assert_eq!(
+        names,
+        BTreeSet::from(["b".to_string(), "c".to_string()]),
+        "the relist reflects the delete"
+    );
     assert!(s.stats().watch_expired >= 1);
 
     // A restart drops the connection; the watcher reconnects and sees later changes.
@@ -188,7 +221,8 @@ async fn streaming_list_watcher() {
     let s = common::server();
     let api: Api<Service> = Api::namespaced(client(&s).await, "default");
     api.create(&PostParams::default(), &svc("a")).await.unwrap();
-    let mut stream = watcher::watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut stream =
+        watcher::watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
     assert_eq!(relist(&mut stream).await, BTreeSet::from(["a".to_string()]));
     api.delete("a", &DeleteParams::default()).await.unwrap();
     match change(&mut stream).await {

@@ -65,7 +65,9 @@ fn kubectl_path() -> PathBuf {
         return PathBuf::from(p);
     }
     let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("kubectl")).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|d| d.join("kubectl"))
+            .find(|p| p.is_file())
     });
     found.unwrap_or_else(|| {
         panic!("kubectl not found in PATH (set KUBECTL=/path/to/kubectl, or install it: apt-get install kubernetes-client)")
@@ -82,7 +84,11 @@ impl Kubectl {
     fn new(server: &TestApiServer, dir: &Path) -> Self {
         let kubeconfig = dir.join("kubeconfig");
         server.kubeconfig(&kubeconfig).unwrap();
-        Kubectl { bin: kubectl_path(), kubeconfig, cache: dir.join("cache") }
+        Kubectl {
+            bin: kubectl_path(),
+            kubeconfig,
+            cache: dir.join("cache"),
+        }
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -94,13 +100,24 @@ impl Kubectl {
             .arg("--request-timeout=20s")
             .args(args)
             .env_remove("KUBECONFIG")
-            .stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+            .stdin(if stdin.is_some() {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()));
         if let Some(input) = stdin {
             use std::io::Write;
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
         }
         let out = child.wait_with_output().unwrap();
         eprintln!(
@@ -115,7 +132,11 @@ impl Kubectl {
     /// Runs and expects success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args, None);
-        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 }
@@ -135,7 +156,14 @@ fn kubectl_create_get_replace_patch_apply_delete() {
 
     // create -f
     let out = k.ok(&["create", "-f", seed]);
-    assert_eq!(lines(&out), ["service/web created", "endpointslice.discovery.k8s.io/web-abc created", "endpoints/web created"]);
+    assert_eq!(
+        lines(&out),
+        [
+            "service/web created",
+            "endpointslice.discovery.k8s.io/web-abc created",
+            "endpoints/web created"
+        ]
+    );
     let objects = s.objects();
     let svc = objects.get("Service", Some("default"), "web").unwrap();
     assert_eq!(svc["metadata"]["labels"]["app"], "web");
@@ -155,41 +183,99 @@ fn kubectl_create_get_replace_patch_apply_delete() {
     // Table output (kubectl asks the server to print).
     let out = k.ok(&["get", "svc", "web"]);
     let table = lines(&out);
-    assert_eq!(table[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    assert_eq!(
+        table[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
     assert!(table[1].contains(&format!("80:{node_port}/TCP")), "{out}");
 
     // replace -f: new port and endpoints; the allocated IP and node port are kept.
-    let replaced_seed = SEED.replace("198.18.1.2", "198.18.1.3").replace("port: 80\n", "port: 81\n");
+    let replaced_seed = SEED
+        .replace("198.18.1.2", "198.18.1.3")
+        .replace("port: 80\n", "port: 81\n");
     let seed2 = dir.path().join("seed2.yaml");
     std::fs::write(&seed2, &replaced_seed).unwrap();
     let out = k.ok(&["replace", "-f", seed2.to_str().unwrap()]);
-    assert_eq!(lines(&out), ["service/web replaced", "endpointslice.discovery.k8s.io/web-abc replaced", "endpoints/web replaced"]);
+    assert_eq!(
+        lines(&out),
+        [
+            "service/web replaced",
+            "endpointslice.discovery.k8s.io/web-abc replaced",
+            "endpoints/web replaced"
+        ]
+    );
     let svc2 = objects.get("Service", Some("default"), "web").unwrap();
     assert_eq!(svc2["spec"]["ports"][0]["port"], 81);
     assert_eq!(svc2["spec"]["clusterIP"], svc["spec"]["clusterIP"]);
     assert_eq!(svc2["spec"]["ports"][0]["nodePort"], node_port);
-    let slice = objects.get("EndpointSlice", Some("default"), "web-abc").unwrap();
+    let slice = objects
+        .get("EndpointSlice", Some("default"), "web-abc")
+        .unwrap();
     assert_eq!(slice["endpoints"][1]["addresses"], json!(["198.18.1.3"]));
 
     // patch --type merge, and of the status subresource.
-    let out = k.ok(&["patch", "svc", "web", "--type", "merge", "-p", r#"{"metadata":{"labels":{"tier":"front"}}}"#]);
+    let out = k.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"tier":"front"}}}"#,
+    ]);
     assert_eq!(lines(&out), ["service/web patched"]);
-    assert_eq!(objects.get("Service", Some("default"), "web").unwrap()["metadata"]["labels"]["tier"], "front");
-    k.ok(&["patch", "svc", "web", "--subresource", "status", "--type", "merge", "-p", r#"{"status":{"loadBalancer":{"ingress":[{"ip":"198.18.2.1"}]}}}"#]);
-    assert_eq!(objects.get("Service", Some("default"), "web").unwrap()["status"]["loadBalancer"]["ingress"][0]["ip"], "198.18.2.1");
-    let ip = k.ok(&["get", "svc", "web", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"]);
+    assert_eq!(
+        objects.get("Service", Some("default"), "web").unwrap()["metadata"]["labels"]["tier"],
+        "front"
+    );
+    k.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "--subresource",
+        "status",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"loadBalancer":{"ingress":[{"ip":"198.18.2.1"}]}}}"#,
+    ]);
+    assert_eq!(
+        objects.get("Service", Some("default"), "web").unwrap()["status"]["loadBalancer"]["ingress"]
+            [0]["ip"],
+        "198.18.2.1"
+    );
+    let ip = k.ok(&[
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[0].ip}",
+    ]);
     assert_eq!(ip, "198.18.2.1");
 
     // Server-side strict field validation answers kubectl's --validate=strict.
     let bad = "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  bogus: 1\n  ports:\n  - port: 80\n";
     let out = k.run(&["create", "-f", "-"], Some(bad));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("strict decoding error: unknown field \"spec.bogus\""));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("strict decoding error: unknown field \"spec.bogus\"")
+    );
     // An invalid object is refused with the field named.
-    let invalid = "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  ports:\n  - port: 70000\n";
+    let invalid =
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  ports:\n  - port: 70000\n";
     let out = k.run(&["create", "-f", "-"], Some(invalid));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("spec.ports[0].port: Invalid value: 70000"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spec.ports[0].port: Invalid value: 70000")
+    );
     // Creating again: AlreadyExists.
     let out = k.run(&["create", "-f", seed], None);
     assert!(!out.status.success());
@@ -197,22 +283,55 @@ fn kubectl_create_get_replace_patch_apply_delete() {
 
     // delete -f (kubectl waits for the objects to be gone).
     let out = k.ok(&["delete", "-f", seed]);
-    assert_eq!(lines(&out), ["service \"web\" deleted", "endpointslice.discovery.k8s.io \"web-abc\" deleted", "endpoints \"web\" deleted"]);
+    assert_eq!(
+        lines(&out),
+        [
+            "service \"web\" deleted",
+            "endpointslice.discovery.k8s.io \"web-abc\" deleted",
+            "endpoints \"web\" deleted"
+        ]
+    );
     assert!(objects.list("Service", None).unwrap().is_empty());
     assert!(objects.list("EndpointSlice", None).unwrap().is_empty());
     let out = k.run(&["get", "svc,endpointslices"], None);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("No resources found in default namespace."));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No resources found in default namespace.")
+    );
 
     // apply (client-side: last-applied annotation and strategic merge patches).
     let out = k.ok(&["apply", "-f", seed]);
-    assert_eq!(lines(&out), ["service/web created", "endpointslice.discovery.k8s.io/web-abc created", "endpoints/web created"]);
+    assert_eq!(
+        lines(&out),
+        [
+            "service/web created",
+            "endpointslice.discovery.k8s.io/web-abc created",
+            "endpoints/web created"
+        ]
+    );
     let out = k.ok(&["apply", "-f", seed2.to_str().unwrap()]);
-    assert_eq!(lines(&out), ["service/web configured", "endpointslice.discovery.k8s.io/web-abc configured", "endpoints/web configured"]);
+    assert_eq!(
+        lines(&out),
+        [
+            "service/web configured",
+            "endpointslice.discovery.k8s.io/web-abc configured",
+            "endpoints/web configured"
+        ]
+    );
     let svc3 = objects.get("Service", Some("default"), "web").unwrap();
-    let ports: Vec<u64> = svc3["spec"]["ports"].as_array().unwrap().iter().map(|p| p["port"].as_u64().unwrap()).collect();
+    let ports: Vec<u64> = svc3["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
     assert_eq!(ports, [81]);
-    assert_eq!(objects.get("EndpointSlice", Some("default"), "web-abc").unwrap()["endpoints"][1]["addresses"], json!(["198.18.1.3"]));
+    assert_eq!(
+        objects
+            .get("EndpointSlice", Some("default"), "web-abc")
+            .unwrap()["endpoints"][1]["addresses"],
+        json!(["198.18.1.3"])
+    );
 }
 
 #[test]
@@ -225,15 +344,41 @@ fn kubectl_lists_cluster_scoped_and_uses_short_names() {
     assert!(out.status.success());
     let out = k.ok(&["get", "no", "-o", "wide"]);
     let row: Vec<&str> = lines(&out)[1].split_whitespace().collect();
-    assert_eq!((row[0], row[1], row[2], row[5]), ("node-a", "Ready", "worker", "198.18.5.1"));
+    assert_eq!(
+        (row[0], row[1], row[2], row[5]),
+        ("node-a", "Ready", "worker", "198.18.5.1")
+    );
     let out = k.ok(&["get", "ns", "-o", "name"]);
     assert!(lines(&out).contains(&"namespace/kube-system"));
     let out = k.run(&["apply", "-f", "-"], Some(SEED));
     assert!(out.status.success());
     assert_eq!(lines(&k.ok(&["get", "svc", "-o", "name"])), ["service/web"]);
-    assert_eq!(lines(&k.ok(&["get", "ep", "-o", "name"])), ["endpoints/web"]);
-    assert_eq!(lines(&k.ok(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "name"])), ["endpointslice.discovery.k8s.io/web-abc"]);
-    assert_eq!(lines(&k.ok(&["get", "svc", "--field-selector", "metadata.name=web", "-o", "name"])), ["service/web"]);
+    assert_eq!(
+        lines(&k.ok(&["get", "ep", "-o", "name"])),
+        ["endpoints/web"]
+    );
+    assert_eq!(
+        lines(&k.ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "name"
+        ])),
+        ["endpointslice.discovery.k8s.io/web-abc"]
+    );
+    assert_eq!(
+        lines(&k.ok(&[
+            "get",
+            "svc",
+            "--field-selector",
+            "metadata.name=web",
+            "-o",
+            "name"
+        ])),
+        ["service/web"]
+    );
     k.ok(&["delete", "svc", "web"]);
     assert!(k.ok(&["get", "svc", "-o", "name"]).trim().is_empty());
 }

@@ -19,14 +19,31 @@ fn watch_from_version_gets_later_events_only() {
     let mut w = Watch::open(a, &format!("{SERVICES}?watch=1&resourceVersion={rv}"));
     assert_eq!(w.status, 200);
     let e = w.next_object_event().unwrap();
-    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("two")));
+    assert_eq!(
+        (e["type"].as_str(), e["object"]["metadata"]["name"].as_str()),
+        (Some("ADDED"), Some("two"))
+    );
 
-    let patched = patch(a, &format!("{SERVICES}/one"), "application/merge-patch+json", &json!({"metadata": {"labels": {"x": "1"}}})).json();
+    let patched = patch(
+        a,
+        &format!("{SERVICES}/one"),
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"x": "1"}}}),
+    )
+    .json();
     let e = w.next_object_event().unwrap();
     assert_eq!(e["type"], "MODIFIED");
     assert_eq!(e["object"], patched);
 
-    let deleted = request_with(a, "DELETE", &format!("{SERVICES}/one"), "application/json", b"", &[]).json();
+    let deleted = request_with(
+        a,
+        "DELETE",
+        &format!("{SERVICES}/one"),
+        "application/json",
+        b"",
+        &[],
+    )
+    .json();
     let e = w.next_object_event().unwrap();
     assert_eq!(e["type"], "DELETED");
     assert_eq!(rv_of(&e["object"]), rv_of(&deleted));
@@ -55,28 +72,48 @@ fn watch_without_version_starts_with_current_state() {
             .map(|_| {
                 let e = w.next_object_event().unwrap();
                 assert_eq!(e["type"], "ADDED");
-                e["object"]["metadata"]["name"].as_str().unwrap().to_string()
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
             })
             .collect();
         assert_eq!(got, ["a", "b"]);
     }
     // Streaming list: the initial events end with a BOOKMARK marked initial-events-end.
-    let mut w = Watch::open(a, &format!("{SERVICES}?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan"));
+    let mut w = Watch::open(
+        a,
+        &format!(
+            "{SERVICES}?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan"
+        ),
+    );
     assert_eq!(w.next().unwrap()["type"], "ADDED");
     assert_eq!(w.next().unwrap()["type"], "ADDED");
     let bm = w.next().unwrap();
     assert_eq!(bm["type"], "BOOKMARK");
-    assert_eq!(bm["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    assert_eq!(
+        bm["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
     assert_eq!(rv_of(&bm["object"]), s.resource_version());
 }
 
 #[test]
 fn bookmarks_and_timeout() {
-    let s = server_with(Config { bookmark_interval: Duration::from_millis(100), ..Config::default() });
+    let s = server_with(Config {
+        bookmark_interval: Duration::from_millis(100),
+        ..Config::default()
+    });
     let a = s.addr();
     let created = send_json(a, "POST", SERVICES, &service("a", json!({}))).json();
     let start = Instant::now();
-    let mut w = Watch::open(a, &format!("{SERVICES}?watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds=1", rv_of(&created)));
+    let mut w = Watch::open(
+        a,
+        &format!(
+            "{SERVICES}?watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds=1",
+            rv_of(&created)
+        ),
+    );
     let bm = w.next().unwrap();
     assert_eq!(bm["type"], "BOOKMARK");
     assert_eq!(bm["object"]["kind"], "Service");
@@ -92,11 +129,20 @@ fn bookmarks_and_timeout() {
     // The stream ends by itself after timeoutSeconds.
     while w.next_within(Duration::from_secs(5)).is_some() {}
     let took = start.elapsed();
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
     assert!(s.stats().bookmarks >= 2);
 
     // Without allowWatchBookmarks there are none.
-    let mut w = Watch::open(a, &format!("{SERVICES}?watch=1&resourceVersion={}&timeoutSeconds=1", s.resource_version()));
+    let mut w = Watch::open(
+        a,
+        &format!(
+            "{SERVICES}?watch=1&resourceVersion={}&timeoutSeconds=1",
+            s.resource_version()
+        ),
+    );
     assert!(w.next_within(Duration::from_secs(5)).is_none());
 }
 
@@ -105,21 +151,56 @@ fn selector_changes_are_added_and_deleted() {
     let s = server();
     let a = s.addr();
     let created = send_json(a, "POST", SERVICES, &service("a", json!({"tier": "back"}))).json();
-    let mut w = Watch::open(a, &format!("{SERVICES}?watch=1&labelSelector=tier%3Dfront&resourceVersion={}", rv_of(&created)));
+    let mut w = Watch::open(
+        a,
+        &format!(
+            "{SERVICES}?watch=1&labelSelector=tier%3Dfront&resourceVersion={}",
+            rv_of(&created)
+        ),
+    );
     let url = format!("{SERVICES}/a");
-    patch(a, &url, "application/merge-patch+json", &json!({"metadata": {"labels": {"tier": "front"}}}));
+    patch(
+        a,
+        &url,
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"tier": "front"}}}),
+    );
     assert_eq!(w.next_object_event().unwrap()["type"], "ADDED");
-    patch(a, &url, "application/merge-patch+json", &json!({"metadata": {"labels": {"x": "1"}}}));
+    patch(
+        a,
+        &url,
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"x": "1"}}}),
+    );
     assert_eq!(w.next_object_event().unwrap()["type"], "MODIFIED");
-    patch(a, &url, "application/merge-patch+json", &json!({"metadata": {"labels": {"tier": "back"}}}));
+    patch(
+        a,
+        &url,
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"tier": "back"}}}),
+    );
     assert_eq!(w.next_object_event().unwrap()["type"], "DELETED");
 
     // The deprecated /watch/ path with a name watches that object.
-    let mut w = Watch::open(a, &format!("/api/v1/watch/namespaces/default/services/a?resourceVersion={}", s.resource_version()));
+    let mut w = Watch::open(
+        a,
+        &format!(
+            "/api/v1/watch/namespaces/default/services/a?resourceVersion={}",
+            s.resource_version()
+        ),
+    );
     send_json(a, "POST", SERVICES, &service("b", json!({})));
-    patch(a, &url, "application/merge-patch+json", &json!({"metadata": {"labels": {"y": "1"}}}));
+    patch(
+        a,
+        &url,
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"y": "1"}}}),
+    );
     let e = w.next_object_event().unwrap();
-    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("MODIFIED"), Some("a")));
+    assert_eq!(
+        (e["type"].as_str(), e["object"]["metadata"]["name"].as_str()),
+        (Some("MODIFIED"), Some("a"))
+    );
 }
 
 #[test]
@@ -152,19 +233,36 @@ fn expired_history_gives_410() {
     assert_eq!(w.next().unwrap()["object"]["code"], 410);
 
     // A watch that falls behind a bounded history also gets 410.
-    let small = server_with(Config { history: 3, ..Config::default() });
+    let small = server_with(Config {
+        history: 3,
+        ..Config::default()
+    });
     let start = small.resource_version();
     for i in 0..5 {
-        send_json(small.addr(), "POST", SERVICES, &service(&format!("s{i}"), json!({})));
+        send_json(
+            small.addr(),
+            "POST",
+            SERVICES,
+            &service(&format!("s{i}"), json!({})),
+        );
     }
-    let mut w = Watch::open(small.addr(), &format!("{SERVICES}?watch=1&resourceVersion={start}"));
+    let mut w = Watch::open(
+        small.addr(),
+        &format!("{SERVICES}?watch=1&resourceVersion={start}"),
+    );
     assert_eq!(w.next().unwrap()["object"]["reason"], "Expired");
 }
 
 #[test]
 fn too_new_version_times_out_with_504() {
     let s = server();
-    let r = get(s.addr(), &format!("{SERVICES}?watch=1&resourceVersion={}", s.resource_version() + 100));
+    let r = get(
+        s.addr(),
+        &format!(
+            "{SERVICES}?watch=1&resourceVersion={}",
+            s.resource_version() + 100
+        ),
+    );
     assert_eq!(r.status, 504);
     assert_eq!(r.json()["reason"], "Timeout");
 }
@@ -175,7 +273,10 @@ fn cut_watches_ends_streams() {
     let a = s.addr();
     let rv = s.resource_version();
     let mut w1 = Watch::open(a, &format!("{SERVICES}?watch=1&resourceVersion={rv}"));
-    let mut w2 = Watch::open(a, &format!("{SLICES}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true"));
+    let mut w2 = Watch::open(
+        a,
+        &format!("{SLICES}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true"),
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while s.stats().watches_active < 2 {
         assert!(Instant::now() < deadline, "watches did not start");
@@ -190,7 +291,15 @@ fn cut_watches_ends_streams() {
     let mut w3 = Watch::open(a, &format!("{SERVICES}?watch=1&resourceVersion={rv}"));
     send_json(a, "POST", SERVICES, &service("a", json!({})));
     assert_eq!(w3.next_object_event().unwrap()["type"], "ADDED");
-    let hook = request_with(a, "POST", "/_test/cut-watches", "application/json", b"", &[]).json();
+    let hook = request_with(
+        a,
+        "POST",
+        "/_test/cut-watches",
+        "application/json",
+        b"",
+        &[],
+    )
+    .json();
     assert_eq!(hook["cut"], 1);
     assert!(w3.next_within(Duration::from_secs(5)).is_none());
     let stats = get(a, "/_test/stats").json();
@@ -203,15 +312,36 @@ fn restart_drops_connections_and_keeps_objects() {
     let s = server();
     let a = s.addr();
     send_json(a, "POST", SERVICES, &service("a", json!({})));
-    let mut w = Watch::open(a, &format!("{SERVICES}?watch=1&resourceVersion={}", s.resource_version()));
+    let mut w = Watch::open(
+        a,
+        &format!(
+            "{SERVICES}?watch=1&resourceVersion={}",
+            s.resource_version()
+        ),
+    );
     let t = std::thread::spawn(move || w.next_within(Duration::from_secs(5)));
     s.restart(Duration::from_millis(300));
     let event = t.join().unwrap();
     assert!(event.is_none(), "the watch stream ended");
-    assert_eq!(get(a, &format!("{SERVICES}/a")).status, 200, "same address, same objects");
+    assert_eq!(
+        get(a, &format!("{SERVICES}/a")).status,
+        200,
+        "same address, same objects"
+    );
 
     // Through the hook: refused while down, back afterwards.
-    assert_eq!(request_with(a, "POST", "/_test/restart?downMillis=700", "application/json", b"", &[]).status, 200);
+    assert_eq!(
+        request_with(
+            a,
+            "POST",
+            "/_test/restart?downMillis=700",
+            "application/json",
+            b"",
+            &[]
+        )
+        .status,
+        200
+    );
     std::thread::sleep(Duration::from_millis(250));
     assert!(std::net::TcpStream::connect(a).is_err(), "listener is down");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -234,15 +364,28 @@ fn expire_keeps_open_watches_but_refuses_old_versions() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let floor = s.expire();
-    assert!(floor > rv, "even the latest version handed out is now too old");
+    assert!(
+        floor > rv,
+        "even the latest version handed out is now too old"
+    );
     send_json(a, "POST", SERVICES, &service("b", json!({})));
     let e = open.next_object_event().unwrap();
-    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("b")));
+    assert_eq!(
+        (e["type"].as_str(), e["object"]["metadata"]["name"].as_str()),
+        (Some("ADDED"), Some("b"))
+    );
     let mut fresh = Watch::open(a, &format!("{SERVICES}?watch=1&resourceVersion={rv}"));
     assert_eq!(fresh.next().unwrap()["object"]["code"], 410);
     // A list gives a version new watches may start from.
-    let list_rv: u64 = get(a, SERVICES).json()["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let list_rv: u64 = get(a, SERVICES).json()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut relisted = Watch::open(a, &format!("{SERVICES}?watch=1&resourceVersion={list_rv}"));
     send_json(a, "POST", SERVICES, &service("c", json!({})));
-    assert_eq!(relisted.next_object_event().unwrap()["object"]["metadata"]["name"], "c");
+    assert_eq!(
+        relisted.next_object_event().unwrap()["object"]["metadata"]["name"],
+        "c"
+    );
 }

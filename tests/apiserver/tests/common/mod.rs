@@ -28,20 +28,37 @@ pub struct Resp {
 impl Resp {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
-fn send(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8], extra: &[(&str, &str)]) -> BufReader<TcpStream> {
+fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> BufReader<TcpStream> {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut head = format!(
@@ -60,7 +77,11 @@ fn send(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[
 fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
     let mut line = String::new();
     r.read_line(&mut line).expect("status line");
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
     let mut headers = Vec::new();
     loop {
         line.clear();
@@ -77,7 +98,9 @@ fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
 }
 
 fn is_chunked(headers: &[(String, String)]) -> bool {
-    headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"))
+    headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    })
 }
 
 /// Reads one chunk; None at the last chunk or the end of the connection.
@@ -96,7 +119,14 @@ fn read_chunk(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
     Some(data)
 }
 
-pub fn request_with(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8], extra: &[(&str, &str)]) -> Resp {
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> Resp {
     let mut r = send(addr, method, path, content_type, body, extra);
     let (status, headers) = read_head(&mut r);
     let mut body = Vec::new();
@@ -107,7 +137,11 @@ pub fn request_with(addr: SocketAddr, method: &str, path: &str, content_type: &s
     } else {
         r.read_to_end(&mut body).unwrap();
     }
-    Resp { status, headers, body }
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Resp {
@@ -115,11 +149,25 @@ pub fn get(addr: SocketAddr, path: &str) -> Resp {
 }
 
 pub fn send_json(addr: SocketAddr, method: &str, path: &str, body: &Value) -> Resp {
-    request_with(addr, method, path, "application/json", body.to_string().as_bytes(), &[])
+    request_with(
+        addr,
+        method,
+        path,
+        "application/json",
+        body.to_string().as_bytes(),
+        &[],
+    )
 }
 
 pub fn patch(addr: SocketAddr, path: &str, content_type: &str, body: &Value) -> Resp {
-    request_with(addr, "PATCH", path, content_type, body.to_string().as_bytes(), &[])
+    request_with(
+        addr,
+        "PATCH",
+        path,
+        content_type,
+        body.to_string().as_bytes(),
+        &[],
+    )
 }
 
 /// An open watch stream.
@@ -135,12 +183,20 @@ impl Watch {
         let mut reader = send(addr, "GET", path, "application/json", b"", &[]);
         let (status, headers) = read_head(&mut reader);
         let chunked = is_chunked(&headers);
-        Watch { reader, pending: Vec::new(), chunked, status }
+        Watch {
+            reader,
+            pending: Vec::new(),
+            chunked,
+            status,
+        }
     }
 
     /// The next event, or None when the stream ended. Panics after `timeout`.
     pub fn next_within(&mut self, timeout: Duration) -> Option<Value> {
-        self.reader.get_ref().set_read_timeout(Some(timeout)).unwrap();
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .unwrap();
         loop {
             if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.pending.drain(..=pos).collect();
@@ -201,9 +257,18 @@ pub const SERVICES: &str = "/api/v1/namespaces/default/services";
 pub const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
 
 pub fn rv_of(obj: &Value) -> u64 {
-    obj["metadata"]["resourceVersion"].as_str().expect("resourceVersion").parse().expect("numeric resourceVersion")
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("resourceVersion")
+        .parse()
+        .expect("numeric resourceVersion")
 }
 
 pub fn names(list: &Value) -> Vec<String> {
-    list["items"].as_array().expect("items").iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()).collect()
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
 }
