@@ -20,6 +20,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once; boxing the run flags would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Program the data path and keep it equal to the Services and EndpointSlices.
     Run(RunArgs),

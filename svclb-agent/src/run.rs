@@ -45,6 +45,8 @@ use self::{
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
+// One instance for the agent's life.
+#[allow(clippy::large_enum_variant)]
 enum Source {
     Manifests(ManifestSource),
     Kube(KubeSource),

@@ -9,6 +9,8 @@ use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 
 /// `K` as the apiserver sent it: decoded, or not decodable as `K` (with the metadata
 /// that could be read, so the store can key it and a later fix or delete replaces it).
+// Stores hold it behind an Arc; boxing the valid object would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Lenient<K> {
     Valid(K),
