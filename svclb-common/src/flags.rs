@@ -56,9 +56,12 @@ pub enum Counter {
     Drop = 9,
     /// New flow whose backend came from session affinity.
     AffinityHit = 10,
+    /// XDP saw a packet to a frontend without backends and left it to TC, which sends
+    /// the reject (an XDP_TX reply is lost on veth unless the peer runs XDP).
+    RejectToTc = 11,
 }
 
-pub const COUNTER_COUNT: u32 = 11;
+pub const COUNTER_COUNT: u32 = 12;
 
 pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
     "pass_not_ipv4",
@@ -72,4 +75,5 @@ pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
     "reject",
     "drop",
     "affinity_hit",
+    "reject_to_tc",
 ];

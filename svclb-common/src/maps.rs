@@ -15,7 +15,7 @@ pub const MAP_CONNTRACK: &str = "SVCLB_CT_V1";
 /// LRU session affinity: [`crate::AffinityKey`] → [`crate::AffinityValue`].
 pub const MAP_AFFINITY: &str = "SVCLB_AFF_V1";
 /// Per-CPU array of `u64`, indexed by [`crate::Counter`].
-pub const MAP_COUNTERS: &str = "SVCLB_CNT_V1";
+pub const MAP_COUNTERS: &str = "SVCLB_CNT_V2";
 /// Per-CPU array of [`crate::SvcStats`], indexed by service id.
 pub const MAP_SVC_STATS: &str = "SVCLB_SSTAT_V1";
 /// Array with one [`crate::Config`] at index 0.
@@ -24,8 +24,12 @@ pub const MAP_CONFIG: &str = "SVCLB_CFG_V1";
 /// it from the pins alone. Not read by the programs.
 pub const MAP_SVC_NAMES: &str = "SVCLB_NAME_V1";
 
+/// Interface index (`u32`) → [`crate::IfaceInfo`], written by the agent for every
+/// interface it attaches to.
+pub const MAP_IFACES: &str = "SVCLB_IF_V1";
+
 /// All maps, for pinning, adoption and cleanup.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 10] = [
     MAP_SERVICES,
     MAP_SLOTS,
     MAP_BACKENDS,
@@ -35,6 +39,7 @@ pub const ALL_MAPS: [&str; 9] = [
     MAP_SVC_STATS,
     MAP_CONFIG,
     MAP_SVC_NAMES,
+    MAP_IFACES,
 ];
 
 /// Frontends: ClusterIP, every node address × NodePort, externalIPs, LB ingress IPs,
@@ -49,6 +54,7 @@ pub const MAX_BACKENDS: u32 = 1_048_576;
 /// Tracked flows; two entries per flow (forward and reply).
 pub const MAX_CONNTRACK: u32 = 262_144;
 pub const MAX_AFFINITY: u32 = 65_536;
+pub const MAX_IFACES: u32 = 4_096;
 /// Largest backend set of one Service port the data path accepts.
 pub const MAX_BACKENDS_PER_SERVICE: u32 = 65_535;
 

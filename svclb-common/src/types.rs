@@ -132,6 +132,21 @@ pub struct Config {
     pub _pad: u32,
 }
 
+/// What the data path needs to know about an attached interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IfaceInfo {
+    /// `IF_F_*`.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// [`IfaceInfo::flags`]: the device has a peer (veth, netkit): a packet sent back to the
+/// sender goes to the peer's ingress (`bpf_redirect_peer`), because an egress redirect
+/// would let the kernel "complete" a CHECKSUM_PARTIAL skb's checksum over the rebuilt
+/// packet and corrupt it.
+pub const IF_F_PEER: u32 = 1 << 0;
+
 /// Owner of a backend set, `namespace/name:port/PROTO[@ext]`, NUL padded.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -171,6 +186,7 @@ const _: () = {
     assert!(offset_of!(AffinityValue, last_used_ns) == 8);
     assert!(size_of::<SvcStats>() == 16);
     assert!(size_of::<Config>() == 8);
+    assert!(size_of::<IfaceInfo>() == 8);
     assert!(size_of::<SvcName>() == SVC_NAME_LEN);
 };
 
@@ -189,5 +205,6 @@ mod pod {
     unsafe impl aya::Pod for AffinityValue {}
     unsafe impl aya::Pod for SvcStats {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for IfaceInfo {}
     unsafe impl aya::Pod for SvcName {}
 }

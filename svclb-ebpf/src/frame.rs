@@ -24,6 +24,10 @@ pub struct Rewrite {
 pub struct HelperFailed;
 
 pub trait Frame {
+    /// Whether this hook sends rejects itself. XDP does not: it leaves them to TC on
+    /// the same interface, whose redirect works on every device (XDP_TX on veth is
+    /// lost unless the peer runs an XDP program).
+    const SENDS_REJECTS: bool;
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
     /// Whole packet length, for byte counters.

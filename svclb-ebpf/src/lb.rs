@@ -67,6 +67,10 @@ fn forward<F: Frame>(f: &F, p: &Parsed, svc: &ServiceValue) -> Verdict {
         }
     }
     if svc.backend_count == 0 {
+        if !F::SENDS_REJECTS {
+            count(Counter::RejectToTc);
+            return Verdict::Pass;
+        }
         return reject::reject(f, p);
     }
     let Some((id, be)) = choose(p, svc, now) else {

@@ -8,7 +8,7 @@
 //! else gets a backend (session affinity, Maglev hash or random slot), two conntrack
 //! entries and a DNAT. A packet that is no frontend's but matches a reply entry is
 //! reverse-translated. A frontend without backends answers a new flow with a TCP RST
-//! or an ICMP port unreachable. A slot or backend missing in the middle of an agent
+//! or an ICMP port unreachable, sent by TC (XDP passes such packets on to TC). A slot or backend missing in the middle of an agent
 //! update drops the packet rather than forwarding it anywhere wrong.
 //!
 //! Checksums: TC uses the kernel's csum helpers, correct for every `ip_summed` state;
@@ -34,11 +34,12 @@ mod xdp;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    helpers::bpf_redirect,
+    helpers::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use lb::Verdict;
+use svclb_common::IF_F_PEER;
 
 /// TC ingress on every attached interface: both directions (DNAT and reverse NAT).
 #[classifier]
@@ -46,19 +47,35 @@ pub fn svclb_tc(ctx: TcContext) -> i32 {
     match lb::process(&ctx) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
-        // Back out of the interface the packet came in on (TC_ACT_REDIRECT).
-        Verdict::Reject => unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32 },
+        Verdict::Reject => send_back(&ctx),
     }
 }
 
+/// Sends a reject back where the packet came from (TC_ACT_REDIRECT). On a device with a
+/// peer (veth, netkit) it goes to the peer's ingress: an egress redirect would let the
+/// kernel complete a CHECKSUM_PARTIAL skb's checksum with the original packet's offsets
+/// and corrupt the rebuilt RST/ICMP.
+#[inline(always)]
+fn send_back(ctx: &TcContext) -> i32 {
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let peer = unsafe { maps::IFACES.get(&ifindex) }.is_some_and(|i| i.flags & IF_F_PEER != 0);
+    let ret = if peer {
+        unsafe { bpf_redirect_peer(ifindex, 0) }
+    } else {
+        unsafe { bpf_redirect(ifindex, 0) }
+    };
+    ret as i32
+}
+
 /// XDP fast path for external interfaces: same logic; rewritten packets go on to the
-/// kernel (XDP_PASS), which routes them; rejects go straight back (XDP_TX).
+/// kernel (XDP_PASS), which routes them. Rejects are left to TC on the same interface.
 #[xdp]
 pub fn svclb_xdp(ctx: XdpContext) -> u32 {
     match lb::process(&ctx) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
-        Verdict::Reject => xdp_action::XDP_TX,
+        // Not produced by XDP (Frame::SENDS_REJECTS is false); pass rather than guess.
+        Verdict::Reject => xdp_action::XDP_PASS,
     }
 }
 

@@ -8,10 +8,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use svclb_common::{
-    AffinityKey, AffinityValue, Backend, COUNTER_COUNT, Config, CtKey, CtValue, MAP_AFFINITY,
-    MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_SERVICES, MAP_SLOTS, MAP_SVC_NAMES,
-    MAP_SVC_STATS, MAX_AFFINITY, MAX_BACKENDS, MAX_CONNTRACK, MAX_SERVICE_IDS, MAX_SERVICES,
-    MAX_SLOTS, ServiceKey, ServiceValue, SlotKey, SvcName, SvcStats,
+    AffinityKey, AffinityValue, Backend, COUNTER_COUNT, Config, CtKey, CtValue, IfaceInfo,
+    MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_IFACES, MAP_SERVICES,
+    MAP_SLOTS, MAP_SVC_NAMES, MAP_SVC_STATS, MAX_AFFINITY, MAX_BACKENDS, MAX_CONNTRACK, MAX_IFACES,
+    MAX_SERVICE_IDS, MAX_SERVICES, MAX_SLOTS, ServiceKey, ServiceValue, SlotKey, SvcName, SvcStats,
 };
 
 #[map(name = "SVCLB_SVC_V1")]
@@ -33,7 +33,7 @@ pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
     LruHashMap::with_max_entries(MAX_AFFINITY, 0);
 
 /// Indexed by `svclb_common::Counter`.
-#[map(name = "SVCLB_CNT_V1")]
+#[map(name = "SVCLB_CNT_V2")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 /// Indexed by service id.
@@ -43,6 +43,10 @@ pub static SVC_STATS: PerCpuArray<SvcStats> = PerCpuArray::with_max_entries(MAX_
 /// Not read per packet today (no per-packet logging); declared so the agent finds it.
 #[map(name = "SVCLB_CFG_V1")]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Attached interfaces: how to send a packet back where it came from.
+#[map(name = "SVCLB_IF_V1")]
+pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(MAX_IFACES, 0);
 
 /// Written and read by user space only; not preallocated since the data path never
 /// touches it (160 B × 128k ids would be 20 MiB for nothing).
@@ -72,7 +76,8 @@ const _: () = {
     assert!(same(MAP_BACKENDS, "SVCLB_BE_V1"));
     assert!(same(MAP_CONNTRACK, "SVCLB_CT_V1"));
     assert!(same(MAP_AFFINITY, "SVCLB_AFF_V1"));
-    assert!(same(MAP_COUNTERS, "SVCLB_CNT_V1"));
+    assert!(same(MAP_COUNTERS, "SVCLB_CNT_V2"));
+    assert!(same(MAP_IFACES, "SVCLB_IF_V1"));
     assert!(same(MAP_SVC_STATS, "SVCLB_SSTAT_V1"));
     assert!(same(MAP_CONFIG, "SVCLB_CFG_V1"));
     assert!(same(MAP_SVC_NAMES, "SVCLB_NAME_V1"));

@@ -18,6 +18,8 @@ fn ok(ret: i64) -> Result<(), HelperFailed> {
 }
 
 impl Frame for TcContext {
+    const SENDS_REJECTS: bool = true;
+
     #[inline(always)]
     fn data(&self) -> usize {
         TcContext::data(self)

@@ -2,7 +2,7 @@
 //! full checksums; XDP cannot see an skb's CHECKSUM_PARTIAL state, so on a veth with a
 //! TX-offloading peer the update would be wrong (see main.rs).
 use aya_ebpf::{
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    helpers::bpf_xdp_load_bytes,
     programs::XdpContext,
 };
 
@@ -18,6 +18,8 @@ fn ok(ret: i64) -> Result<(), HelperFailed> {
 }
 
 impl Frame for XdpContext {
+    const SENDS_REJECTS: bool = false;
+
     #[inline(always)]
     fn data(&self) -> usize {
         XdpContext::data(self)
@@ -69,22 +71,8 @@ impl Frame for XdpContext {
     }
 
     #[inline(always)]
-    fn replace<const N: usize>(&self, buf: &[u8; N], len: u32) -> Result<(), HelperFailed> {
-        // Grow at the head (headroom is always there; tailroom may not be), shrink at
-        // the tail, then overwrite everything.
-        let delta = len as i32 - self.len() as i32;
-        unsafe {
-            if delta > 0 {
-                ok(bpf_xdp_adjust_head(self.ctx, -delta))?;
-            } else if delta < 0 {
-                ok(bpf_xdp_adjust_tail(self.ctx, delta))?;
-            }
-            ok(bpf_xdp_store_bytes(
-                self.ctx,
-                0,
-                buf.as_ptr().cast_mut().cast(),
-                len,
-            ))
-        }
+    fn replace<const N: usize>(&self, _buf: &[u8; N], _len: u32) -> Result<(), HelperFailed> {
+        // Never called: XDP leaves rejects to TC (SENDS_REJECTS is false).
+        Err(HelperFailed)
     }
 }

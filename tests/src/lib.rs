@@ -10,4 +10,3 @@ pub mod process;
 pub mod report;
 pub mod sandbox;
 pub mod topology;
-pub mod xdp_pass;

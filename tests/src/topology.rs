@@ -15,7 +15,6 @@ use anyhow::{Context, Result, ensure};
 
 use crate::{
     netns::{NetNs, veth},
-    xdp_pass::{self, XdpPass},
 };
 
 /// The node's address on the external link: NodePorts answer here.
@@ -67,7 +66,6 @@ pub struct Topology {
     pub node: NetNs,
     pub client: NetNs,
     pub pods: Vec<Pod>,
-    _client_xdp: XdpPass,
 }
 
 impl Topology {
@@ -97,16 +95,19 @@ impl Topology {
         node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", NODE_EXT_IF])?;
         client.ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", INNER_IF])?;
         client.ip(&["route", "add", "default", "via", &NODE_IP.to_string()])?;
+        // The client stands for a host behind a NIC: full checksums on the wire, which
+        // the node's XDP program updates by hand.
         client.tx_checksum_off(INNER_IF)?;
-        // Frames the node's XDP program sends back (XDP_TX) must reach the client as
-        // they would over a NIC's wire: see xdp_pass.
-        let client_xdp = xdp_pass::attach(client.name(), INNER_IF)?;
+        // Every node-side link computes checksums itself on the way out (no offload), so
+        // each receiver verifies the checksums the data path rewrote. Pods keep veth's
+        // default (offload on) and send CHECKSUM_PARTIAL packets, as real pods do: that
+        // is the state TC's checksum helpers must get right.
+        node.tx_checksum_off(NODE_EXT_IF)?;
 
         let mut topo = Self {
             node,
             client,
             pods: Vec::new(),
-            _client_xdp: client_xdp,
         };
         for index in 1..=pods {
             let pod = Pod {
@@ -122,7 +123,7 @@ impl Topology {
                 .ip(&["addr", "add", &format!("{}/24", pod.ip()), "dev", INNER_IF])?;
             pod.ns
                 .ip(&["route", "add", "default", "via", &gateway.to_string()])?;
-            pod.ns.tx_checksum_off(INNER_IF)?;
+            topo.node.tx_checksum_off(&node_if)?;
             topo.pods.push(pod);
         }
         for iface in topo.node_ifaces() {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use svclb_common::{
-    AffinityKey, AffinityValue, Backend, COUNTER_COUNT, CT_DIR_FORWARD, Config, CtKey, CtValue,
+    AffinityKey, AffinityValue, Backend, IfaceInfo, MAP_IFACES, COUNTER_COUNT, CT_DIR_FORWARD, Config, CtKey, CtValue,
     MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_SERVICES, MAP_SLOTS,
     MAP_SVC_NAMES, MAP_SVC_STATS, PROTO_UDP, ServiceKey, ServiceValue, SlotKey, SvcName, SvcStats,
 };
@@ -26,6 +26,7 @@ pub struct Maps {
     pub svc_stats: PerCpuArray<MapData, SvcStats>,
     pub config: Array<MapData, Config>,
     pub names: HashMap<MapData, u32, SvcName>,
+    pub ifaces: HashMap<MapData, u32, IfaceInfo>,
 }
 
 /// Where a map comes from.
@@ -66,6 +67,7 @@ impl Maps {
             svc_stats: typed(&mut src, MAP_SVC_STATS)?,
             config: typed(&mut src, MAP_CONFIG)?,
             names: typed(&mut src, MAP_SVC_NAMES)?,
+            ifaces: typed(&mut src, MAP_IFACES)?,
         })
     }
 
@@ -145,6 +147,23 @@ impl Maps {
             n += usize::from(remove_existing(&mut self.affinity, k)?);
         }
         Ok(n)
+    }
+
+    /// Make the interface table hold exactly `ifaces` (ifindex → info).
+    pub fn set_ifaces(&mut self, ifaces: &[(u32, IfaceInfo)]) -> Result<()> {
+        let stale: Vec<u32> = self
+            .ifaces
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !ifaces.iter().any(|(i, _)| i == k))
+            .collect();
+        for k in &stale {
+            remove_existing(&mut self.ifaces, k)?;
+        }
+        for (idx, info) in ifaces {
+            self.ifaces.insert(idx, info, 0).with_context(|| format!("writing interface {idx}"))?;
+        }
+        Ok(())
     }
 
     pub fn set_config(&mut self, cfg: Config) -> Result<()> {

@@ -7,7 +7,7 @@ use aya::{
     EbpfLoader,
     programs::{SchedClassifier, Xdp, XdpMode},
 };
-use svclb_common::{ALL_MAPS, CFG_F_DEBUG_LOG, Config, PROG_TC, PROG_XDP};
+use svclb_common::{ALL_MAPS, CFG_F_DEBUG_LOG, Config, IF_F_PEER, IfaceInfo, PROG_TC, PROG_XDP};
 use tracing::{debug, info, warn};
 
 pub mod attach;
@@ -22,6 +22,7 @@ use self::{
 use super::{Dataplane, SyncReport};
 use crate::{
     model::DesiredState,
+    netif,
     plan::{
         diff::diff,
         ids::IdAllocator,
@@ -34,7 +35,7 @@ pub struct EbpfOptions {
     pub bpffs: std::path::PathBuf,
     /// Interfaces that get the TC ingress program.
     pub tc_ifaces: Vec<String>,
-    /// Interfaces that get the XDP fast path.
+    /// Interfaces that get the XDP fast path (they get TC as well).
     pub xdp_ifaces: Vec<String>,
     pub xdp_mode: XdpMode,
     pub debug_log: bool,
@@ -71,10 +72,18 @@ impl EbpfDataplane {
             .context("no TC program in the object")?
             .try_into()?;
         tc.load().context("verifying the TC program")?;
-        for iface in &opts.tc_ifaces {
+        // TC goes wherever XDP goes too: XDP leaves rejects (and anything it cannot
+        // handle) to TC on the same interface.
+        let mut tc_ifaces = opts.tc_ifaces.clone();
+        for x in &opts.xdp_ifaces {
+            if !tc_ifaces.contains(x) {
+                tc_ifaces.push(x.clone());
+            }
+        }
+        for iface in &tc_ifaces {
             attach::attach_tc(tc, &pins, iface)?;
         }
-        attach::detach_others(&pins, Hook::Tc, &opts.tc_ifaces)?;
+        attach::detach_others(&pins, Hook::Tc, &tc_ifaces)?;
 
         let xdp: &mut Xdp = ebpf
             .program_mut(PROG_XDP)
@@ -87,6 +96,13 @@ impl EbpfDataplane {
         attach::detach_others(&pins, Hook::Xdp, &opts.xdp_ifaces)?;
 
         let mut maps = Maps::open(&mut ebpf)?;
+        let mut ifaces = Vec::new();
+        for iface in &tc_ifaces {
+            let idx = netif::ifindex(iface).with_context(|| format!("interface {iface}"))?;
+            let flags = if netif::has_peer(iface) { IF_F_PEER } else { 0 };
+            ifaces.push((idx, IfaceInfo { flags, _pad: 0 }));
+        }
+        maps.set_ifaces(&ifaces)?;
         maps.set_config(Config { flags: if opts.debug_log { CFG_F_DEBUG_LOG } else { 0 }, _pad: 0 })?;
         let image = maps.read_image()?;
         if !image.services.is_empty() {
