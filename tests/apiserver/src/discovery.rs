@@ -173,6 +173,43 @@ pub fn aggregated(legacy: bool) -> Value {
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
+/// Content type of the protobuf OpenAPI v2 document as the real apiserver answers it
+/// (clients ask with `…spec.v2@v1.0+protobuf`, which Go's MIME parser cannot read back).
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `/openapi/v2` as JSON: a valid Swagger 2.0 document without paths or definitions.
+pub fn openapi_v2_json() -> Value {
+    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": format!("v{MAJOR}.{MINOR}.0-svclb-testapi")}, "paths": {}})
+}
+
+/// `/openapi/v2` as protobuf (gnostic `openapi_v2.Document`, fields `swagger` = 1 and
+/// `info` = 2 with `title` = 1 and `version` = 2), which kubectl before 1.29 downloads
+/// before every create or replace. With no schemas in it kubectl validates nothing on
+/// its side and leaves field validation to the server.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push((number << 3) | 2);
+        let mut len = bytes.len();
+        loop {
+            let b = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes");
+    field(&mut info, 2, format!("v{MAJOR}.{MINOR}.0-svclb-testapi").as_bytes());
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0");
+    field(&mut doc, 2, &info);
+    doc
+}
+
 /// A stable hash of a document, for the `?hash=` the OpenAPI v3 index carries.
 fn doc_hash(doc: &Value) -> String {
     use std::hash::{Hash, Hasher};

@@ -121,6 +121,11 @@ async fn dispatch(st: &AppState, req: Request) -> Result<Response, ApiError> {
         } else {
             json_response(StatusCode::OK, &discovery::api_group_list())
         }),
+        ["openapi", "v2"] if get => Ok(if accept.contains("protobuf") {
+            bytes_response(StatusCode::OK, Bytes::from(discovery::openapi_v2_protobuf()), discovery::OPENAPI_V2_PROTOBUF)
+        } else {
+            json_response(StatusCode::OK, &discovery::openapi_v2_json())
+        }),
         ["openapi", "v3"] if get => Ok(json_response(
             StatusCode::OK,
             &discovery::openapi_v3_index(),
