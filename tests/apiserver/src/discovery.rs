@@ -203,7 +203,11 @@ pub fn openapi_v2_protobuf() -> Vec<u8> {
     }
     let mut info = Vec::new();
     field(&mut info, 1, b"Kubernetes");
-    field(&mut info, 2, format!("v{MAJOR}.{MINOR}.0-svclb-testapi").as_bytes());
+    field(
+        &mut info,
+        2,
+        format!("v{MAJOR}.{MINOR}.0-svclb-testapi").as_bytes(),
+    );
     let mut doc = Vec::new();
     field(&mut doc, 1, b"2.0");
     field(&mut doc, 2, &info);

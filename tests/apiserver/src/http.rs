@@ -19,7 +19,9 @@ use crate::canonical::FieldValidation;
 use crate::error::{ApiError, success_status};
 use crate::resource::{self, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{ListResult, PatchType, Preconditions, Store, Stored, WriteOptions, Written};
+use crate::store::{
+    ListOptions, ListResult, PatchType, Preconditions, Store, Stored, WriteOptions, Written,
+};
 use crate::table::{self, IncludeObject};
 use crate::watch::{self, WatchRequest};
 use crate::{discovery, hooks};
@@ -122,7 +124,11 @@ async fn dispatch(st: &AppState, req: Request) -> Result<Response, ApiError> {
             json_response(StatusCode::OK, &discovery::api_group_list())
         }),
         ["openapi", "v2"] if get => Ok(if accept.contains("protobuf") {
-            bytes_response(StatusCode::OK, Bytes::from(discovery::openapi_v2_protobuf()), discovery::OPENAPI_V2_PROTOBUF)
+            bytes_response(
+                StatusCode::OK,
+                Bytes::from(discovery::openapi_v2_protobuf()),
+                discovery::OPENAPI_V2_PROTOBUF,
+            )
         } else {
             json_response(StatusCode::OK, &discovery::openapi_v2_json())
         }),
@@ -402,14 +408,34 @@ async fn resource_request(
                 ),
                 None => None,
             };
-            let list = store.list(
-                r,
-                ns,
-                &labels,
-                &fields,
+            // resourceVersion: unset or "0" lists the current state; N with Exact lists
+            // the state at N; N otherwise waits until the store has reached N.
+            let exact_version = match (
+                q.get("resourceVersionMatch").map(String::as_str),
+                parse_rv(&q)?,
+            ) {
+                (None | Some(""), rv) | (Some("NotOlderThan"), rv) => {
+                    if let Some(rv) = rv {
+                        watch::wait_for_version(store, rv).await?;
+                    }
+                    None
+                }
+                (Some("Exact"), Some(rv)) => {
+                    watch::wait_for_version(store, rv).await?;
+                    Some(rv)
+                }
+                (Some(m), _) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "resourceVersionMatch \"{m}\" needs a resourceVersion other than 0, or is not one of Exact, NotOlderThan"
+                    )));
+                }
+            };
+            let opts = ListOptions {
                 limit,
-                q.get("continue").map(String::as_str),
-            )?;
+                continue_token: q.get("continue").map(String::as_str),
+                exact_version,
+            };
+            let list = store.list(r, ns, &labels, &fields, &opts)?;
             if table::wanted(accept) {
                 let t = table::render(
                     r,

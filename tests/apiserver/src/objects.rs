@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::resource::{self, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{PatchType, Preconditions, Store, WriteOptions};
+use crate::store::{ListOptions, PatchType, Preconditions, Store, WriteOptions};
 
 pub struct Objects<'a> {
     store: &'a Store,
@@ -126,8 +126,7 @@ impl<'a> Objects<'a> {
             namespace,
             &LabelSelector::default(),
             &FieldSelector::default(),
-            None,
-            None,
+            &ListOptions::default(),
         )?;
         Ok(list.items.into_iter().map(|i| (*i.value).clone()).collect())
     }

@@ -109,6 +109,16 @@ pub struct ListResult {
     pub continue_token: Option<String>,
 }
 
+/// Paging and version options of a list.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions<'a> {
+    /// At most this many items, with a continue token for the rest.
+    pub limit: Option<usize>,
+    pub continue_token: Option<&'a str>,
+    /// `resourceVersionMatch=Exact`: the objects as they were at this version.
+    pub exact_version: Option<u64>,
+}
+
 /// What a watch reads: objects or changes after its cursor.
 #[derive(Debug)]
 pub enum Since {
@@ -838,14 +848,15 @@ impl Store {
         ns: Option<&str>,
         labels: &LabelSelector,
         fields: &FieldSelector,
-        limit: Option<usize>,
-        continue_token: Option<&str>,
+        opts: &ListOptions<'_>,
     ) -> Result<ListResult, ApiError> {
         let inner = self.lock();
         let matches =
             |v: &Stored| labels.matches_object(&v.value) && fields.matches_object(&v.value);
-        let limit = limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
-        let Some(token) = continue_token.filter(|t| !t.is_empty()) else {
+        let limit = opts.limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
+        let continue_token = opts.continue_token.filter(|t| !t.is_empty());
+        let past = opts.exact_version.filter(|&rv| rv != inner.rv);
+        if continue_token.is_none() && past.is_none() {
             let mut items = Vec::new();
             let mut last = None;
             let mut more = false;
@@ -869,8 +880,20 @@ impl Store {
                 resource_version: inner.rv,
                 continue_token,
             });
+        }
+        let (snap_rv, after) = match (continue_token, past) {
+            (Some(token), _) => decode_continue(token)?,
+            (None, Some(rv)) => {
+                if rv < inner.floor || rv > inner.rv {
+                    return Err(ApiError::Expired(format!(
+                        "too old resource version: {rv} ({})",
+                        inner.floor
+                    )));
+                }
+                (rv, (String::new(), String::new()))
+            }
+            (None, None) => unreachable!("handled above"),
         };
-        let (snap_rv, after) = decode_continue(token)?;
         if snap_rv < inner.floor || snap_rv > inner.rv {
             return Err(ApiError::Expired(
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),

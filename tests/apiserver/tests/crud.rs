@@ -618,3 +618,62 @@ fn library_object_api_matches_http() {
         400
     );
 }
+
+#[test]
+fn list_resource_version_semantics() {
+    let s = server();
+    let a = s.addr();
+    let first = rv_of(&send_json(a, "POST", SERVICES, &service("a", json!({}))).json());
+    send_json(a, "POST", SERVICES, &service("b", json!({})));
+    patch(
+        a,
+        &format!("{SERVICES}/a"),
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"v": "2"}}}),
+    );
+    // Exact: the objects as they were then.
+    let then = get(
+        a,
+        &format!("{SERVICES}?resourceVersion={first}&resourceVersionMatch=Exact"),
+    );
+    assert_eq!(then.status, 200);
+    let then = then.json();
+    assert_eq!(names(&then), ["a"]);
+    assert!(
+        then["items"][0]["metadata"]
+            .get("labels")
+            .is_none_or(|l| l.get("v").is_none())
+    );
+    assert_eq!(then["metadata"]["resourceVersion"], first.to_string());
+    // NotOlderThan (and "0", and unset): the current state.
+    for q in [
+        format!("resourceVersion={first}&resourceVersionMatch=NotOlderThan"),
+        "resourceVersion=0".to_string(),
+        String::new(),
+    ] {
+        let now = get(a, &format!("{SERVICES}?{q}")).json();
+        assert_eq!(names(&now), ["a", "b"], "{q}");
+        assert_eq!(now["items"][0]["metadata"]["labels"]["v"], "2");
+    }
+    // A version the store has not reached: 504 after waiting; one compacted away: 410.
+    let future = s.resource_version() + 10;
+    assert_eq!(
+        get(a, &format!("{SERVICES}?resourceVersion={future}")).status,
+        504
+    );
+    s.expire();
+    let gone = get(
+        a,
+        &format!("{SERVICES}?resourceVersion={first}&resourceVersionMatch=Exact"),
+    );
+    assert_eq!(gone.status, 410);
+    assert_eq!(gone.json()["reason"], "Expired");
+    assert_eq!(
+        get(
+            a,
+            &format!("{SERVICES}?resourceVersionMatch=Bogus&resourceVersion=1")
+        )
+        .status,
+        400
+    );
+}
