@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: svclb's developer workflows.
 
+mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
@@ -31,6 +32,12 @@ enum Cmd {
     /// Run the agent in a sandbox of network namespaces with three pods and real traffic
     /// through a ClusterIP and a NodePort (as root).
     Demo,
+    /// Per-packet cost (TestRun) and map programming time; writes BENCHMARKS.md (as root).
+    Bench {
+        /// A short run (smoke test: checks the benchmarks still work, not their numbers).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -39,5 +46,6 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf => build_ebpf::run().map(|path| println!("{}", path.display())),
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Bench { quick } => bench::run(quick),
     }
 }
