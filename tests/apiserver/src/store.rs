@@ -687,46 +687,63 @@ impl Store {
         status_only: bool,
         opts: WriteOptions,
     ) -> Result<Written, ApiError> {
-        let current = self.get(resource, ns, name)?;
-        let mut doc = (*current.value).clone();
         let bad =
             |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("error decoding patch: {e}"));
-        match patch_type {
-            PatchType::Merge => {
+        // A patch naming a resourceVersion is conditional on it; any other patch is
+        // applied to the latest version, retried when a concurrent write wins (as the
+        // real apiserver's GuaranteedUpdate does).
+        let pinned = match patch_type {
+            PatchType::Merge | PatchType::Strategic => {
                 let p: Value = serde_json::from_slice(patch).map_err(|e| bad(&e))?;
-                json_patch::merge(&mut doc, &p);
-            }
-            PatchType::Strategic => {
-                let p: Value = serde_json::from_slice(patch).map_err(|e| bad(&e))?;
-                strategic::apply(&mut doc, &p)?;
+                p.pointer("/metadata/resourceVersion")
+                    .is_some_and(Value::is_string)
             }
             PatchType::Json => {
-                let p: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| bad(&e))?;
-                json_patch::patch(&mut doc, &p).map_err(|e| {
-                    ApiError::BadRequest(format!(
-                        "the server rejected our request due to an error in our request: {e}"
-                    ))
-                })?;
+                let p: Vec<Value> = serde_json::from_slice(patch).map_err(|e| bad(&e))?;
+                p.iter()
+                    .any(|op| op["path"] == "/metadata/resourceVersion" && op["op"] != "remove")
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = self.get(resource, ns, name)?;
+            let mut doc = (*current.value).clone();
+            match patch_type {
+                PatchType::Merge => {
+                    let p: Value = serde_json::from_slice(patch).map_err(|e| bad(&e))?;
+                    json_patch::merge(&mut doc, &p);
+                }
+                PatchType::Strategic => {
+                    let p: Value = serde_json::from_slice(patch).map_err(|e| bad(&e))?;
+                    strategic::apply(&mut doc, &p)?;
+                }
+                PatchType::Json => {
+                    let p: json_patch::Patch =
+                        serde_json::from_slice(patch).map_err(|e| bad(&e))?;
+                    json_patch::patch(&mut doc, &p).map_err(|e| {
+                        ApiError::BadRequest(format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ))
+                    })?;
+                }
+            }
+            if meta_str(&doc, "name") != name {
+                return Err(ApiError::BadRequest(
+                    "metadata.name: the name of a patched object may not change".into(),
+                ));
+            }
+            if !pinned {
+                meta_mut(&mut doc).insert(
+                    "resourceVersion".into(),
+                    current.value["metadata"]["resourceVersion"].clone(),
+                );
+            }
+            match self.replace(resource, ns, name, &doc, status_only, opts) {
+                Err(ApiError::Conflict { .. }) if !pinned && attempt < 50 => continue,
+                result => return result,
             }
         }
-        // A patch may not rename or move the object; a stale resourceVersion it carries
-        // is a precondition, as in the real apiserver.
-        if meta_str(&doc, "name") != name {
-            return Err(ApiError::BadRequest(
-                "metadata.name: the name of a patched object may not change".into(),
-            ));
-        }
-        // The patch decides the rest, but the object stays where it is.
-        if doc
-            .pointer("/metadata/resourceVersion")
-            .is_none_or(Value::is_null)
-        {
-            meta_mut(&mut doc).insert(
-                "resourceVersion".into(),
-                current.value["metadata"]["resourceVersion"].clone(),
-            );
-        }
-        self.replace(resource, ns, name, &doc, status_only, opts)
     }
 
     /// DELETE of one object; answers the object as it was, stamped with the delete's version.

@@ -677,3 +677,30 @@ fn list_resource_version_semantics() {
         400
     );
 }
+
+#[test]
+fn concurrent_unconditional_patches_all_apply() {
+    let s = server();
+    let a = s.addr();
+    send_json(a, "POST", SERVICES, &service("web", json!({})));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    let r = patch(
+                        a,
+                        &format!("{SERVICES}/web"),
+                        "application/merge-patch+json",
+                        &json!({"metadata": {"labels": {format!("t{t}-{i}"): "x"}}}),
+                    );
+                    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let labels = get(a, &format!("{SERVICES}/web")).json()["metadata"]["labels"].clone();
+    assert_eq!(labels.as_object().unwrap().len(), 80, "no patch was lost");
+}
