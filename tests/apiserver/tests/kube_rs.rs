@@ -230,3 +230,76 @@ async fn streaming_list_watcher() {
         other => panic!("expected Delete(a), got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_across_namespaces_and_by_field() {
+    use k8s_openapi::api::core::v1::Node;
+    let s = common::server();
+    let client = client(&s).await;
+    let objects = s.objects();
+    let mut other = common::service("far", json!({}));
+    other["metadata"]["namespace"] = json!("kube-system");
+    objects.create(&other).unwrap();
+    let all: Api<Service> = Api::all(client.clone());
+    let mut stream = watcher::watcher(all, watcher::Config::default().any_semantic()).boxed();
+    assert_eq!(
+        relist(&mut stream).await,
+        BTreeSet::from(["far".to_string()])
+    );
+    objects.create(&common::service("near", json!({}))).unwrap();
+    match change(&mut stream).await {
+        Event::Apply(s) => assert_eq!(
+            (name(&s).as_str(), s.metadata.namespace.as_deref()),
+            ("near", Some("default"))
+        ),
+        other => panic!("expected Apply(near), got {other:?}"),
+    }
+
+    let node = |n: &str| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}});
+    objects.create(&node("n1")).unwrap();
+    objects.create(&node("n2")).unwrap();
+    let nodes: Api<Node> = Api::all(client);
+    let config = watcher::Config::default()
+        .any_semantic()
+        .fields("metadata.name=n2");
+    let mut nodes = watcher::watcher(nodes, config).boxed();
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), nodes.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Event::InitApply(n) => seen.push(n.metadata.name.unwrap()),
+            Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["n2"]);
+    objects
+        .merge_patch(
+            "Node",
+            None,
+            "n1",
+            &json!({"metadata": {"labels": {"x": "1"}}}),
+        )
+        .unwrap();
+    objects
+        .merge_patch(
+            "Node",
+            None,
+            "n2",
+            &json!({"metadata": {"labels": {"x": "2"}}}),
+        )
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), nodes.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        Event::Apply(n) => assert_eq!(n.metadata.name.as_deref(), Some("n2")),
+        other => panic!("expected Apply(n2), got {other:?}"),
+    }
+}
