@@ -64,6 +64,7 @@ pub struct Sandbox {
     pub manifests: ManifestDir,
     tmp: TempDir,
     bins: Bins,
+    restarts: AtomicU32,
 }
 
 impl Sandbox {
@@ -91,6 +92,7 @@ impl Sandbox {
             manifests,
             tmp,
             bins,
+            restarts: AtomicU32::new(0),
         })
     }
 
@@ -135,6 +137,26 @@ impl Sandbox {
         };
         let agent = self.agent.insert(Agent::start(&self.topo.node, config)?);
         agent.wait_dump("agent startup", Duration::from_secs(20), |_| true)?;
+        Ok(agent)
+    }
+
+    /// Stops the running agent (SIGTERM: pins and attachments stay) and starts a new one
+    /// with `extra_args`, which adopts the pins. Each agent logs to its own file.
+    pub fn restart_agent(&mut self, extra_args: &[&str]) -> Result<&mut Agent> {
+        let mut old = self.agent.take().context("no agent to restart")?;
+        old.stop();
+        let generation = self.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        let config = AgentConfig {
+            bin: self.bins.agent.clone(),
+            manifests: self.manifests.path().to_owned(),
+            ifaces: self.topo.node_ifaces(),
+            node_ip: NODE_IP,
+            bpffs: self.pins.path().to_owned(),
+            log: self.tmp.path().join(format!("agent-{generation}.log")),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        let agent = self.agent.insert(Agent::start(&self.topo.node, config)?);
+        agent.wait_dump("agent restart", Duration::from_secs(20), |_| true)?;
         Ok(agent)
     }
 

@@ -385,6 +385,54 @@ fn removed_endpoint_gets_no_new_connections_but_keeps_established_ones() {
     assert!(held_report.ok >= 40, "{held_report:?}");
 }
 
+/// The pinned data path keeps serving while no agent runs, and a new agent adopts the
+/// pins (atomic program replacement, no map rewrite): a request loop and an open
+/// connection see no failure through stop, downtime and restart.
+#[test]
+fn agent_restart_does_not_interrupt_traffic() {
+    let mut sb = web_sandbox();
+    let hold = sb
+        .spawn_probe(
+            sb.client_pod(),
+            &["hold", "--target", &format!("{WEB_IP}:80"), "--interval-ms", "50", "--duration-ms", "6000"],
+        )
+        .unwrap();
+    hold.wait_line("backend ", Duration::from_secs(5)).unwrap();
+    let target = format!("{WEB_IP}:80");
+    let lp = sb.spawn_probe(sb.client_pod(), &["tcp", "--target", &target, "--count", "100000", "--deadline-ms", "5000"]).unwrap();
+
+    thread::sleep(Duration::from_millis(1000));
+    sb.agent().stop();
+    // No agent at all for a while: the pinned programs and maps keep serving.
+    thread::sleep(Duration::from_millis(1000));
+    let during = tcp(&sb, Source::Client, NODE_IP, WEB_NODE_PORT, 50);
+    assert_all_answered(&during, Some(POD_HTTP_PORT));
+    sb.restart_agent(&[]).unwrap();
+    // Pins answer dump at once; wait for the new agent's own first sync.
+    let started = Instant::now();
+    let log = loop {
+        let log = sb.agent().log();
+        if log.contains("synced") || started.elapsed() > SYNC {
+            break log;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(log.contains("TC program replaced atomically"), "the new agent must reuse the pinned links:\n{log}");
+    assert!(log.contains("XDP program replaced atomically"), "{log}");
+    assert!(log.contains("synced (no change)"), "adoption must not rewrite the maps:\n{log}");
+
+    let loop_report = finish_probe(lp, Duration::from_secs(30)).unwrap();
+    eprintln!("restart loop: {} ok, {} failed; held: see below", loop_report.ok, loop_report.failed());
+    assert!(loop_report.ok >= 100, "{loop_report:?}");
+    assert!(loop_report.failures.is_empty(), "requests failed across the restart: {loop_report:?}");
+    let held = finish_probe(hold, Duration::from_secs(15)).unwrap();
+    assert!(held.failures.is_empty(), "the open connection broke: {held:?}");
+    assert!(held.ok >= 80, "{held:?}");
+    // The new agent still applies changes.
+    sb.manifests.write("web.yaml", &web(&sb.backend_ips()[..2])).unwrap();
+    wait(&mut sb, "web with 2 backends after restart", |d| has_frontend(d, WEB_IP, 80, "TCP", 2));
+}
+
 #[test]
 fn deleted_service_disappears_from_dump() {
     let mut sb = web_sandbox();
