@@ -433,6 +433,39 @@ fn agent_restart_does_not_interrupt_traffic() {
     wait(&mut sb, "web with 2 backends after restart", |d| has_frontend(d, WEB_IP, 80, "TCP", 2));
 }
 
+/// A UDP flow (one 5-tuple) whose backend is removed moves to a live backend: the agent
+/// purges the flow's conntrack entries. The removed pod keeps serving, so without the
+/// purge the flow would stay on it.
+#[test]
+fn udp_flow_leaves_a_removed_backend() {
+    let mut sb = Sandbox::new().unwrap();
+    let dns = |pods: &[Ipv4Addr]| {
+        manifests::documents(&[
+            manifests::service("dns", DNS_IP, Some("dns"), &[ServicePort::udp(Some("dns"), 53, Target::Number(POD_UDP_PORT))]),
+            manifests::endpoint_slice("dns", "dns-4fj2q", &[SlicePort { name: "dns", protocol: "UDP", port: POD_UDP_PORT }], pods),
+        ])
+    };
+    sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
+    sb.start_agent(&[]).unwrap();
+    wait(&mut sb, "the UDP frontend", |d| has_frontend(d, DNS_IP, 53, "UDP", 3));
+
+    let target = format!("{DNS_IP}:53");
+    let flow = ["udp", "--target", target.as_str(), "--count", "5", "--sport", "40123"];
+    let first = sb.probe(sb.client_pod(), &flow).unwrap();
+    assert_eq!(first.ok, 5, "{first:?}");
+    assert_eq!(first.backends.len(), 1, "one flow, one backend: {first:?}");
+    let held = first.backends.keys().next().unwrap().clone();
+    let index: u8 = held.trim_start_matches("pod").parse().unwrap();
+    let remaining: Vec<Ipv4Addr> = sb.backend_ips().into_iter().filter(|ip| *ip != pod_ip(index)).collect();
+    sb.manifests.write("dns.yaml", &dns(&remaining)).unwrap();
+    wait(&mut sb, "the UDP frontend with 2 backends", |d| has_frontend(d, DNS_IP, 53, "UDP", 2));
+
+    let after = sb.probe(sb.client_pod(), &flow).unwrap();
+    assert_eq!(after.ok, 5, "{after:?}");
+    assert!(!after.backends.contains_key(&held), "the flow still goes to removed {held}: {after:?}");
+    assert_eq!(after.backends.len(), 1, "{after:?}");
+}
+
 #[test]
 fn deleted_service_disappears_from_dump() {
     let mut sb = web_sandbox();

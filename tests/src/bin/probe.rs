@@ -36,6 +36,9 @@ struct Args {
     /// Bound on the whole run.
     #[arg(long, global = true, default_value_t = 60_000)]
     deadline_ms: u64,
+    /// UDP: send from this source port (0 = any), so successive runs are one flow.
+    #[arg(long, global = true, default_value_t = 0)]
+    sport: u16,
 }
 
 #[derive(Subcommand)]
@@ -129,7 +132,7 @@ fn main() -> Result<()> {
                     break;
                 }
                 let started = Instant::now();
-                tally.record(started, udp_once(args.target, timeout));
+                tally.record(started, udp_once(args.target, timeout, args.sport));
             }
         }
         Mode::Hold {
@@ -186,8 +189,8 @@ fn tcp_once(target: SocketAddr, timeout: Duration) -> io::Result<Answer> {
     request(&mut stream, &target.ip().to_string(), true, &mut Vec::new())
 }
 
-fn udp_once(target: SocketAddr, timeout: Duration) -> io::Result<Answer> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+fn udp_once(target: SocketAddr, timeout: Duration, sport: u16) -> io::Result<Answer> {
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, sport))?;
     // Connected, so an ICMP port unreachable comes back as ECONNREFUSED.
     socket.connect(target)?;
     socket.set_read_timeout(Some(timeout))?;
