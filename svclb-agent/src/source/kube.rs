@@ -5,10 +5,11 @@
 //! unreachable apiserver is retried with backoff, a cut stream resumes, and 410 Gone
 //! relists) that feeds a reflector store and signals every change. [`KubeSource::next`]
 //! waits until every store has listed once, then paces changes ([`pace::Pacer`]) and
-//! re-reads the stores into [`Objects`]. Objects whose uid and resourceVersion did not
-//! change are not even compared, so a relist or resumed watch that brings nothing new
+//! brings [`Objects`] up to the stores: only the objects that events touched, or
+//! everything after a relist, where objects whose uid and resourceVersion did not
+//! change are kept as they are. A relist or resumed watch that brings nothing new thus
 //! reports [`Change::Unchanged`] without planning.
-use std::{fmt::Debug, time::Duration};
+use std::{collections::HashSet, fmt::Debug, time::Duration};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::{
@@ -19,7 +20,7 @@ use kube::{
     Api, Client, Resource,
     runtime::{
         WatchStreamExt as _,
-        reflector::{self, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -51,11 +52,62 @@ pub struct KubeOptions {
     pub min_sync_period: Duration,
 }
 
+/// A change a watcher task applied to its store: when it arrived and what it touched.
+#[derive(Clone, Debug)]
+pub struct Signal {
+    pub at: Instant,
+    pub what: What,
+}
+
+#[derive(Clone, Debug)]
+pub enum What {
+    Service(Touch),
+    Slice(Touch),
+    Node,
+}
+
+#[derive(Clone, Debug)]
+pub enum Touch {
+    /// One object was applied or deleted.
+    Object {
+        namespace: Option<String>,
+        name: String,
+    },
+    /// The store was (re)listed: anything may have changed.
+    All,
+}
+
+/// What of one kind must be re-read from its store.
+#[derive(Debug, Default)]
+enum Touched {
+    #[default]
+    Nothing,
+    Objects(HashSet<(Option<String>, String)>),
+    All,
+}
+
+impl Touched {
+    fn add(&mut self, touch: Touch) {
+        match (touch, &mut *self) {
+            (_, Touched::All) => {}
+            (Touch::All, _) => *self = Touched::All,
+            (Touch::Object { namespace, name }, Touched::Objects(set)) => {
+                set.insert((namespace, name));
+            }
+            (Touch::Object { namespace, name }, Touched::Nothing) => {
+                *self = Touched::Objects(HashSet::from([(namespace, name)]));
+            }
+        }
+    }
+}
+
 pub struct KubeSource {
     services: Store<Lenient<Service>>,
     slices: Store<Lenient<EndpointSlice>>,
     nodes: Option<(String, Store<Lenient<Node>>)>,
-    changes: mpsc::UnboundedReceiver<Instant>,
+    changes: mpsc::UnboundedReceiver<Signal>,
+    touched_services: Touched,
+    touched_slices: Touched,
     tasks: Vec<JoinHandle<()>>,
     metrics: Metrics,
     pacer: Pacer,
@@ -76,6 +128,7 @@ impl KubeSource {
             Api::all(client.clone()),
             config.clone(),
             "services",
+            What::Service,
             &tx,
             &metrics,
             &mut tasks,
@@ -84,6 +137,7 @@ impl KubeSource {
             Api::all(client.clone()),
             config.clone(),
             "endpointslices",
+            What::Slice,
             &tx,
             &metrics,
             &mut tasks,
@@ -93,6 +147,7 @@ impl KubeSource {
                 Api::all(client),
                 config.fields(&format!("metadata.name={name}")),
                 "nodes",
+                |_| What::Node,
                 &tx,
                 &metrics,
                 &mut tasks,
@@ -110,7 +165,7 @@ impl KubeSource {
         services: Store<Lenient<Service>>,
         slices: Store<Lenient<EndpointSlice>>,
         nodes: Option<(String, Store<Lenient<Node>>)>,
-        changes: mpsc::UnboundedReceiver<Instant>,
+        changes: mpsc::UnboundedReceiver<Signal>,
         opts: &KubeOptions,
         metrics: Metrics,
     ) -> Self {
@@ -119,6 +174,8 @@ impl KubeSource {
             slices,
             nodes,
             changes,
+            touched_services: Touched::All,
+            touched_slices: Touched::All,
             tasks: Vec::new(),
             metrics,
             pacer: Pacer::new(opts.min_sync_period),
@@ -167,17 +224,17 @@ impl KubeSource {
         loop {
             match self.pacer.due() {
                 None => match self.changes.recv().await {
-                    Some(at) => self.pacer.note_change(at),
+                    Some(signal) => self.note(signal),
                     None => std::future::pending().await,
                 },
                 Some(due) => {
                     tokio::select! {
-                        at = self.changes.recv() => if let Some(at) = at {
-                            self.pacer.note_change(at);
+                        signal = self.changes.recv() => if let Some(signal) = signal {
+                            self.note(signal);
                         },
                         _ = tokio::time::sleep_until(due) => {
-                            while let Ok(at) = self.changes.try_recv() {
-                                self.pacer.note_change(at);
+                            while let Ok(signal) = self.changes.try_recv() {
+                                self.note(signal);
                             }
                             let noticed = self.pacer.run(Instant::now());
                             return match self.read_stores() {
@@ -198,19 +255,37 @@ impl KubeSource {
         if let Some((_, nodes)) = &self.nodes {
             let _ = nodes.wait_until_ready().await;
         }
-        // Changes signalled while listing are in the state read next.
+        // Changes signalled while listing are in the state read next (all of it).
         while self.changes.try_recv().is_ok() {}
+        self.touched_services = Touched::All;
+        self.touched_slices = Touched::All;
+    }
+
+    fn note(&mut self, signal: Signal) {
+        self.pacer.note_change(signal.at);
+        match signal.what {
+            What::Service(t) => self.touched_services.add(t),
+            What::Slice(t) => self.touched_slices.add(t),
+            // Read whole on every reconcile: one small object.
+            What::Node => {}
+        }
     }
 
     /// Re-reads the stores; `None` when nothing changed, else the changed objects'
     /// own change times.
     fn read_stores(&mut self) -> Option<Vec<k8s_openapi::jiff::Timestamp>> {
-        let services = self
-            .service_mirror
-            .update(&self.services.state(), &mut self.objects.services);
-        let slices = self
-            .slice_mirror
-            .update(&self.slices.state(), &mut self.objects.slices);
+        let services = read_touched(
+            &mut self.service_mirror,
+            &self.services,
+            std::mem::take(&mut self.touched_services),
+            &mut self.objects.services,
+        );
+        let slices = read_touched(
+            &mut self.slice_mirror,
+            &self.slices,
+            std::mem::take(&mut self.touched_slices),
+            &mut self.objects.slices,
+        );
         for d in [&services, &slices] {
             for _ in &d.invalid {
                 self.metrics.object_error("decode");
@@ -253,6 +328,41 @@ impl Drop for KubeSource {
     }
 }
 
+/// Brings `items` up to the store for what was touched.
+fn read_touched<K>(
+    mirror: &mut Mirror<K>,
+    store: &Store<Lenient<K>>,
+    touched: Touched,
+    items: &mut Vec<K>,
+) -> MirrorDelta
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    match touched {
+        Touched::Nothing => MirrorDelta::default(),
+        Touched::All => mirror.update_all(&store.state(), items),
+        Touched::Objects(set) => {
+            let mut delta = MirrorDelta::default();
+            for (namespace, name) in set {
+                let key = format!(
+                    "{}/{name}",
+                    namespace
+                        .as_deref()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or("default")
+                );
+                let mut r = ObjectRef::new(&name);
+                if let Some(ns) = &namespace {
+                    r = r.within(ns);
+                }
+                let current = store.get(&r);
+                delta.add(mirror.update_one(&key, current.as_deref(), items));
+            }
+            delta
+        }
+    }
+}
+
 fn log_delta(kind: &str, d: &MirrorDelta) {
     if !d.is_empty() {
         debug!(
@@ -271,7 +381,8 @@ fn spawn_watch<K>(
     api: Api<Lenient<K>>,
     config: watcher::Config,
     resource: &'static str,
-    tx: &mpsc::UnboundedSender<Instant>,
+    what: fn(Touch) -> What,
+    tx: &mpsc::UnboundedSender<Signal>,
     metrics: &Metrics,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Store<Lenient<K>>
@@ -294,11 +405,22 @@ where
                         info!(resource, "watch recovered");
                         failing = false;
                     }
-                    if matches!(ev, watcher::Event::InitDone) {
-                        debug!(resource, "list done");
-                    }
+                    let touch = match &ev {
+                        watcher::Event::Apply(o) | watcher::Event::Delete(o) => Touch::Object {
+                            namespace: o.meta().namespace.clone(),
+                            name: o.meta().name.clone().unwrap_or_default(),
+                        },
+                        _ => {
+                            debug!(resource, "list done");
+                            Touch::All
+                        }
+                    };
+                    let signal = Signal {
+                        at: Instant::now(),
+                        what: what(touch),
+                    };
                     // The receiver lives as long as the source, which aborts us.
-                    let _ = tx.send(Instant::now());
+                    let _ = tx.send(signal);
                 }
                 Err(e) => {
                     metrics.watch_error(resource);

@@ -18,7 +18,7 @@ use kube::runtime::{
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{
-    KubeOptions, KubeSource,
+    KubeOptions, KubeSource, Signal, Touch, What,
     lenient::Lenient,
     mirror::{LAST_CHANGE_TRIGGER_TIME, Mirror},
 };
@@ -193,13 +193,13 @@ fn mirror_follows_the_store_and_a_relist_of_unchanged_objects_changes_nothing() 
     let (store, mut w) = store_of(&objs);
     let mut mirror = Mirror::<Service>::new("Service");
     let mut items = Vec::new();
-    let d = mirror.update(&store.state(), &mut items);
+    let d = mirror.update_all(&store.state(), &mut items);
     assert_eq!((d.changed, d.removed), (2, 0));
     assert_eq!(names(&items), ["a", "b"]);
 
     // A relist (new Arcs, same versions).
     list(&mut w, &objs);
-    let d = mirror.update(&store.state(), &mut items);
+    let d = mirror.update_all(&store.state(), &mut items);
     assert!(d.is_empty(), "{d:?}");
     assert_eq!(names(&items), ["a", "b"]);
 
@@ -207,7 +207,7 @@ fn mirror_follows_the_store_and_a_relist_of_unchanged_objects_changes_nothing() 
     w.apply_watcher_event(&Event::Apply(service("a", "5", "198.18.0.9")));
     w.apply_watcher_event(&Event::Apply(service("c", "6", "198.18.0.3")));
     w.apply_watcher_event(&Event::Delete(service("b", "7", "198.18.0.2")));
-    let d = mirror.update(&store.state(), &mut items);
+    let d = mirror.update_all(&store.state(), &mut items);
     assert_eq!((d.changed, d.removed), (2, 1));
     assert_eq!(names(&items), ["a", "c"]);
     let a = items
@@ -225,13 +225,13 @@ fn mirror_sees_a_recreated_object_with_a_reused_resource_version() {
     let (store, mut w) = store_of(&[service("a", "1", "198.18.0.1")]);
     let mut mirror = Mirror::<Service>::new("Service");
     let mut items = Vec::new();
-    mirror.update(&store.state(), &mut items);
+    mirror.update_all(&store.state(), &mut items);
     let Lenient::Valid(mut again) = service("a", "1", "198.18.0.7") else {
         unreachable!()
     };
     again.metadata.uid = Some("uid-a-2".into());
     list(&mut w, &[Lenient::Valid(again)]);
-    let d = mirror.update(&store.state(), &mut items);
+    let d = mirror.update_all(&store.state(), &mut items);
     assert_eq!(d.changed, 1);
     assert_eq!(
         items[0].spec.as_ref().unwrap().cluster_ip.as_deref(),
@@ -248,16 +248,16 @@ fn mirror_skips_and_reports_invalid_objects_once_per_version() {
     let (store, mut w) = store_of(&[service("a", "1", "198.18.0.1"), bad.clone()]);
     let mut mirror = Mirror::<Service>::new("Service");
     let mut items = Vec::new();
-    let d = mirror.update(&store.state(), &mut items);
+    let d = mirror.update_all(&store.state(), &mut items);
     assert_eq!(names(&items), ["a"]);
     assert_eq!(d.invalid.len(), 1);
     assert_eq!(d.invalid[0].0, "Service default/bad");
     list(&mut w, &[service("a", "1", "198.18.0.1"), bad]);
-    let d = mirror.update(&store.state(), &mut items);
+    let d = mirror.update_all(&store.state(), &mut items);
     assert!(d.is_empty() && d.invalid.is_empty(), "{d:?}");
     // Fixed: it appears.
     w.apply_watcher_event(&Event::Apply(service("bad", "4", "198.18.0.4")));
-    let d = mirror.update(&store.state(), &mut items);
+    let d = mirror.update_all(&store.state(), &mut items);
     assert_eq!(d.changed, 1);
     assert_eq!(names(&items), ["a", "bad"]);
 }
@@ -277,16 +277,116 @@ fn mirror_collects_trigger_times_of_changed_objects_only() {
     let (store, mut w) = store_of(&[s.clone()]);
     let mut mirror = Mirror::<EndpointSlice>::new("EndpointSlice");
     let mut items = Vec::new();
-    let d = mirror.update(&store.state(), &mut items);
+    let d = mirror.update_all(&store.state(), &mut items);
     assert_eq!(d.trigger_times.len(), 1);
     assert_eq!(d.trigger_times[0].to_string(), "2025-01-02T03:04:05Z");
     list(&mut w, &[s]);
     assert!(
         mirror
-            .update(&store.state(), &mut items)
+            .update_all(&store.state(), &mut items)
             .trigger_times
             .is_empty()
     );
+}
+
+/// (name, resourceVersion) of what `items` hold, sorted.
+fn versions(items: &[Service]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = items
+        .iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap(),
+                s.metadata.resource_version.clone().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The same for the valid objects of a store.
+fn store_versions(store: &Store<Lenient<Service>>) -> Vec<(String, String)> {
+    let items: Vec<Service> = store
+        .state()
+        .iter()
+        .filter_map(|o| o.valid().cloned())
+        .collect();
+    versions(&items)
+}
+
+#[test]
+fn update_one_follows_single_events_including_moves_and_invalid_versions() {
+    let (store, mut w) = store_of(&[
+        service("a", "1", "198.18.0.1"),
+        service("b", "2", "198.18.0.2"),
+        service("c", "3", "198.18.0.3"),
+    ]);
+    let mut mirror = Mirror::<Service>::new("Service");
+    let mut items = Vec::new();
+    mirror.update_all(&store.state(), &mut items);
+    let key = |n: &str| format!("default/{n}");
+    let get = |n: &str| store.get(&reflector::ObjectRef::new(n).within("default"));
+
+    // Delete the first item: the last one moves into its place.
+    let first = items[0].metadata.name.clone().unwrap();
+    w.apply_watcher_event(&Event::Delete(service(&first, "9", "198.18.0.9")));
+    let d = mirror.update_one(&key(&first), get(&first).as_deref(), &mut items);
+    assert_eq!((d.changed, d.removed), (0, 1));
+    assert_eq!(versions(&items), store_versions(&store));
+    // The moved one is still found where it now is.
+    let moved = items[0].metadata.name.clone().unwrap();
+    w.apply_watcher_event(&Event::Apply(service(&moved, "10", "198.18.0.10")));
+    let d = mirror.update_one(&key(&moved), get(&moved).as_deref(), &mut items);
+    assert_eq!(d.changed, 1);
+    assert_eq!(versions(&items), store_versions(&store));
+    // Same version again (a duplicate event): nothing.
+    assert!(
+        mirror
+            .update_one(&key(&moved), get(&moved).as_deref(), &mut items)
+            .is_empty()
+    );
+    // An undecodable version replaces a valid one: skipped and reported.
+    let bad = Lenient::<Service>::Invalid {
+        meta: meta(&moved, "11"),
+        error: "bad".into(),
+    };
+    w.apply_watcher_event(&Event::Apply(bad));
+    let d = mirror.update_one(&key(&moved), get(&moved).as_deref(), &mut items);
+    assert_eq!((d.changed, d.invalid.len()), (1, 1));
+    assert_eq!(versions(&items), store_versions(&store));
+    // Fixed again.
+    w.apply_watcher_event(&Event::Apply(service(&moved, "12", "198.18.0.12")));
+    mirror.update_one(&key(&moved), get(&moved).as_deref(), &mut items);
+    assert_eq!(versions(&items), store_versions(&store));
+    // A relist after single updates agrees and changes nothing.
+    let all: Vec<Lenient<Service>> = store.state().iter().map(|o| (**o).clone()).collect();
+    list(&mut w, &all);
+    assert!(mirror.update_all(&store.state(), &mut items).is_empty());
+}
+
+#[test]
+fn update_one_agrees_with_the_store_over_random_event_sequences() {
+    use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+    let mut rng = StdRng::seed_from_u64(7);
+    let (store, mut w) = store_of::<Lenient<Service>>(&[]);
+    let mut mirror = Mirror::<Service>::new("Service");
+    let mut items = Vec::new();
+    mirror.update_all(&store.state(), &mut items);
+    for rv in 1..2000u32 {
+        let name = format!("s{}", rng.random_range(0..40));
+        let ev = match rng.random_range(0..10) {
+            0..=2 => Event::Delete(service(&name, &rv.to_string(), "198.18.0.1")),
+            3 => Event::Apply(Lenient::Invalid {
+                meta: meta(&name, &rv.to_string()),
+                error: "x".into(),
+            }),
+            _ => Event::Apply(service(&name, &rv.to_string(), "198.18.0.1")),
+        };
+        w.apply_watcher_event(&ev);
+        let current = store.get(&reflector::ObjectRef::new(&name).within("default"));
+        mirror.update_one(&format!("default/{name}"), current.as_deref(), &mut items);
+        assert_eq!(versions(&items), store_versions(&store), "after event {rv}");
+    }
 }
 
 // ---- KubeSource over stores ----
@@ -296,7 +396,7 @@ struct Fixture {
     services: Writer<Lenient<Service>>,
     slices: Writer<Lenient<EndpointSlice>>,
     nodes: Writer<Lenient<Node>>,
-    tx: mpsc::UnboundedSender<Instant>,
+    tx: mpsc::UnboundedSender<Signal>,
     metrics: Metrics,
 }
 
@@ -328,9 +428,48 @@ fn fixture(node_name: Option<&str>) -> Fixture {
     }
 }
 
+fn touch(o: &impl kube::Resource) -> Touch {
+    Touch::Object {
+        namespace: o.meta().namespace.clone(),
+        name: o.meta().name.clone().unwrap(),
+    }
+}
+
 impl Fixture {
-    fn signal(&self) {
-        self.tx.send(Instant::now()).unwrap();
+    fn send(&self, what: What) {
+        self.tx
+            .send(Signal {
+                at: Instant::now(),
+                what,
+            })
+            .unwrap();
+    }
+
+    /// What the watcher tasks send after a (re)list.
+    fn relisted(&self) {
+        self.send(What::Service(Touch::All));
+        self.send(What::Slice(Touch::All));
+        self.send(What::Node);
+    }
+
+    /// What a watcher task does on an event for one Service.
+    fn service_event(&mut self, ev: Event<Lenient<Service>>) {
+        self.services.apply_watcher_event(&ev);
+        if let Event::Apply(o) | Event::Delete(o) = &ev {
+            self.send(What::Service(touch(o)));
+        }
+    }
+
+    fn slice_event(&mut self, ev: Event<Lenient<EndpointSlice>>) {
+        self.slices.apply_watcher_event(&ev);
+        if let Event::Apply(o) | Event::Delete(o) = &ev {
+            self.send(What::Slice(touch(o)));
+        }
+    }
+
+    fn node_event(&mut self, ev: Event<Lenient<Node>>) {
+        self.nodes.apply_watcher_event(&ev);
+        self.send(What::Node);
     }
 
     async fn next(&mut self) -> Change {
@@ -353,7 +492,7 @@ async fn nothing_before_every_store_has_listed_then_the_whole_state() {
         &mut f.slices,
         &[slice("web-1", "web", "2", &["198.19.1.2", "198.19.2.2"])],
     );
-    f.signal();
+    f.relisted();
     assert!(
         f.ready_within(Duration::from_secs(1)).await.is_none(),
         "the Node store has not listed"
@@ -399,21 +538,19 @@ async fn changes_are_reported_relists_of_the_same_objects_are_not() {
 
     // A relist after a 410 or an apiserver restart: same versions.
     list(&mut f.services, std::slice::from_ref(&web));
-    f.signal();
     list(&mut f.slices, std::slice::from_ref(&sl));
-    f.signal();
+    f.relisted();
     assert_eq!(f.next().await, Change::Unchanged);
 
     // A real change, later.
     tokio::time::advance(Duration::from_secs(1)).await;
-    f.slices.apply_watcher_event(&Event::Apply(slice(
+    let sent = Instant::now();
+    f.slice_event(Event::Apply(slice(
         "web-1",
         "web",
         "3",
         &["198.19.1.2", "198.19.3.2"],
     )));
-    let sent = Instant::now();
-    f.signal();
     match f.next().await {
         Change::Changed { noticed, .. } => assert_eq!(noticed, Some(sent)),
         other => panic!("{other:?}"),
@@ -421,8 +558,7 @@ async fn changes_are_reported_relists_of_the_same_objects_are_not() {
     assert_eq!(f.source.objects().slices[0].endpoints.len(), 2);
 
     // Deleted.
-    f.services.apply_watcher_event(&Event::Delete(web));
-    f.signal();
+    f.service_event(Event::Delete(web));
     assert!(matches!(f.next().await, Change::Changed { .. }));
     assert!(f.source.objects().services.is_empty());
 }
@@ -437,20 +573,17 @@ async fn a_burst_within_the_period_is_one_change_and_an_isolated_change_is_not_d
 
     // Isolated change: no debounce delay.
     let t0 = Instant::now();
-    f.services
-        .apply_watcher_event(&Event::Apply(service("a", "1", "198.18.0.1")));
-    f.signal();
+    f.service_event(Event::Apply(service("a", "1", "198.18.0.1")));
     assert!(matches!(f.next().await, Change::Changed { .. }));
     assert_eq!(Instant::now(), t0, "applied without waiting");
 
     // Three more right after: batched into one, at the end of the period.
     for (i, name) in ["b", "c", "d"].iter().enumerate() {
-        f.services.apply_watcher_event(&Event::Apply(service(
+        f.service_event(Event::Apply(service(
             name,
             &format!("{}", i + 2),
             "198.18.0.2",
         )));
-        f.signal();
     }
     assert!(matches!(f.next().await, Change::Changed { .. }));
     assert_eq!(Instant::now(), t0 + PERIOD);
@@ -470,24 +603,19 @@ async fn node_address_and_eligibility_changes_are_changes_status_churn_is_not() 
     f.next().await;
     tokio::time::advance(Duration::from_secs(1)).await;
     // A heartbeat-like update: new resourceVersion, same addresses.
-    f.nodes
-        .apply_watcher_event(&Event::Apply(node("n1", "2", "198.18.100.1", None)));
-    f.signal();
+    f.node_event(Event::Apply(node("n1", "2", "198.18.100.1", None)));
     assert_eq!(f.next().await, Change::Unchanged);
     tokio::time::advance(Duration::from_secs(1)).await;
-    f.nodes.apply_watcher_event(&Event::Apply(node(
+    f.node_event(Event::Apply(node(
         "n1",
         "3",
         "198.18.100.1",
         Some("ToBeDeletedByClusterAutoscaler"),
     )));
-    f.signal();
     assert!(matches!(f.next().await, Change::Changed { .. }));
     assert!(!f.source.node().unwrap().eligible);
     tokio::time::advance(Duration::from_secs(1)).await;
-    f.nodes
-        .apply_watcher_event(&Event::Apply(node("n1", "4", "198.18.100.7", None)));
-    f.signal();
+    f.node_event(Event::Apply(node("n1", "4", "198.18.100.7", None)));
     assert!(matches!(f.next().await, Change::Changed { .. }));
     assert_eq!(
         f.source.node().unwrap().addresses,
@@ -495,9 +623,7 @@ async fn node_address_and_eligibility_changes_are_changes_status_churn_is_not() 
     );
     // Gone: back to interface addresses.
     tokio::time::advance(Duration::from_secs(1)).await;
-    f.nodes
-        .apply_watcher_event(&Event::Delete(node("n1", "5", "198.18.100.7", None)));
-    f.signal();
+    f.node_event(Event::Delete(node("n1", "5", "198.18.100.7", None)));
     assert!(matches!(f.next().await, Change::Changed { .. }));
     assert!(f.source.node().is_none());
 }
