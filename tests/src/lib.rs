@@ -10,3 +10,4 @@ pub mod process;
 pub mod report;
 pub mod sandbox;
 pub mod topology;
+pub mod synthetic;

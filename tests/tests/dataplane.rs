@@ -1,15 +1,16 @@
 //! The eBPF dataplane backend against the real kernel, without traffic: pinning,
 //! delta writes, adoption by a restarted agent, dump, and cleanup leaving nothing.
 //! Needs root (CAP_BPF) and bpffs at /sys/fs/bpf.
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::path::PathBuf;
 
+use svclb_tests::synthetic;
 use svclb_agent::{
     dataplane::{
         Dataplane,
         ebpf::{EbpfDataplane, EbpfOptions, cleanup},
     },
     dump,
-    model::{BackendAddr, BackendSet, DesiredState, Endpoint, Frontend, FrontendKind, Proto, SetKey},
+    model::DesiredState,
 };
 
 struct Pins(PathBuf);
@@ -36,30 +37,11 @@ fn opts(p: &Pins) -> EbpfOptions {
     }
 }
 
-fn state(services: u32, endpoints: u32) -> DesiredState {
-    let mut s = DesiredState::default();
-    for i in 0..services {
-        let mut set = BackendSet::default();
-        for j in 0..endpoints {
-            set.endpoints.push(Endpoint {
-                backend: BackendAddr { addr: Ipv4Addr::from(0xC613_0000 + i * 16 + j), port: 8080, proto: Proto::Tcp },
-                terminating: false,
-                local: false,
-            });
-        }
-        set.frontends.insert(
-            Frontend { addr: Ipv4Addr::from(0xC612_0000 + i), port: 80, proto: Proto::Tcp },
-            FrontendKind::ClusterIp,
-        );
-        s.sets.insert(SetKey(format!("default/svc-{i}:http/TCP")), set);
-    }
-    s
-}
 
 #[test]
 fn sync_adopt_dump_cleanup() {
     let pins = Pins::new("dp");
-    let desired = state(50, 3);
+    let desired = synthetic::state(50, 3);
     {
         let mut dp = EbpfDataplane::start(&opts(&pins)).expect("start");
         let r = dp.sync(&desired).unwrap();
@@ -73,23 +55,23 @@ fn sync_adopt_dump_cleanup() {
         assert_eq!(dp.sync(&desired).unwrap().writes, 0, "adoption must not rewrite");
         let view = dump::read(&pins.0).unwrap();
         assert_eq!(view.frontends.len(), 50);
-        let fe = view.frontends.iter().find(|f| f.service == "default/svc-7:http/TCP").unwrap();
-        assert_eq!(fe.address, Ipv4Addr::from(0xC612_0007));
+        let fe = view.frontends.iter().find(|f| f.service == "bench/svc-7:http/TCP").unwrap();
+        assert_eq!(fe.address, synthetic::vip(7));
         assert_eq!(fe.backend_count, 3);
         let addrs: Vec<_> = fe.backends.iter().map(|b| b.address).collect();
-        assert_eq!(addrs, (0..3).map(|j| Ipv4Addr::from(0xC613_0000 + 7 * 16 + j)).collect::<Vec<_>>());
+        assert_eq!(addrs, (0..3).map(|j| synthetic::endpoint_ip(7, j)).collect::<Vec<_>>());
 
         // Remove a Service and one endpoint of another.
         let mut smaller = desired.clone();
-        smaller.sets.remove(&SetKey("default/svc-3:http/TCP".into()));
-        smaller.sets.get_mut(&SetKey("default/svc-4:http/TCP".into())).unwrap().endpoints.pop();
+        smaller.sets.remove(&synthetic::set_key(3));
+        smaller.sets.get_mut(&synthetic::set_key(4)).unwrap().endpoints.pop();
         let r = dp.sync(&smaller).unwrap();
         // svc-3: 1 frontend + 3 slots + 3 backends + 1 name; svc-4: 1 count + 1 slot + 1 backend.
         assert_eq!(r.writes, 8 + 3);
         let view = dump::read(&pins.0).unwrap();
         assert_eq!(view.frontends.len(), 49);
-        assert!(view.frontends.iter().all(|f| f.service != "default/svc-3:http/TCP"));
-        let fe4 = view.frontends.iter().find(|f| f.service == "default/svc-4:http/TCP").unwrap();
+        assert!(view.frontends.iter().all(|f| f.service != "bench/svc-3:http/TCP"));
+        let fe4 = view.frontends.iter().find(|f| f.service == "bench/svc-4:http/TCP").unwrap();
         assert_eq!(fe4.backends.len(), 2);
         // Everything removed: the maps are empty (catches leaked entries).
         dp.sync(&DesiredState::default()).unwrap();

@@ -53,6 +53,14 @@ fn web(pods: &[Ipv4Addr]) -> String {
     ])
 }
 
+/// Service `dns`: ClusterIP 198.18.0.12:53/UDP → the pods' UDP echo, with `pods`.
+fn dns(pods: &[Ipv4Addr]) -> String {
+    manifests::documents(&[
+        manifests::service("dns", DNS_IP, Some("dns"), &[ServicePort::udp(Some("dns"), 53, Target::Number(POD_UDP_PORT))]),
+        manifests::endpoint_slice("dns", "dns-4fj2q", &[SlicePort { name: "dns", protocol: "UDP", port: POD_UDP_PORT }], pods),
+    ])
+}
+
 /// Sandbox with the agent running and `web.yaml` (all three pods) applied.
 fn web_sandbox() -> Sandbox {
     let mut sb = Sandbox::new().unwrap();
@@ -216,29 +224,7 @@ fn new_connections_spread_over_three_backends() {
 #[test]
 fn udp_through_clusterip() {
     let mut sb = Sandbox::new().unwrap();
-    let dns = manifests::documents(&[
-        manifests::service(
-            "dns",
-            DNS_IP,
-            Some("dns"),
-            &[ServicePort::udp(
-                Some("dns"),
-                53,
-                Target::Number(POD_UDP_PORT),
-            )],
-        ),
-        manifests::endpoint_slice(
-            "dns",
-            "dns-4fj2q",
-            &[SlicePort {
-                name: "dns",
-                protocol: "UDP",
-                port: POD_UDP_PORT,
-            }],
-            &sb.backend_ips(),
-        ),
-    ]);
-    sb.manifests.write("dns.yaml", &dns).unwrap();
+    sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
     sb.start_agent(&[]).unwrap();
     wait(&mut sb, "the UDP frontend", |d| {
         has_frontend(d, DNS_IP, 53, "UDP", 3)
@@ -439,12 +425,6 @@ fn agent_restart_does_not_interrupt_traffic() {
 #[test]
 fn udp_flow_leaves_a_removed_backend() {
     let mut sb = Sandbox::new().unwrap();
-    let dns = |pods: &[Ipv4Addr]| {
-        manifests::documents(&[
-            manifests::service("dns", DNS_IP, Some("dns"), &[ServicePort::udp(Some("dns"), 53, Target::Number(POD_UDP_PORT))]),
-            manifests::endpoint_slice("dns", "dns-4fj2q", &[SlicePort { name: "dns", protocol: "UDP", port: POD_UDP_PORT }], pods),
-        ])
-    };
     sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
     sb.start_agent(&[]).unwrap();
     wait(&mut sb, "the UDP frontend", |d| has_frontend(d, DNS_IP, 53, "UDP", 3));
@@ -469,29 +449,7 @@ fn udp_flow_leaves_a_removed_backend() {
 #[test]
 fn deleted_service_disappears_from_dump() {
     let mut sb = web_sandbox();
-    let dns = manifests::documents(&[
-        manifests::service(
-            "dns",
-            DNS_IP,
-            Some("dns"),
-            &[ServicePort::udp(
-                Some("dns"),
-                53,
-                Target::Number(POD_UDP_PORT),
-            )],
-        ),
-        manifests::endpoint_slice(
-            "dns",
-            "dns-4fj2q",
-            &[SlicePort {
-                name: "dns",
-                protocol: "UDP",
-                port: POD_UDP_PORT,
-            }],
-            &sb.backend_ips(),
-        ),
-    ]);
-    sb.manifests.write("dns.yaml", &dns).unwrap();
+    sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
     wait(&mut sb, "web and dns", |d| {
         has_frontend(d, WEB_IP, 80, "TCP", 3) && has_frontend(d, DNS_IP, 53, "UDP", 3)
     });

@@ -3,7 +3,7 @@
 //! Ids outlive a sync and an agent restart: a flow's conntrack entry and a client's
 //! affinity entry name them, so reassigning an id would silently move traffic. They are
 //! recovered from the maps on adoption ([`IdAllocator::adopt`]).
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use svclb_common::MAX_SERVICE_IDS;
 
@@ -22,9 +22,11 @@ pub enum IdError {
 #[derive(Debug, Default, Clone)]
 pub struct IdAllocator {
     sets: HashMap<SetKey, u32>,
-    set_ids: BTreeSet<u32>,
+    /// Allocated set ids → their key (also the sorted set of ids in use).
+    set_ids: BTreeMap<u32, SetKey>,
     backends: HashMap<BackendAddr, u32>,
-    backend_ids: BTreeSet<u32>,
+    /// Allocated backend ids → their address.
+    backend_ids: BTreeMap<u32, BackendAddr>,
     /// No set id below this is free (keeps allocation of N sets O(N log N)).
     set_hint: u32,
     /// Next backend id to try. Backend ids only grow (wrapping) so that an id freed in
@@ -38,15 +40,15 @@ impl IdAllocator {
         let mut ids = IdAllocator::default();
         for (&id, name) in &image.names {
             ids.sets.insert(SetKey(name.clone()), id);
-            ids.set_ids.insert(id);
+            ids.set_ids.insert(id, SetKey(name.clone()));
         }
         for (&id, be) in &image.backends {
             if let Some(addr) = super::image::backend_addr(be) {
                 ids.backends.insert(addr, id);
-                ids.backend_ids.insert(id);
+                ids.backend_ids.insert(id, addr);
             }
         }
-        ids.next_backend = ids.backend_ids.last().copied().unwrap_or(0);
+        ids.next_backend = ids.backend_ids.keys().next_back().copied().unwrap_or(0);
         ids
     }
 
@@ -62,7 +64,7 @@ impl IdAllocator {
         }
         // Lowest free id: the first gap in the sorted used set, found from the hint.
         let mut id = self.set_hint.max(1);
-        for &used in self.set_ids.range(id..) {
+        for &used in self.set_ids.range(id..).map(|(k, _)| k) {
             if used != id {
                 break;
             }
@@ -73,7 +75,7 @@ impl IdAllocator {
             return Err(IdError::ServiceIdsExhausted { max: MAX_SERVICE_IDS - 1 });
         }
         self.sets.insert(key.clone(), id);
-        self.set_ids.insert(id);
+        self.set_ids.insert(id, key.clone());
         Ok((id, true))
     }
 
@@ -87,9 +89,9 @@ impl IdAllocator {
             if candidate == 0 {
                 candidate = 1;
             }
-            if !self.backend_ids.contains(&candidate) {
+            if !self.backend_ids.contains_key(&candidate) {
                 self.backends.insert(addr, candidate);
-                self.backend_ids.insert(candidate);
+                self.backend_ids.insert(candidate, addr);
                 self.next_backend = candidate;
                 return Ok(candidate);
             }
@@ -97,21 +99,17 @@ impl IdAllocator {
         Err(IdError::BackendIdsExhausted)
     }
 
-    /// Forget the given set and backend ids (they were deleted from the maps).
+    /// Forget the given set and backend ids (they were deleted from the maps). O(freed).
     pub fn release(&mut self, set_ids: &[u32], backend_ids: &[u32]) {
-        if !set_ids.is_empty() {
-            let gone: BTreeSet<u32> = set_ids.iter().copied().collect();
-            self.sets.retain(|_, id| !gone.contains(id));
-            for id in &gone {
-                self.set_ids.remove(id);
+        for id in set_ids {
+            if let Some(key) = self.set_ids.remove(id) {
+                self.sets.remove(&key);
+                self.set_hint = self.set_hint.min(*id);
             }
-            self.set_hint = self.set_hint.min(gone.first().copied().unwrap_or(1));
         }
-        if !backend_ids.is_empty() {
-            let gone: BTreeSet<u32> = backend_ids.iter().copied().collect();
-            self.backends.retain(|_, id| !gone.contains(id));
-            for id in &gone {
-                self.backend_ids.remove(id);
+        for id in backend_ids {
+            if let Some(addr) = self.backend_ids.remove(id) {
+                self.backends.remove(&addr);
             }
         }
     }

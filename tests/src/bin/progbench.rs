@@ -2,40 +2,17 @@
 //! E endpoints into the maps (initial sync), and then one changed Service.
 //! `progbench [--services 1000,10000] [--endpoints 10] [--reps 3] [--json FILE]`.
 //! Needs root. Pins under a private bpffs dir, removed at the end.
-use std::{net::Ipv4Addr, path::PathBuf, time::Instant};
+use std::{path::PathBuf, time::Instant};
 
 use anyhow::{Context as _, Result};
+use svclb_tests::synthetic;
 use svclb_agent::{
     dataplane::{
         Dataplane,
         ebpf::{EbpfDataplane, EbpfOptions, cleanup},
     },
-    model::{BackendAddr, BackendSet, DesiredState, Endpoint, Frontend, FrontendKind, Proto, SetKey},
 };
 
-fn state(services: u32, endpoints: u32) -> DesiredState {
-    let mut s = DesiredState::default();
-    for i in 0..services {
-        let mut set = BackendSet::default();
-        for j in 0..endpoints {
-            set.endpoints.push(Endpoint {
-                backend: BackendAddr {
-                    addr: Ipv4Addr::from(0xC613_0000 + i * 16 + j),
-                    port: 8080,
-                    proto: Proto::Tcp,
-                },
-                terminating: false,
-                local: false,
-            });
-        }
-        set.frontends.insert(
-            Frontend { addr: Ipv4Addr::from(0xC612_0000 + i), port: 80, proto: Proto::Tcp },
-            FrontendKind::ClusterIp,
-        );
-        s.sets.insert(SetKey(format!("bench/svc-{i}:http/TCP")), set);
-    }
-    s
-}
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
@@ -60,7 +37,7 @@ fn main() -> Result<()> {
     println!("{:>8} {:>5} | {:>28} | {:>28} | {:>28}", "services", "eps", "initial sync ms min/med/max", "one change: map µs min/med/max", "sync total µs min/med/max");
     let result = (|| -> Result<()> {
         for &n in &sizes {
-            let desired = state(n, endpoints);
+            let desired = synthetic::state(n, endpoints);
             let (mut initial, mut change, mut change_total) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..reps {
                 let _ = cleanup(&pins);
@@ -77,7 +54,7 @@ fn main() -> Result<()> {
                 assert!(r.writes > 0);
                 // One Service loses an endpoint, then gets it back.
                 let mut changed = desired.clone();
-                let key = SetKey(format!("bench/svc-{}:http/TCP", n / 2));
+                let key = synthetic::set_key(n / 2);
                 changed.sets.get_mut(&key).unwrap().endpoints.pop();
                 for target in [&changed, &desired] {
                     let t = Instant::now();

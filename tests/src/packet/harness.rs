@@ -3,7 +3,6 @@
 //! run in parallel without touching bpffs or each other.
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    os::fd::{AsFd as _, AsRawFd as _},
     time::Duration,
 };
 
@@ -418,60 +417,10 @@ impl Harness {
     /// Writes many entries with BPF_MAP_UPDATE_BATCH (one syscall per few thousand
     /// entries instead of one per entry). aya 0.14 has no batch API.
     pub fn update_batch<K: Pod, V: Pod>(&self, map: &str, keys: &[K], values: &[V]) -> Result<()> {
-        update_batch(self.map_data(map)?, keys, values)
+        anyhow::ensure!(keys.len() == values.len(), "{} keys, {} values", keys.len(), values.len());
+        let entries: Vec<(K, V)> = keys.iter().copied().zip(values.iter().copied()).collect();
+        svclb_agent::dataplane::ebpf::batch::update(self.map_data(map)?, &entries)
             .with_context(|| format!("batch update of {map}"))
     }
 }
 
-/// BPF_MAP_UPDATE_BATCH on an aya map.
-pub fn update_batch<K: Pod, V: Pod>(
-    map: &MapData,
-    keys: &[K],
-    values: &[V],
-) -> std::io::Result<()> {
-    // `union bpf_attr`'s batch member (include/uapi/linux/bpf.h).
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
-    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-    assert_eq!(keys.len(), values.len());
-    let fd = map.fd().as_fd().as_raw_fd() as u32;
-    let mut done = 0;
-    while done < keys.len() {
-        let n = (keys.len() - done).min(8192);
-        let mut attr = BatchAttr {
-            keys: keys[done..].as_ptr() as u64,
-            values: values[done..].as_ptr() as u64,
-            count: n as u32,
-            map_fd: fd,
-            ..Default::default()
-        };
-        // SAFETY: attr points at keys/values arrays of `n` Pod elements each, which
-        // outlive the call; the kernel reads them and writes back `count`.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if attr.count == 0 {
-            return Err(std::io::Error::other("batch update made no progress"));
-        }
-        done += attr.count as usize;
-    }
-    Ok(())
-}

@@ -142,13 +142,14 @@ impl Dataplane for EbpfDataplane {
             }
             return Err(e);
         }
+        let purged = self.maps.purge(&delta.purge)?;
+        let duration = start.elapsed();
         // The maps now hold exactly `target` (apply_to_image(current, delta) == target is
         // a planner invariant, unit-tested), so adopt it without replaying the delta.
-        self.image = target;
+        let _old = std::mem::replace(&mut self.image, target);
         self.ids.release(&delta.del_names, &delta.del_backends);
-        let purged = self.maps.purge(&delta.purge)?;
         debug!(writes = delta.writes(), purged, "map delta applied");
-        Ok(SyncReport { writes: delta.writes(), purged, duration: start.elapsed() })
+        Ok(SyncReport { writes: delta.writes(), purged, duration })
     }
 }
 
