@@ -15,11 +15,21 @@ use crate::{
     process::{self, Process},
 };
 
+/// Where the agent reads Services and EndpointSlices from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentSource {
+    /// `--manifests DIR`.
+    Manifests(PathBuf),
+    /// `--kubeconfig FILE`: an apiserver (the test apiserver) reachable from the node
+    /// namespace.
+    Kubeconfig(PathBuf),
+}
+
 /// Everything `svclb-agent run` is started with.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub bin: PathBuf,
-    pub manifests: PathBuf,
+    pub source: AgentSource,
     pub ifaces: Vec<String>,
     pub node_ip: Ipv4Addr,
     pub bpffs: PathBuf,
@@ -37,12 +47,17 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// `svclb-agent run --manifests … --iface … --node-ip … --bpffs …` inside `node`.
+    /// `svclb-agent run --manifests …|--kubeconfig … --iface … --node-ip … --bpffs …`
+    /// inside `node`.
     pub fn start(node: &NetNs, config: AgentConfig) -> Result<Self> {
+        let (source_flag, source_path) = match &config.source {
+            AgentSource::Manifests(dir) => ("--manifests", dir),
+            AgentSource::Kubeconfig(file) => ("--kubeconfig", file),
+        };
         let mut cmd = node.command(&config.bin.to_string_lossy())?;
         cmd.arg("run")
-            .arg("--manifests")
-            .arg(&config.manifests)
+            .arg(source_flag)
+            .arg(source_path)
             .arg("--iface")
             .arg(config.ifaces.join(","))
             .arg("--node-ip")

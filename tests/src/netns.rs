@@ -4,11 +4,15 @@
 //! objects are ever deleted.
 
 use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    path::Path,
     process::Command,
     sync::{
         Once,
         atomic::{AtomicU32, Ordering},
     },
+    thread,
     time::Duration,
 };
 
@@ -90,6 +94,27 @@ impl NetNs {
         let mut cmd = self.command(program)?;
         cmd.args(args);
         process::run(cmd, CMD_TIMEOUT)
+    }
+
+    /// Runs `f` on a new thread that entered this namespace (setns affects only the
+    /// calling thread): sockets it creates, and threads it spawns, live in the
+    /// namespace. For servers run in-process that must listen inside it.
+    pub fn in_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let path = Path::new("/run/netns").join(&self.name);
+        let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        thread::spawn(move || -> Result<T> {
+            // SAFETY: setns(2) with a valid namespace fd; it changes only this thread.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("setns {}", path.display()));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in netns {} panicked", self.name))?
     }
 
     /// `ip -n NS ARGS`.

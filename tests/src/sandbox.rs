@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::{
-    agent::{Agent, AgentConfig},
+    agent::{Agent, AgentConfig, AgentSource},
     bpffs::PinDir,
     manifests::ManifestDir,
     netns::NetNs,
@@ -30,10 +30,12 @@ pub const POD_ALT_PORT: u16 = 8081;
 pub const POD_LEGACY_PORT: u16 = 80;
 /// UDP echo port of every backend pod.
 pub const POD_UDP_PORT: u16 = 5005;
-/// Backend pods are pod1..=pod3; pod4 runs no server and is the in-cluster client (a
-/// pod reaching a Service it is itself a backend of would need hairpin NAT).
+/// By default ([`Sandbox::new`]) the backend pods are pod1..=pod3; pod4 runs no server
+/// and is the in-cluster client (a pod reaching a Service it is itself a backend of
+/// would need hairpin NAT). [`Sandbox::with_backends`] builds pod1..=podN and the
+/// client podN+1.
 pub const BACKEND_PODS: u8 = 3;
-pub const CLIENT_POD: u8 = 4;
+pub const CLIENT_POD: u8 = BACKEND_PODS + 1;
 
 /// Paths of the binaries the sandbox runs.
 #[derive(Debug, Clone)]
@@ -65,20 +67,34 @@ pub struct Sandbox {
     tmp: TempDir,
     bins: Bins,
     restarts: AtomicU32,
+    /// Number of backend pods: pod1..=backends serve, pod backends+1 is the client.
+    backends: u8,
+    /// What the last agent was started with, for [`Sandbox::restart_agent`].
+    agent_source: Option<AgentSource>,
 }
 
 impl Sandbox {
     /// Builds the topology (three backend pods serving, one client pod) with servers
     /// ready. Needs root.
     pub fn new() -> Result<Self> {
+        Self::with_backends(BACKEND_PODS)
+    }
+
+    /// Like [`Sandbox::new`] with `backends` serving pods (1 ≤ backends ≤ 249), pod1..=N;
+    /// pod N+1 is the client.
+    pub fn with_backends(backends: u8) -> Result<Self> {
+        ensure!(
+            (1..=249).contains(&backends),
+            "backends must be in 1..=249, got {backends}"
+        );
         ensure_root()?;
         let bins = Bins::locate()?;
         let tmp = TempDir::new()?;
-        let topo = Topology::new(CLIENT_POD)?;
+        let topo = Topology::new(backends + 1)?;
         let pins = PinDir::new(&bins.agent, topo.node.name())?;
         let manifests = ManifestDir::create(tmp.path())?;
         let mut servers = Vec::new();
-        for pod in &topo.pods[..usize::from(BACKEND_PODS)] {
+        for pod in &topo.pods[..usize::from(backends)] {
             servers.push(start_podserver(&bins, tmp.path(), pod)?);
         }
         for server in &servers {
@@ -93,11 +109,13 @@ impl Sandbox {
             tmp,
             bins,
             restarts: AtomicU32::new(0),
+            backends,
+            agent_source: None,
         })
     }
 
     pub fn backend_pods(&self) -> &[Pod] {
-        &self.topo.pods[..usize::from(BACKEND_PODS)]
+        &self.topo.pods[..usize::from(self.backends)]
     }
 
     pub fn backend_ips(&self) -> Vec<Ipv4Addr> {
@@ -106,7 +124,7 @@ impl Sandbox {
 
     /// The pod that is nobody's backend, for in-cluster clients.
     pub fn client_pod(&self) -> &NetNs {
-        &self.topo.pod(CLIENT_POD).ns
+        &self.topo.pod(self.backends + 1).ns
     }
 
     /// The external client.
@@ -122,42 +140,60 @@ impl Sandbox {
         self.pins.path()
     }
 
-    /// Starts the agent on every node interface with `extra_args` and waits until its
-    /// pins can be dumped.
+    /// Starts the agent on every node interface with `extra_args`, reading the
+    /// manifests directory, and waits until its pins can be dumped.
     pub fn start_agent(&mut self, extra_args: &[&str]) -> Result<&mut Agent> {
+        let source = AgentSource::Manifests(self.manifests.path().to_owned());
+        self.start_agent_from(source, extra_args)
+    }
+
+    /// Starts the agent on every node interface with `extra_args`, watching the
+    /// apiserver of `kubeconfig` (which must be reachable from the node namespace), and
+    /// waits until its pins can be dumped.
+    pub fn start_agent_kube(
+        &mut self,
+        kubeconfig: &Path,
+        extra_args: &[&str],
+    ) -> Result<&mut Agent> {
+        let source = AgentSource::Kubeconfig(kubeconfig.to_owned());
+        self.start_agent_from(source, extra_args)
+    }
+
+    fn start_agent_from(&mut self, source: AgentSource, extra_args: &[&str]) -> Result<&mut Agent> {
         ensure!(self.agent.is_none(), "agent already started");
-        let config = AgentConfig {
-            bin: self.bins.agent.clone(),
-            manifests: self.manifests.path().to_owned(),
-            ifaces: self.topo.node_ifaces(),
-            node_ip: NODE_IP,
-            bpffs: self.pins.path().to_owned(),
-            log: self.tmp.path().join("agent.log"),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
+        let config = self.agent_config(source, "agent.log", extra_args);
         let agent = self.agent.insert(Agent::start(&self.topo.node, config)?);
         agent.wait_dump("agent startup", Duration::from_secs(20), |_| true)?;
         Ok(agent)
     }
 
     /// Stops the running agent (SIGTERM: pins and attachments stay) and starts a new one
-    /// with `extra_args`, which adopts the pins. Each agent logs to its own file.
+    /// from the same source with `extra_args`, which adopts the pins. Each agent logs to
+    /// its own file.
     pub fn restart_agent(&mut self, extra_args: &[&str]) -> Result<&mut Agent> {
         let mut old = self.agent.take().context("no agent to restart")?;
         old.stop();
+        let source = self.agent_source.clone().context("no agent source")?;
         let generation = self.restarts.fetch_add(1, Ordering::Relaxed) + 1;
-        let config = AgentConfig {
-            bin: self.bins.agent.clone(),
-            manifests: self.manifests.path().to_owned(),
-            ifaces: self.topo.node_ifaces(),
-            node_ip: NODE_IP,
-            bpffs: self.pins.path().to_owned(),
-            log: self.tmp.path().join(format!("agent-{generation}.log")),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
+        let config = self.agent_config(source, &format!("agent-{generation}.log"), extra_args);
         let agent = self.agent.insert(Agent::start(&self.topo.node, config)?);
         agent.wait_dump("agent restart", Duration::from_secs(20), |_| true)?;
         Ok(agent)
+    }
+
+    /// The agent's command line on every node interface; remembers `source` for
+    /// restarts.
+    fn agent_config(&mut self, source: AgentSource, log: &str, extra_args: &[&str]) -> AgentConfig {
+        self.agent_source = Some(source.clone());
+        AgentConfig {
+            bin: self.bins.agent.clone(),
+            source,
+            ifaces: self.topo.node_ifaces(),
+            node_ip: NODE_IP,
+            bpffs: self.pins.path().to_owned(),
+            log: self.tmp.path().join(log),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     pub fn agent(&mut self) -> &mut Agent {
