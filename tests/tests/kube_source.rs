@@ -6,10 +6,8 @@
 
 use std::{
     collections::BTreeSet,
-    fs::File,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
-    os::fd::AsRawFd as _,
     path::PathBuf,
     thread,
     time::{Duration, Instant},
@@ -89,27 +87,11 @@ fn pod(n: u8) -> Ipv4Addr {
 
 // ---- network namespace helpers ----
 
-/// Runs `f` on a thread that entered `ns`: sockets it creates (and threads it spawns)
-/// live in that namespace.
-fn in_netns<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{}", ns.name());
-    thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns(2) on this thread only, with a valid namespace fd.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            panic!("setns {path}: {}", std::io::Error::last_os_error());
-        }
-        f()
-    })
-    .join()
-    .expect("netns thread panicked")
-}
-
 /// `GET path` on `addr` inside `ns`: (status, body).
 fn http_get(ns: &NetNs, addr: &str, path: &str) -> Result<(u16, String)> {
     let addr: SocketAddr = addr.parse()?;
     let path = path.to_owned();
-    in_netns(ns, move || -> Result<(u16, String)> {
+    ns.in_thread(move || -> Result<(u16, String)> {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         write!(
@@ -125,7 +107,7 @@ fn http_get(ns: &NetNs, addr: &str, path: &str) -> Result<(u16, String)> {
             .and_then(|c| c.parse().ok())
             .context("no status")?;
         Ok((status, body.to_owned()))
-    })
+    })?
 }
 
 /// The value of metric sample `name` (`name` or `name{labels}` exactly).
@@ -167,7 +149,13 @@ impl Env {
     }
 
     fn start_api(&mut self, bind: SocketAddr) {
-        let api = in_netns(&self.sb.topo.node, move || TestApiServer::start(bind)).unwrap();
+        let api = self
+            .sb
+            .topo
+            .node
+            .in_thread(move || TestApiServer::start(bind))
+            .unwrap()
+            .unwrap();
         api.kubeconfig(&self.kubeconfig).unwrap();
         self.api = Some(api);
     }
@@ -656,9 +644,9 @@ fn node_addresses_and_a_rejected_service() {
 }
 
 /// IPv6 and FQDN slices are ignored; IPv4 slices of one Service add up, an endpoint in
-/// two of them counting once.
+/// two of them counting once; Services of every namespace are watched.
 #[test]
-fn slices_of_other_address_types_are_ignored() {
+fn slices_of_other_address_types_are_ignored_and_every_namespace_is_watched() {
     let mut env = Env::new();
     env.create(&web_service());
     env.create(&web_slice("web-abc", &[pod(1)]));
@@ -671,15 +659,35 @@ fn slices_of_other_address_types_are_ignored() {
     fqdn["endpoints"] = json!([{"addresses": ["db.example.test"]}]);
     env.create(&fqdn);
     env.create(&web_slice("web-def", &[pod(2), pod(1)]));
+    // The same names in another namespace, another ClusterIP.
+    env.create(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    let shop_ip = Ipv4Addr::new(198, 18, 0, 30);
+    let mut shop = web_service();
+    shop["metadata"]["namespace"] = "shop".into();
+    shop["spec"]["type"] = "ClusterIP".into();
+    shop["spec"]["clusterIP"] = shop_ip.to_string().into();
+    shop["spec"]["ports"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("nodePort");
+    env.create(&shop);
+    let mut shop_slice = web_slice("web-abc", &[pod(3)]);
+    shop_slice["metadata"]["namespace"] = "shop".into();
+    env.create(&shop_slice);
     env.start_agent(&[]);
-    env.wait_dump("web from both IPv4 slices, endpoint 1 once", |d| {
+    let dump = env.wait_dump("web from both IPv4 slices, endpoint 1 once", |d| {
         backends_of(d, WEB_IP, 80) == Some(addrs(&[1, 2]))
+            && backends_of(d, shop_ip, 80) == Some(addrs(&[3]))
     });
-    // ClusterIP and NodePort share one backend set of two endpoints.
-    assert_eq!(env.metric("svclb_endpoints"), 2.0);
-    assert_eq!(env.metric("svclb_services"), 1.0);
+    assert_eq!(
+        frontend(&dump, shop_ip, 80, "TCP").unwrap()["service"],
+        "shop/web:http/TCP"
+    );
+    // web's ClusterIP and NodePort share one backend set of two endpoints; shop/web has one.
+    assert_eq!(env.metric("svclb_endpoints"), 3.0);
+    assert_eq!(env.metric("svclb_services"), 2.0);
     assert_eq!(
         env.metric("svclb_frontends"),
-        1.0 + env.sb.topo.node_ifaces().len() as f64
+        2.0 + env.sb.topo.node_ifaces().len() as f64
     );
 }
