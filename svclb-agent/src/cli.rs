@@ -50,8 +50,9 @@ pub struct RunArgs {
     /// addresses of this node's Node object, else the IPv4 addresses of --iface.
     #[arg(long, value_delimiter = ',')]
     pub node_ip: Vec<Ipv4Addr>,
-    /// Interfaces that get the XDP fast path. Default: the --iface interfaces that hold a
-    /// node address (where NodePort and external traffic arrives).
+    /// Interfaces that get the XDP fast path (and TC). Default: the --iface interfaces
+    /// that hold a node address (where NodePort and external traffic arrives), except
+    /// veth/netkit links, whose senders' partial checksums XDP cannot update.
     #[arg(long, value_delimiter = ',')]
     pub xdp_iface: Option<Vec<String>>,
     #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]

@@ -11,6 +11,8 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log_level)?)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in files or container logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.cmd {
         Command::Run(args) => {

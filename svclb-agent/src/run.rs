@@ -219,7 +219,19 @@ fn interfaces(args: &RunArgs) -> Result<(Vec<Ipv4Addr>, Vec<String>)> {
     let xdp_ifaces = match (&args.xdp_iface, args.xdp_mode) {
         (_, XdpModeArg::Off) => Vec::new(),
         (Some(list), _) => list.clone(),
-        (None, _) => holders.into_iter().collect(),
+        // By default not on veth/netkit: their senders usually use TX checksum offload
+        // (CHECKSUM_PARTIAL), which XDP's by-hand checksum update would corrupt; TC
+        // handles those links correctly. Name them in --xdp-iface to force XDP.
+        (None, _) => holders
+            .into_iter()
+            .filter(|iface| {
+                let virtual_pair = netif::has_peer(iface);
+                if virtual_pair {
+                    info!(iface, "no XDP on a veth/netkit link by default (TC serves it); --xdp-iface forces it");
+                }
+                !virtual_pair
+            })
+            .collect(),
     };
     Ok((node_ips, xdp_ifaces))
 }

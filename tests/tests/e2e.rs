@@ -27,6 +27,10 @@ const EMPTY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 14);
 const EMPTY_NODE_PORT: u16 = 30081;
 const ORPHAN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 15);
 
+/// The external link is a veth, where the agent attaches no XDP by default; the client
+/// sends full checksums like a host behind a NIC, so force XDP there to test that path.
+const AGENT_ARGS: &[&str] = &["--xdp-iface", "ext0"];
+
 /// The agent reads its directory every 200 ms; this bounds waiting for a sync.
 const SYNC: Duration = Duration::from_secs(10);
 
@@ -67,7 +71,7 @@ fn web_sandbox() -> Sandbox {
     sb.manifests
         .write("web.yaml", &web(&sb.backend_ips()))
         .unwrap();
-    sb.start_agent(&[]).unwrap();
+    sb.start_agent(AGENT_ARGS).unwrap();
     wait(&mut sb, "web frontends with 3 backends", |d| {
         has_frontend(d, WEB_IP, 80, "TCP", 3) && has_frontend(d, NODE_IP, WEB_NODE_PORT, "TCP", 3)
     });
@@ -225,7 +229,7 @@ fn new_connections_spread_over_three_backends() {
 fn udp_through_clusterip() {
     let mut sb = Sandbox::new().unwrap();
     sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
-    sb.start_agent(&[]).unwrap();
+    sb.start_agent(AGENT_ARGS).unwrap();
     wait(&mut sb, "the UDP frontend", |d| {
         has_frontend(d, DNS_IP, 53, "UDP", 3)
     });
@@ -266,7 +270,7 @@ fn selectorless_service_with_hand_written_endpoints() {
         manifests::endpoints("legacy", &[unnamed], &sb.backend_ips()),
     ]);
     sb.manifests.write("legacy.yaml", &legacy).unwrap();
-    sb.start_agent(&[]).unwrap();
+    sb.start_agent(AGENT_ARGS).unwrap();
     wait(&mut sb, "the selectorless frontend", |d| {
         has_frontend(d, LEGACY_IP, 6666, "TCP", 3)
     });
@@ -305,7 +309,7 @@ fn named_target_port_and_two_ports_in_one_service() {
         ),
     ]);
     sb.manifests.write("multi.yaml", &multi).unwrap();
-    sb.start_agent(&[]).unwrap();
+    sb.start_agent(AGENT_ARGS).unwrap();
     wait(&mut sb, "both ports of multi", |d| {
         has_frontend(d, MULTI_IP, 80, "TCP", 3) && has_frontend(d, MULTI_IP, 81, "TCP", 3)
     });
@@ -393,7 +397,7 @@ fn agent_restart_does_not_interrupt_traffic() {
     thread::sleep(Duration::from_millis(1000));
     let during = tcp(&sb, Source::Client, NODE_IP, WEB_NODE_PORT, 50);
     assert_all_answered(&during, Some(POD_HTTP_PORT));
-    sb.restart_agent(&[]).unwrap();
+    sb.restart_agent(AGENT_ARGS).unwrap();
     // Pins answer dump at once; wait for the new agent's own first sync.
     let started = Instant::now();
     let log = loop {
@@ -426,7 +430,7 @@ fn agent_restart_does_not_interrupt_traffic() {
 fn udp_flow_leaves_a_removed_backend() {
     let mut sb = Sandbox::new().unwrap();
     sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
-    sb.start_agent(&[]).unwrap();
+    sb.start_agent(AGENT_ARGS).unwrap();
     wait(&mut sb, "the UDP frontend", |d| has_frontend(d, DNS_IP, 53, "UDP", 3));
 
     let target = format!("{DNS_IP}:53");
@@ -519,7 +523,7 @@ fn service_without_endpoints_is_refused_fast() {
         ),
     ]);
     sb.manifests.write("empty.yaml", &empty).unwrap();
-    sb.start_agent(&[]).unwrap();
+    sb.start_agent(AGENT_ARGS).unwrap();
     wait(&mut sb, "frontends without backends", |d| {
         has_frontend(d, EMPTY_IP, 80, "TCP", 0)
             && has_frontend(d, EMPTY_IP, 53, "UDP", 0)
@@ -587,7 +591,7 @@ fn headless_and_external_name_services_are_ignored() {
         web(&sb.backend_ips()),
     ]);
     sb.manifests.write("mixed.yaml", &all).unwrap();
-    sb.start_agent(&[]).unwrap();
+    sb.start_agent(AGENT_ARGS).unwrap();
     let dump = wait(&mut sb, "web", |d| has_frontend(d, WEB_IP, 80, "TCP", 3));
     // Only web's two frontends (ClusterIP and NodePort): nothing for db or search.
     assert_eq!(frontends(&dump).len(), 2, "{dump:#}");
