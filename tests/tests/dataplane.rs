@@ -83,3 +83,25 @@ fn sync_adopt_dump_cleanup() {
     cleanup(&pins.0).unwrap();
     assert!(!pins.0.exists(), "cleanup leaves no pins");
 }
+
+/// A map pinned by an older agent under a layout version this one no longer uses is
+/// removed on start, and by cleanup.
+#[test]
+fn pins_of_older_map_layouts_are_removed() {
+    let pins = Pins::new("old");
+    drop(EbpfDataplane::start(&opts(&pins)).expect("start"));
+    // Pin some map under a name of the past (what an older agent left behind).
+    let old = pins.0.join("maps").join("SVCLB_CNT_V0");
+    pin_old_layout(&pins, &old);
+    assert!(old.exists());
+    drop(EbpfDataplane::start(&opts(&pins)).expect("restart"));
+    assert!(!old.exists(), "a restarted agent removes pins of older layouts");
+    pin_old_layout(&pins, &old);
+    cleanup(&pins.0).unwrap();
+    assert!(!pins.0.exists(), "cleanup removes every version");
+}
+
+fn pin_old_layout(pins: &Pins, old: &std::path::Path) {
+    let current = pins.0.join("maps").join(svclb_common::MAP_CONFIG);
+    aya::maps::MapData::from_pin(current).unwrap().pin(old).unwrap();
+}

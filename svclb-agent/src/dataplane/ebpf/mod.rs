@@ -95,6 +95,15 @@ impl EbpfDataplane {
         }
         attach::detach_others(&pins, Hook::Xdp, &opts.xdp_ifaces)?;
 
+        // Pins of map layouts this version no longer uses (their name carries the layout
+        // version): nothing reads them any more.
+        for p in pins.pinned_maps() {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !ALL_MAPS.contains(&name.as_str()) {
+                info!(map = name, "removing the pin of an older map layout");
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
         let mut maps = Maps::open(&mut ebpf)?;
         let mut ifaces = Vec::new();
         for iface in &tc_ifaces {
@@ -162,11 +171,9 @@ pub fn cleanup(bpffs: &Path) -> Result<()> {
             info!(iface, ?hook, "detached");
         }
     }
-    for m in ALL_MAPS {
-        let p = pins.map(m);
-        if p.exists() {
-            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
-        }
+    // Every version: pins of an older map layout are ours too.
+    for p in pins.pinned_maps() {
+        std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
     }
     for dir in [pins.links_dir(), pins.maps_dir(), pins.root().to_path_buf()] {
         match std::fs::remove_dir(&dir) {
