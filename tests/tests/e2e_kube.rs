@@ -456,7 +456,7 @@ fn watch_cut_and_410_relist_under_traffic() {
     let errors_before = watch_errors(&env);
 
     let started = Instant::now();
-    let mut lp = env.spawn_loop(Duration::from_secs(10));
+    let mut lp = env.spawn_loop(Duration::from_secs(8));
     thread::sleep(Duration::from_secs(1));
 
     let stats = env.api.stats();
@@ -486,6 +486,7 @@ fn watch_cut_and_410_relist_under_traffic() {
     }
     assert!(expired, "a 410 for every watch: {:?}", env.api.stats());
     env.wait_api("relisted", |s| s.lists >= stats.lists + watches);
+    eprintln!("relist done {:?} into the request loop", started.elapsed());
     // Let the relisted state reach the run loop (paced in tens of milliseconds).
     thread::sleep(Duration::from_millis(500));
     assert!(
