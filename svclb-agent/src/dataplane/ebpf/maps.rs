@@ -115,28 +115,29 @@ impl Maps {
 
     /// Remove UDP flows and affinity entries of (service, backend) pairs that ended.
     /// TCP flows stay: an established connection keeps its backend until it closes.
-    pub fn purge(&mut self, pairs: &[(u32, u32)]) -> Result<usize> {
-        if pairs.is_empty() {
-            return Ok(0);
-        }
-        let pairs: BTreeSet<(u32, u32)> = pairs.iter().copied().collect();
-        let backends: BTreeSet<u32> = pairs.iter().map(|p| p.1).collect();
+    /// `udp_pairs` are the pairs whose backend is UDP: only they have flows to purge, so a
+    /// TCP-only change never walks the (possibly large) flow table.
+    pub fn purge(&mut self, udp_pairs: &[(u32, u32)], all_pairs: &[(u32, u32)]) -> Result<usize> {
         let mut ct_victims = Vec::new();
-        for kv in self.conntrack.iter() {
-            // An LRU map may drop entries while we walk it: skip what vanished.
-            let Ok((k, v)) = kv else { continue };
-            if k.proto == PROTO_UDP
-                && backends.contains(&v.backend_id)
-                && pairs.contains(&(v.svc_id, v.backend_id))
-            {
-                ct_victims.push(k);
+        if !udp_pairs.is_empty() {
+            let pairs: BTreeSet<(u32, u32)> = udp_pairs.iter().copied().collect();
+            for kv in self.conntrack.iter() {
+                // An LRU map may drop entries while we walk it: skip what vanished.
+                let Ok((k, v)) = kv else { continue };
+                if k.proto == PROTO_UDP && pairs.contains(&(v.svc_id, v.backend_id)) {
+                    ct_victims.push(k);
+                }
             }
         }
+        // Affinity entries exist only for Services with ClientIP affinity: usually none.
         let mut aff_victims = Vec::new();
-        for kv in self.affinity.iter() {
-            let Ok((k, v)) = kv else { continue };
-            if pairs.contains(&(k.svc_id, v.backend_id)) {
-                aff_victims.push(k);
+        if !all_pairs.is_empty() && self.affinity.keys().next().is_some() {
+            let pairs: BTreeSet<(u32, u32)> = all_pairs.iter().copied().collect();
+            for kv in self.affinity.iter() {
+                let Ok((k, v)) = kv else { continue };
+                if pairs.contains(&(k.svc_id, v.backend_id)) {
+                    aff_victims.push(k);
+                }
             }
         }
         let mut n = 0;

@@ -8,6 +8,7 @@ use aya::{
     programs::{SchedClassifier, Xdp, XdpMode},
 };
 use svclb_common::{ALL_MAPS, CFG_F_DEBUG_LOG, Config, IF_F_PEER, IfaceInfo, PROG_TC, PROG_XDP};
+use svclb_common::PROTO_UDP;
 use tracing::{debug, info, warn};
 
 pub mod attach;
@@ -151,7 +152,13 @@ impl Dataplane for EbpfDataplane {
             }
             return Err(e);
         }
-        let purged = self.maps.purge(&delta.purge)?;
+        let udp_pairs: Vec<(u32, u32)> = delta
+            .purge
+            .iter()
+            .copied()
+            .filter(|(_, b)| self.image.backends.get(b).is_some_and(|be| be.proto == PROTO_UDP))
+            .collect();
+        let purged = self.maps.purge(&udp_pairs, &delta.purge)?;
         let duration = start.elapsed();
         // The maps now hold exactly `target` (apply_to_image(current, delta) == target is
         // a planner invariant, unit-tested), so adopt it without replaying the delta.
