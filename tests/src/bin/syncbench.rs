@@ -29,7 +29,6 @@ use svclb_tests::{
     bpffs::PinDir,
     netns::NetNs,
     process::Process,
-    sandbox::Bins,
     synthetic::{endpoint_ip, vip},
 };
 
@@ -97,7 +96,9 @@ fn main() -> Result<()> {
     ensure!(n >= 1 && e >= 2 && e <= 16, "need --services ≥ 1 and 2 ≤ --endpoints ≤ 16");
     let json_out = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).map(PathBuf::from);
 
-    let bins = Bins::locate()?;
+    // Only the agent is needed, built in the same profile as this binary.
+    let agent_bin = std::env::current_exe()?.with_file_name("svclb-agent");
+    ensure!(agent_bin.exists(), "{} not found: build the agent (cargo xtask bench does)", agent_bin.display());
     let ns = NetNs::new("syncbench")?;
     // A veth pair inside the namespace (this kernel has no dummy driver): no traffic,
     // just an interface to attach to.
@@ -120,9 +121,9 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let kubeconfig = dir.join("kubeconfig");
     server.kubeconfig(&kubeconfig)?;
-    let pins = PinDir::new(&bins.agent, ns.name())?;
+    let pins = PinDir::new(&agent_bin, ns.name())?;
 
-    let mut cmd = ns.command(&bins.agent.to_string_lossy())?;
+    let mut cmd = ns.command(&agent_bin.to_string_lossy())?;
     cmd.args(["run", "--kubeconfig"]).arg(&kubeconfig).args([
         "--iface", "d0", "--xdp-mode", "off",
         "--metrics-bind-address", "127.0.0.1:0", "--healthz-bind-address", "127.0.0.1:0",
