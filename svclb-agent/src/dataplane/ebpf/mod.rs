@@ -68,11 +68,6 @@ impl EbpfDataplane {
             .load(crate::EBPF_OBJECT)
             .context("loading the eBPF object (needs CAP_BPF/CAP_NET_ADMIN and a BTF kernel)")?;
 
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(PROG_TC)
-            .context("no TC program in the object")?
-            .try_into()?;
-        tc.load().context("verifying the TC program")?;
         // TC goes wherever XDP goes too: XDP leaves rejects (and anything it cannot
         // handle) to TC on the same interface.
         let mut tc_ifaces = opts.tc_ifaces.clone();
@@ -81,6 +76,21 @@ impl EbpfDataplane {
                 tc_ifaces.push(x.clone());
             }
         }
+        // Maps the programs read are filled before any program is attached.
+        let mut maps = Maps::open(&mut ebpf)?;
+        let mut ifaces = Vec::new();
+        for iface in &tc_ifaces {
+            let idx = netif::ifindex(iface).with_context(|| format!("interface {iface}"))?;
+            let flags = if netif::has_peer(iface) { IF_F_PEER } else { 0 };
+            ifaces.push((idx, IfaceInfo { flags, _pad: 0 }));
+        }
+        maps.set_ifaces(&ifaces)?;
+        maps.set_config(Config { flags: if opts.debug_log { CFG_F_DEBUG_LOG } else { 0 }, _pad: 0 })?;
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(PROG_TC)
+            .context("no TC program in the object")?
+            .try_into()?;
+        tc.load().context("verifying the TC program")?;
         for iface in &tc_ifaces {
             attach::attach_tc(tc, &pins, iface)?;
         }
@@ -105,15 +115,6 @@ impl EbpfDataplane {
                 std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
             }
         }
-        let mut maps = Maps::open(&mut ebpf)?;
-        let mut ifaces = Vec::new();
-        for iface in &tc_ifaces {
-            let idx = netif::ifindex(iface).with_context(|| format!("interface {iface}"))?;
-            let flags = if netif::has_peer(iface) { IF_F_PEER } else { 0 };
-            ifaces.push((idx, IfaceInfo { flags, _pad: 0 }));
-        }
-        maps.set_ifaces(&ifaces)?;
-        maps.set_config(Config { flags: if opts.debug_log { CFG_F_DEBUG_LOG } else { 0 }, _pad: 0 })?;
         let image = maps.read_image()?;
         if !image.services.is_empty() {
             info!(
