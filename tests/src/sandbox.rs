@@ -264,17 +264,21 @@ pub fn ensure_root() -> Result<()> {
     Ok(())
 }
 
-/// `/tmp/svclb-<pid>-<n>-sandbox`, removed on drop.
-struct TempDir(PathBuf);
+/// `/tmp/svclb-<pid>-<n>-<role>`, removed on drop.
+pub struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> Result<Self> {
-        let path = std::env::temp_dir().join(crate::netns::unique_name("sandbox"));
+    pub fn new() -> Result<Self> {
+        Self::named("sandbox")
+    }
+
+    pub fn named(role: &str) -> Result<Self> {
+        let path = std::env::temp_dir().join(crate::netns::unique_name(role));
         std::fs::create_dir_all(&path).with_context(|| format!("mkdir {}", path.display()))?;
         Ok(Self(path))
     }
 
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -29,6 +29,7 @@ use svclb_tests::{
     bpffs::PinDir,
     netns::NetNs,
     process::Process,
+    sandbox::TempDir,
     synthetic::{endpoint_ip, vip},
 };
 
@@ -117,8 +118,8 @@ fn main() -> Result<()> {
         objects.create(&slice(i, e)).map_err(|e| anyhow::anyhow!("create slice {i}: {e}"))?;
     }
     let seeded = seed_start.elapsed();
-    let dir = std::env::temp_dir().join(format!("svclb-syncbench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let tmp = TempDir::named("syncbench")?;
+    let dir = tmp.path();
     let kubeconfig = dir.join("kubeconfig");
     server.kubeconfig(&kubeconfig)?;
     let pins = PinDir::new(&agent_bin, ns.name())?;
@@ -179,7 +180,6 @@ fn main() -> Result<()> {
     drop(services);
     drop(pins);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 
     lat_ms.sort_by(f64::total_cmp);
     let (p50, p99, max) = (percentile(&lat_ms, 0.5), percentile(&lat_ms, 0.99), *lat_ms.last().unwrap_or(&0.0));
