@@ -36,22 +36,40 @@ pub fn detach_pinned(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Swap our program into the link pinned at `path`, if there is one (`replace` does the
+/// `bpf_link_update`). Returns whether it did; a stale pin (its interface gone) is
+/// removed so the caller attaches anew.
+fn replace_pinned<L>(
+    path: &Path,
+    iface: &str,
+    hook: &str,
+    replace: impl FnOnce(L) -> Result<(), aya::programs::ProgramError>,
+) -> Result<bool>
+where
+    L: TryFrom<FdLink, Error = LinkError>,
+{
+    let Some(old) = open_pin(path)? else { return Ok(false) };
+    let link = L::try_from(FdLink::from(old))
+        .with_context(|| format!("pinned {hook} link {} is not the expected kind", path.display()))?;
+    match replace(link) {
+        Ok(()) => {
+            info!(iface, "{hook} program replaced atomically in the pinned link");
+            Ok(true)
+        }
+        Err(e) => {
+            warn!(iface, error = %e, "pinned {hook} link is stale (interface gone?); attaching anew");
+            detach_pinned(path)?;
+            Ok(false)
+        }
+    }
+}
+
 pub fn attach_tc(prog: &mut SchedClassifier, pins: &PinLayout, iface: &str) -> Result<()> {
     let path = pins.link(Hook::Tc, iface);
-    if let Some(old) = open_pin(&path)? {
-        let link: SchedClassifierLink = FdLink::from(old).try_into().context("pinned TC link is not a tcx link")?;
-        match prog.attach_to_link(link) {
-            Ok(id) => {
-                // The pin holds the link; our fd is not needed.
-                drop(prog.take_link(id)?);
-                info!(iface, "TC program replaced atomically in the pinned link");
-                return Ok(());
-            }
-            Err(e) => {
-                warn!(iface, error = %e, "pinned TC link is stale (interface gone?); attaching anew");
-                detach_pinned(&path)?;
-            }
-        }
+    // The pin holds the link after the swap; our fd is not needed.
+    let swap = |l: SchedClassifierLink| prog.attach_to_link(l).and_then(|id| prog.take_link(id).map(drop));
+    if replace_pinned(&path, iface, "TC", swap)? {
+        return Ok(());
     }
     let id = prog
         .attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
@@ -64,20 +82,9 @@ pub fn attach_tc(prog: &mut SchedClassifier, pins: &PinLayout, iface: &str) -> R
 
 pub fn attach_xdp(prog: &mut Xdp, pins: &PinLayout, iface: &str, mode: XdpMode) -> Result<()> {
     let path = pins.link(Hook::Xdp, iface);
-    if let Some(old) = open_pin(&path)? {
-        let link: XdpLink = FdLink::from(old).try_into().context("pinned XDP link is not an XDP bpf_link")?;
-        match prog.attach_to_link(link) {
-            Ok(id) => {
-                // The pin holds the link; our fd is not needed.
-                drop(prog.take_link(id)?);
-                info!(iface, "XDP program replaced atomically in the pinned link");
-                return Ok(());
-            }
-            Err(e) => {
-                warn!(iface, error = %e, "pinned XDP link is stale; attaching anew");
-                detach_pinned(&path)?;
-            }
-        }
+    let swap = |l: XdpLink| prog.attach_to_link(l).and_then(|id| prog.take_link(id).map(drop));
+    if replace_pinned(&path, iface, "XDP", swap)? {
+        return Ok(());
     }
     let id = match prog.attach(iface, mode) {
         Ok(id) => id,

@@ -42,6 +42,22 @@ fn sys_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// One BPF_MAP_UPDATE_BATCH of `count` keys and values laid out back to back.
+fn update_chunk(fd: u32, keys: *const u8, values: *const u8, count: usize) -> io::Result<()> {
+    let mut attr = BatchAttr {
+        keys: keys as u64,
+        values: values as u64,
+        count: count as u32,
+        map_fd: fd,
+        ..Default::default()
+    };
+    sys_batch(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+    if attr.count as usize != count {
+        return Err(io::Error::other(format!("batch update wrote {} of {count}", attr.count)));
+    }
+    Ok(())
+}
+
 /// Set `keys` of a per-CPU map to zero on every CPU (`value_size` per CPU).
 pub fn zero_percpu(map: &MapData, keys: &[u32], value_size: usize, cpus: usize) -> io::Result<()> {
     let fd = map.fd().as_fd().as_raw_fd() as u32;
@@ -49,36 +65,18 @@ pub fn zero_percpu(map: &MapData, keys: &[u32], value_size: usize, cpus: usize) 
     let per_key = value_size.next_multiple_of(8) * cpus;
     for chunk in keys.chunks(CHUNK) {
         let values = vec![0u8; per_key * chunk.len()];
-        let mut attr = BatchAttr {
-            keys: chunk.as_ptr() as u64,
-            values: values.as_ptr() as u64,
-            count: chunk.len() as u32,
-            map_fd: fd,
-            ..Default::default()
-        };
-        sys_batch(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+        update_chunk(fd, chunk.as_ptr().cast(), values.as_ptr(), chunk.len())?;
     }
     Ok(())
 }
 
-/// Write `entries` in order. `V` must have the map's value size (for per-CPU maps,
-/// pass one value per possible CPU, laid out back to back, as `[V; ncpus]`).
+/// Write `entries` in order. `V` must have the map's value size.
 pub fn update<K: Pod, V: Pod>(map: &MapData, entries: &[(K, V)]) -> io::Result<()> {
     let fd = map.fd().as_fd().as_raw_fd() as u32;
     for chunk in entries.chunks(CHUNK) {
         let keys: Vec<K> = chunk.iter().map(|(k, _)| *k).collect();
         let values: Vec<V> = chunk.iter().map(|(_, v)| *v).collect();
-        let mut attr = BatchAttr {
-            keys: keys.as_ptr() as u64,
-            values: values.as_ptr() as u64,
-            count: keys.len() as u32,
-            map_fd: fd,
-            ..Default::default()
-        };
-        sys_batch(BPF_MAP_UPDATE_BATCH, &mut attr)?;
-        if attr.count as usize != keys.len() {
-            return Err(io::Error::other(format!("batch update wrote {} of {}", attr.count, keys.len())));
-        }
+        update_chunk(fd, keys.as_ptr().cast(), values.as_ptr().cast(), keys.len())?;
     }
     Ok(())
 }
