@@ -14,7 +14,10 @@ use std::{
 };
 
 use anyhow::Result;
-use aya::{Pod, maps::{HashMap, MapData, MapError}};
+use aya::{
+    Pod,
+    maps::{HashMap, MapData, MapError},
+};
 use serde::Serialize;
 use svclb_common::{
     AffinityKey, AffinityValue, BE_F_TERMINATING, Backend, CT_DIR_FORWARD, CT_DIR_REPLY,
@@ -37,7 +40,9 @@ pub struct FlowSpec {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("flow {input:?}: {reason} (expected SRC:PORT-DST:PORT/PROTO, e.g. 198.19.4.2:40000-198.18.0.10:80/tcp)")]
+#[error(
+    "flow {input:?}: {reason} (expected SRC:PORT-DST:PORT/PROTO, e.g. 198.19.4.2:40000-198.18.0.10:80/tcp)"
+)]
 pub struct FlowParseError {
     input: String,
     reason: String,
@@ -47,16 +52,25 @@ impl FromStr for FlowSpec {
     type Err = FlowParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason: String| FlowParseError { input: s.to_owned(), reason };
+        let err = |reason: String| FlowParseError {
+            input: s.to_owned(),
+            reason,
+        };
         let (tuple, proto) = s.rsplit_once('/').ok_or_else(|| err("no /PROTO".into()))?;
         let proto = match proto.to_ascii_lowercase().as_str() {
             "tcp" => Proto::Tcp,
             "udp" => Proto::Udp,
             other => return Err(err(format!("protocol {other:?} is not tcp or udp"))),
         };
-        let (src, dst) = tuple.split_once('-').ok_or_else(|| err("no - between source and destination".into()))?;
-        let src: SocketAddrV4 = src.parse().map_err(|e| err(format!("source {src:?}: {e}")))?;
-        let dst: SocketAddrV4 = dst.parse().map_err(|e| err(format!("destination {dst:?}: {e}")))?;
+        let (src, dst) = tuple
+            .split_once('-')
+            .ok_or_else(|| err("no - between source and destination".into()))?;
+        let src: SocketAddrV4 = src
+            .parse()
+            .map_err(|e| err(format!("source {src:?}: {e}")))?;
+        let dst: SocketAddrV4 = dst
+            .parse()
+            .map_err(|e| err(format!("destination {dst:?}: {e}")))?;
         Ok(FlowSpec { src, dst, proto })
     }
 }
@@ -81,7 +95,15 @@ impl FlowSpec {
 
     fn ct_key(&self, dir: u8) -> CtKey {
         let (saddr_be, daddr_be, sport_be, dport_be, proto) = self.wire();
-        CtKey { saddr_be, daddr_be, sport_be, dport_be, proto, dir, _pad: [0; 2] }
+        CtKey {
+            saddr_be,
+            daddr_be,
+            sport_be,
+            dport_be,
+            proto,
+            dir,
+            _pad: [0; 2],
+        }
     }
 
     /// The Maglev hash the data path computes for this flow.
@@ -223,7 +245,10 @@ pub struct FlowView {
 
 /// `bpf_ktime_get_ns()`'s clock.
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -238,13 +263,22 @@ pub fn read(bpffs: &Path, flow: &FlowSpec) -> Result<FlowView> {
 fn backend_ref(maps: &impl FlowMaps, id: u32) -> Result<Option<BackendRef>> {
     Ok(maps.backend(id)?.and_then(|be| {
         let a = backend_addr(&be)?;
-        Some(BackendRef { id, address: a.addr, port: a.port, terminating: be.flags & BE_F_TERMINATING != 0 })
+        Some(BackendRef {
+            id,
+            address: a.addr,
+            port: a.port,
+            terminating: be.flags & BE_F_TERMINATING != 0,
+        })
     }))
 }
 
 fn ct_ref(ct: &CtValue, dir: u8, present: bool, now: u64) -> ConntrackRef {
     ConntrackRef {
-        direction: if dir == CT_DIR_FORWARD { "forward" } else { "reply" },
+        direction: if dir == CT_DIR_FORWARD {
+            "forward"
+        } else {
+            "reply"
+        },
         nat_address: Ipv4Addr::from(ct.nat_addr_be.to_ne_bytes()),
         nat_port: u16::from_be(ct.nat_port_be),
         backend_id: ct.backend_id,
@@ -269,21 +303,36 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
         maglev: None,
         candidates: Vec::new(),
     };
-    let key = ServiceKey { addr_be: daddr_be, port_be: dport_be, proto, _pad: 0 };
+    let key = ServiceKey {
+        addr_be: daddr_be,
+        port_be: dport_be,
+        proto,
+        _pad: 0,
+    };
     let Some(svc) = maps.service(&key)? else {
         if let Some(ct) = maps.conntrack(&flow.ct_key(CT_DIR_REPLY))? {
             let present = maps.backend(ct.backend_id)?.is_some();
             let r = ct_ref(&ct, CT_DIR_REPLY, present, now);
             view.decision = Decision::Reply;
-            view.reason = format!("not a frontend; reply of a tracked flow: source becomes {}:{}", r.nat_address, r.nat_port);
+            view.reason = format!(
+                "not a frontend; reply of a tracked flow: source becomes {}:{}",
+                r.nat_address, r.nat_port
+            );
             view.conntrack = Some(r);
         } else {
-            view.reason = format!("no service at {}/{} and no tracked flow: passed untouched", flow.dst, flow.proto);
+            view.reason = format!(
+                "no service at {}/{} and no tracked flow: passed untouched",
+                flow.dst, flow.proto
+            );
         }
         return Ok(view);
     };
     let mut flags = Vec::new();
-    for (bit, name) in [(SVC_F_AFFINITY, "affinity"), (svclb_common::SVC_F_LOCAL, "local"), (SVC_F_MAGLEV, "maglev")] {
+    for (bit, name) in [
+        (SVC_F_AFFINITY, "affinity"),
+        (svclb_common::SVC_F_LOCAL, "local"),
+        (SVC_F_MAGLEV, "maglev"),
+    ] {
         if svc.flags & bit != 0 {
             flags.push(name);
         }
@@ -310,7 +359,11 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
                 r.nat_address,
                 r.nat_port,
                 ct.backend_id,
-                if present { "" } else { " even though it left the Service" }
+                if present {
+                    ""
+                } else {
+                    " even though it left the Service"
+                }
             );
             view.backend = Some(BackendRef {
                 id: ct.backend_id,
@@ -337,7 +390,10 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
     }
 
     if svc.flags & SVC_F_AFFINITY != 0 {
-        let akey = AffinityKey { client_addr_be: flow.wire().0, svc_id: svc.svc_id };
+        let akey = AffinityKey {
+            client_addr_be: flow.wire().0,
+            svc_id: svc.svc_id,
+        };
         if let Some(a) = maps.affinity(&akey)? {
             let age_ns = now.wrapping_sub(a.last_used_ns);
             let be = backend_ref(maps, a.backend_id)?;
@@ -364,9 +420,15 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
                 return Ok(view);
             }
             notes.push(if young {
-                format!("affinity entry names backend id {} which is gone", a.backend_id)
+                format!(
+                    "affinity entry names backend id {} which is gone",
+                    a.backend_id
+                )
             } else {
-                format!("affinity entry expired ({} ms idle > {} s)", r.age_ms, r.timeout_s)
+                format!(
+                    "affinity entry expired ({} ms idle > {} s)",
+                    r.age_ms, r.timeout_s
+                )
             });
             view.affinity = Some(r);
         }
@@ -376,32 +438,53 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
     if svc.flags & SVC_F_MAGLEV != 0 {
         let hash = flow.hash();
         let slot = hash % n;
-        let id = maps.slot(&SlotKey { svc_id: svc.svc_id, slot })?;
+        let id = maps.slot(&SlotKey {
+            svc_id: svc.svc_id,
+            slot,
+        })?;
         let be = match id {
             Some(id) => backend_ref(maps, id)?,
             None => None,
         };
         view.decision = Decision::Maglev;
-        view.maglev = Some(MaglevRef { hash, table_size: svc.backend_count, slot });
+        view.maglev = Some(MaglevRef {
+            hash,
+            table_size: svc.backend_count,
+            slot,
+        });
         view.reason = match &be {
-            Some(be) => format!("new flow; Maglev: hash {hash:#010x} % {n} = slot {slot} → {}:{}", be.address, be.port),
-            None => format!("new flow; Maglev slot {slot} is empty: the data path drops it (update in flight?)"),
+            Some(be) => format!(
+                "new flow; Maglev: hash {hash:#010x} % {n} = slot {slot} → {}:{}",
+                be.address, be.port
+            ),
+            None => format!(
+                "new flow; Maglev slot {slot} is empty: the data path drops it (update in flight?)"
+            ),
         };
         view.backend = be;
     } else {
         let mut counts: BTreeMap<u32, u32> = BTreeMap::new();
         for slot in 0..n {
-            if let Some(id) = maps.slot(&SlotKey { svc_id: svc.svc_id, slot })? {
+            if let Some(id) = maps.slot(&SlotKey {
+                svc_id: svc.svc_id,
+                slot,
+            })? {
                 *counts.entry(id).or_default() += 1;
             }
         }
         for (id, c) in counts {
             if let Some(be) = backend_ref(maps, id)? {
-                view.candidates.push(Candidate { backend: be, odds: f64::from(c) / f64::from(n) });
+                view.candidates.push(Candidate {
+                    backend: be,
+                    odds: f64::from(c) / f64::from(n),
+                });
             }
         }
         view.decision = Decision::Random;
-        view.reason = format!("new flow; random slot of {n}: any of {} backends", view.candidates.len());
+        view.reason = format!(
+            "new flow; random slot of {n}: any of {} backends",
+            view.candidates.len()
+        );
     }
     if svc.flags & SVC_F_AFFINITY != 0 {
         notes.push("the choice becomes the client's affinity backend".into());
@@ -424,7 +507,11 @@ pub fn render_text(v: &FlowView) -> String {
         let _ = writeln!(
             s,
             "frontend {} ({}, set {}, {} slots{}{})",
-            if fe.service.is_empty() { "?" } else { &fe.service },
+            if fe.service.is_empty() {
+                "?"
+            } else {
+                &fe.service
+            },
             fe.kind,
             fe.svc_id,
             fe.backend_count,
@@ -432,10 +519,20 @@ pub fn render_text(v: &FlowView) -> String {
             fe.flags.join(",")
         );
     }
-    let decision = serde_json::to_value(v.decision).ok().and_then(|d| d.as_str().map(str::to_owned)).unwrap_or_default();
+    let decision = serde_json::to_value(v.decision)
+        .ok()
+        .and_then(|d| d.as_str().map(str::to_owned))
+        .unwrap_or_default();
     let _ = writeln!(s, "decision {decision}: {}", v.reason);
     if let Some(b) = &v.backend {
-        let _ = writeln!(s, "backend {}:{} (id {}){}", b.address, b.port, b.id, if b.terminating { " terminating" } else { "" });
+        let _ = writeln!(
+            s,
+            "backend {}:{} (id {}){}",
+            b.address,
+            b.port,
+            b.id,
+            if b.terminating { " terminating" } else { "" }
+        );
     }
     if let Some(ct) = &v.conntrack {
         let _ = writeln!(
@@ -448,7 +545,11 @@ pub fn render_text(v: &FlowView) -> String {
             ct.svc_id,
             ct.idle_ms,
             if ct.closing { " closing" } else { "" },
-            if ct.backend_present { "" } else { " backend-gone" }
+            if ct.backend_present {
+                ""
+            } else {
+                " backend-gone"
+            }
         );
     }
     if let Some(a) = &v.affinity {
@@ -462,10 +563,18 @@ pub fn render_text(v: &FlowView) -> String {
         );
     }
     if let Some(m) = &v.maglev {
-        let _ = writeln!(s, "maglev hash {:#010x} table {} slot {}", m.hash, m.table_size, m.slot);
+        let _ = writeln!(
+            s,
+            "maglev hash {:#010x} table {} slot {}",
+            m.hash, m.table_size, m.slot
+        );
     }
     for c in &v.candidates {
-        let _ = writeln!(s, "  candidate {}:{} (id {}) odds {:.3}", c.backend.address, c.backend.port, c.backend.id, c.odds);
+        let _ = writeln!(
+            s,
+            "  candidate {}:{} (id {}) odds {:.3}",
+            c.backend.address, c.backend.port, c.backend.id, c.odds
+        );
     }
     s
 }

@@ -49,12 +49,38 @@ fn pod(n: u8) -> Ipv4Addr {
 fn web(flags: u16) -> Fixture {
     let mut f = Fixture::default();
     f.services.insert(
-        ServiceKey { addr_be: be_addr(Ipv4Addr::new(198, 18, 0, 10)), port_be: 80u16.to_be(), proto: PROTO_TCP, _pad: 0 },
-        ServiceValue { svc_id: 7, backend_count: 3, flags, affinity_timeout_s: 3, kind: KIND_CLUSTER_IP, _pad: [0; 3] },
+        ServiceKey {
+            addr_be: be_addr(Ipv4Addr::new(198, 18, 0, 10)),
+            port_be: 80u16.to_be(),
+            proto: PROTO_TCP,
+            _pad: 0,
+        },
+        ServiceValue {
+            svc_id: 7,
+            backend_count: 3,
+            flags,
+            affinity_timeout_s: 3,
+            kind: KIND_CLUSTER_IP,
+            _pad: [0; 3],
+        },
     );
     for i in 1..=3u8 {
-        f.backends.insert(u32::from(i), Backend { addr_be: be_addr(pod(i)), port_be: 8080u16.to_be(), proto: PROTO_TCP, flags: 0 });
-        f.slots.insert(SlotKey { svc_id: 7, slot: u32::from(i) - 1 }, u32::from(i));
+        f.backends.insert(
+            u32::from(i),
+            Backend {
+                addr_be: be_addr(pod(i)),
+                port_be: 8080u16.to_be(),
+                proto: PROTO_TCP,
+                flags: 0,
+            },
+        );
+        f.slots.insert(
+            SlotKey {
+                svc_id: 7,
+                slot: u32::from(i) - 1,
+            },
+            u32::from(i),
+        );
     }
     f
 }
@@ -71,7 +97,12 @@ fn parse_and_reject_bad_input() {
     assert_eq!(f.proto, Proto::Udp);
     assert_eq!(f.src, "198.19.4.2:40000".parse().unwrap());
     assert_eq!(f.to_string(), "198.19.4.2:40000-198.18.0.10:80/UDP");
-    for bad in ["198.19.4.2:1-198.18.0.10:80", "1.2.3.4:1/tcp", "1.2.3.4:1-1.2.3.5:2/sctp", "x:1-1.2.3.5:2/tcp"] {
+    for bad in [
+        "198.19.4.2:1-198.18.0.10:80",
+        "1.2.3.4:1/tcp",
+        "1.2.3.4:1-1.2.3.5:2/sctp",
+        "x:1-1.2.3.5:2/tcp",
+    ] {
         let e = bad.parse::<FlowSpec>().unwrap_err();
         assert!(e.to_string().contains(bad), "{e}");
     }
@@ -89,12 +120,21 @@ fn no_service_and_reply() {
     let reply = flow("198.19.1.2:8080-198.19.4.2:40000/tcp");
     f.ct.insert(
         reply.ct_key(CT_DIR_REPLY),
-        CtValue { nat_addr_be: be_addr(Ipv4Addr::new(198, 18, 0, 10)), nat_port_be: 80u16.to_be(), backend_id: 1, svc_id: 7, ..Default::default() },
+        CtValue {
+            nat_addr_be: be_addr(Ipv4Addr::new(198, 18, 0, 10)),
+            nat_port_be: 80u16.to_be(),
+            backend_id: 1,
+            svc_id: 7,
+            ..Default::default()
+        },
     );
     let v = explain(&f, &reply, 0).unwrap();
     assert_eq!(v.decision, Decision::Reply);
     let ct = v.conntrack.unwrap();
-    assert_eq!((ct.nat_address, ct.nat_port), (Ipv4Addr::new(198, 18, 0, 10), 80));
+    assert_eq!(
+        (ct.nat_address, ct.nat_port),
+        (Ipv4Addr::new(198, 18, 0, 10), 80)
+    );
 }
 
 #[test]
@@ -104,15 +144,33 @@ fn random_lists_every_backend_with_equal_odds() {
     assert_eq!(v.decision, Decision::Random);
     assert_eq!(v.backend, None);
     assert_eq!(v.frontend.as_ref().unwrap().service, "default/web:http/TCP");
-    let got: Vec<(Ipv4Addr, f64)> = v.candidates.iter().map(|c| (c.backend.address, c.odds)).collect();
-    assert_eq!(got, vec![(pod(1), 1.0 / 3.0), (pod(2), 1.0 / 3.0), (pod(3), 1.0 / 3.0)]);
+    let got: Vec<(Ipv4Addr, f64)> = v
+        .candidates
+        .iter()
+        .map(|c| (c.backend.address, c.odds))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (pod(1), 1.0 / 3.0),
+            (pod(2), 1.0 / 3.0),
+            (pod(3), 1.0 / 3.0)
+        ]
+    );
 }
 
 #[test]
 fn conntrack_wins_then_closing_tcp_chooses_again() {
     let mut f = web(0);
     let fl = flow(F);
-    let ct = CtValue { nat_addr_be: be_addr(pod(2)), nat_port_be: 8080u16.to_be(), backend_id: 2, svc_id: 7, last_seen_ns: 5 * S, ..Default::default() };
+    let ct = CtValue {
+        nat_addr_be: be_addr(pod(2)),
+        nat_port_be: 8080u16.to_be(),
+        backend_id: 2,
+        svc_id: 7,
+        last_seen_ns: 5 * S,
+        ..Default::default()
+    };
     f.ct.insert(fl.ct_key(CT_DIR_FORWARD), ct);
     let v = explain(&f, &fl, 7 * S).unwrap();
     assert_eq!(v.decision, Decision::Conntrack);
@@ -129,11 +187,26 @@ fn conntrack_wins_then_closing_tcp_chooses_again() {
 
     // UDP has no SYN: the entry is used as long as it exists (the agent purges it).
     let mut f = web(0);
-    let key = ServiceKey { addr_be: be_addr(Ipv4Addr::new(198, 18, 0, 10)), port_be: 80u16.to_be(), proto: svclb_common::PROTO_UDP, _pad: 0 };
-    f.services.insert(key, f.services.values().next().copied().unwrap());
+    let key = ServiceKey {
+        addr_be: be_addr(Ipv4Addr::new(198, 18, 0, 10)),
+        port_be: 80u16.to_be(),
+        proto: svclb_common::PROTO_UDP,
+        _pad: 0,
+    };
+    f.services
+        .insert(key, f.services.values().next().copied().unwrap());
     let udp = flow("198.19.4.2:40000-198.18.0.10:80/udp");
-    f.ct.insert(udp.ct_key(CT_DIR_FORWARD), CtValue { flags: CT_F_CLOSING, ..ct });
-    assert_eq!(explain(&f, &udp, 7 * S).unwrap().decision, Decision::Conntrack);
+    f.ct.insert(
+        udp.ct_key(CT_DIR_FORWARD),
+        CtValue {
+            flags: CT_F_CLOSING,
+            ..ct
+        },
+    );
+    assert_eq!(
+        explain(&f, &udp, 7 * S).unwrap().decision,
+        Decision::Conntrack
+    );
 }
 
 #[test]
@@ -151,8 +224,18 @@ fn reject_without_endpoints() {
 fn affinity_until_timeout_and_only_with_a_live_backend() {
     let mut f = web(SVC_F_AFFINITY);
     let fl = flow(F);
-    let akey = AffinityKey { client_addr_be: be_addr(pod(4)), svc_id: 7 };
-    f.affinity.insert(akey, AffinityValue { backend_id: 3, _pad: 0, last_used_ns: 10 * S });
+    let akey = AffinityKey {
+        client_addr_be: be_addr(pod(4)),
+        svc_id: 7,
+    };
+    f.affinity.insert(
+        akey,
+        AffinityValue {
+            backend_id: 3,
+            _pad: 0,
+            last_used_ns: 10 * S,
+        },
+    );
     let v = explain(&f, &fl, 12 * S).unwrap();
     assert_eq!(v.decision, Decision::Affinity);
     assert_eq!(v.backend.as_ref().unwrap().address, pod(3));
@@ -167,7 +250,10 @@ fn affinity_until_timeout_and_only_with_a_live_backend() {
 
     // Another client has no entry.
     let other = flow("198.19.5.2:40000-198.18.0.10:80/tcp");
-    assert_eq!(explain(&f, &other, 12 * S).unwrap().decision, Decision::Random);
+    assert_eq!(
+        explain(&f, &other, 12 * S).unwrap().decision,
+        Decision::Random
+    );
 
     // The backend is gone: a new choice.
     f.backends.remove(&3);

@@ -48,19 +48,43 @@ mod tests {
         // Computed with an independent implementation (Python) on a little-endian host,
         // where the data path also runs; pins the formula so neither side drifts.
         if cfg!(target_endian = "little") {
-            let tcp = flow_hash(be([198, 18, 100, 2]), be([198, 18, 0, 10]), port(40000), port(80), 6);
+            let tcp = flow_hash(
+                be([198, 18, 100, 2]),
+                be([198, 18, 0, 10]),
+                port(40000),
+                port(80),
+                6,
+            );
             assert_eq!(tcp, 0x8021_6e19);
-            let udp = flow_hash(be([198, 19, 4, 2]), be([198, 18, 0, 12]), port(53), port(53), 17);
+            let udp = flow_hash(
+                be([198, 19, 4, 2]),
+                be([198, 18, 0, 12]),
+                port(53),
+                port(53),
+                17,
+            );
             assert_eq!(udp, 0x5b08_5347);
         }
     }
 
     #[test]
     fn every_field_matters() {
-        let base = (be([10, 0, 0, 1]), be([10, 0, 0, 2]), port(1000), port(80), 6u8);
+        let base = (
+            be([10, 0, 0, 1]),
+            be([10, 0, 0, 2]),
+            port(1000),
+            port(80),
+            6u8,
+        );
         let h = flow_hash(base.0, base.1, base.2, base.3, base.4);
-        assert_ne!(h, flow_hash(be([10, 0, 0, 3]), base.1, base.2, base.3, base.4));
-        assert_ne!(h, flow_hash(base.0, be([10, 0, 0, 3]), base.2, base.3, base.4));
+        assert_ne!(
+            h,
+            flow_hash(be([10, 0, 0, 3]), base.1, base.2, base.3, base.4)
+        );
+        assert_ne!(
+            h,
+            flow_hash(base.0, be([10, 0, 0, 3]), base.2, base.3, base.4)
+        );
         assert_ne!(h, flow_hash(base.0, base.1, port(1001), base.3, base.4));
         assert_ne!(h, flow_hash(base.0, base.1, base.2, port(81), base.4));
         assert_ne!(h, flow_hash(base.0, base.1, base.2, base.3, 17));
