@@ -416,7 +416,7 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
                 );
                 view.backend = Some(be);
                 view.affinity = Some(r);
-                prepend(&mut view.reason, &notes);
+                append_notes(&mut view.reason, &notes);
                 return Ok(view);
             }
             notes.push(if young {
@@ -489,11 +489,11 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
     if svc.flags & SVC_F_AFFINITY != 0 {
         notes.push("the choice becomes the client's affinity backend".into());
     }
-    prepend(&mut view.reason, &notes);
+    append_notes(&mut view.reason, &notes);
     Ok(view)
 }
 
-fn prepend(reason: &mut String, notes: &[String]) {
+fn append_notes(reason: &mut String, notes: &[String]) {
     for n in notes {
         let _ = write!(reason, "; {n}");
     }
