@@ -11,8 +11,15 @@ use std::net::Ipv4Addr;
 /// its backend count crosses a rung, because Maglev's minimal disruption holds only
 /// between tables of the same size.
 const LADDER: [u32; 9] = [251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521];
-/// Table size is `> 100 × backends` (at most ~1% imbalance between backends).
+/// Table size is always `> 100 × backends` (at most ~1% imbalance between backends).
 const PER_BACKEND: u32 = 100;
+/// Preferred size: `≥ 1000 × backends` and at least 16381 (Cilium's default). Maglev
+/// moves more than the removed backend's share when one leaves (the other backends'
+/// turns shift); measured worst case over every removed backend, that extra is under
+/// 1% with tables this large up to 65 backends, and up to 2.3% with ~100 entries per
+/// backend.
+const PREFERRED_PER_BACKEND: u32 = 1000;
+const PREFERRED_MIN: u32 = 16_381;
 /// The slot count lives in a u16 (`ServiceValue::backend_count`).
 pub const MAX_TABLE: u32 = 65_521;
 /// Largest backend set Maglev serves; larger sets use random selection.
@@ -23,17 +30,24 @@ fn is_prime(n: u32) -> bool {
     n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
 }
 
-/// Table size for `n` backends: keep `prev` (the size in use) while it is still larger
-/// than 100 n and at most two rungs above need; else the smallest rung above 100 n.
+/// Table size for `n` backends: the preferred size (capped at the largest rung, which
+/// is still over 100 n); `prev`, the size in use, is kept while it is over 100 n and
+/// within one rung below to two above the preferred one, so that small changes of the
+/// backend count do not resize (which would remap nearly every flow).
 pub fn table_size(n: usize, prev: Option<u32>) -> Option<u32> {
     if n == 0 || n > MAX_BACKENDS {
         return None;
     }
-    let need = n as u32 * PER_BACKEND;
-    let rung = LADDER.iter().position(|&m| m > need)?;
+    let n = n as u32;
+    let want = (n * PREFERRED_PER_BACKEND).max(PREFERRED_MIN);
+    let rung = LADDER
+        .iter()
+        .position(|&m| m >= want)
+        .unwrap_or(LADDER.len() - 1);
     if let Some(p) = prev
+        && p > n * PER_BACKEND
         && let Some(prev_rung) = LADDER.iter().position(|&m| m == p)
-        && prev_rung >= rung
+        && prev_rung + 1 >= rung
         && prev_rung <= rung + 2
     {
         return Some(p);
@@ -56,6 +70,10 @@ fn hash(seed: u64, addr: Ipv4Addr, port: u16) -> u64 {
 /// [`MAX_BACKENDS`]) or empty.
 pub fn table(backends: &[(Ipv4Addr, u16)], prev: Option<u32>) -> Option<Vec<u32>> {
     let m = table_size(backends.len(), prev)?;
+    Some(table_m(backends, m))
+}
+
+fn table_m(backends: &[(Ipv4Addr, u16)], m: u32) -> Vec<u32> {
     // Canonical order: turns are taken in address order, so the table does not depend
     // on the order the endpoints were listed in.
     let mut order: Vec<usize> = (0..backends.len()).collect();
@@ -88,7 +106,7 @@ pub fn table(backends: &[(Ipv4Addr, u16)], prev: Option<u32>) -> Option<Vec<u32>
             }
         }
     }
-    Some(entry)
+    entry
 }
 
 #[cfg(test)]
@@ -102,6 +120,10 @@ mod tests {
     /// Share of table entries (≈ flows, whose hashes are uniform over entries) that map
     /// to a different backend identity in `b` than in `a`.
     fn remapped(a: &[(Ipv4Addr, u16)], ta: &[u32], b: &[(Ipv4Addr, u16)], tb: &[u32]) -> f64 {
+        if ta.len() == tb.len() {
+            let moved = ta.iter().zip(tb).filter(|(x, y)| a[**x as usize] != b[**y as usize]).count();
+            return moved as f64 / ta.len() as f64;
+        }
         // Tables of different sizes: compare over flow hashes 0..K, indexed mod size.
         let k = 1_000_000u32;
         let moved = (0..k)
@@ -116,18 +138,22 @@ mod tests {
 
     #[test]
     fn sizes_are_prime_and_over_100_per_backend() {
-        for n in [1usize, 2, 3, 10, 100, 655] {
+        for n in [1usize, 2, 3, 10, 16, 17, 65, 66, 100, 655] {
             let m = table_size(n, None).unwrap();
             assert!(is_prime(m), "{m}");
             assert!(m > 100 * n as u32, "{n}: {m}");
         }
         assert!(LADDER.iter().all(|&m| is_prime(m)));
-        assert_eq!(table_size(1, None), Some(251));
-        assert_eq!(table_size(3, None), Some(509));
-        // Kept while valid and not oversized; replaced when too small.
-        assert_eq!(table_size(2, Some(509)), Some(509));
-        assert_eq!(table_size(1, Some(4093)), Some(251));
-        assert_eq!(table_size(6, Some(509)), Some(1021));
+        assert_eq!(table_size(1, None), Some(16381));
+        assert_eq!(table_size(16, None), Some(16381));
+        assert_eq!(table_size(17, None), Some(32749));
+        assert_eq!(table_size(65, None), Some(65521));
+        assert_eq!(table_size(655, None), Some(65521));
+        // Kept while valid and not far from the preferred size; replaced otherwise.
+        assert_eq!(table_size(17, Some(16381)), Some(16381));
+        assert_eq!(table_size(3, Some(65521)), Some(65521));
+        assert_eq!(table_size(3, Some(251)), Some(16381));
+        assert_eq!(table_size(200, Some(16381)), Some(65521));
         assert_eq!(table_size(MAX_BACKENDS + 1, None), None);
     }
 
@@ -142,24 +168,36 @@ mod tests {
         }
     }
 
+    /// Issue #4's target: removing 1 of N backends remaps at most 1/N + 1% of flows,
+    /// adding it back about the same. Checked for every removed backend (up to 8 per N)
+    /// up to 65 backends, the largest count whose preferred table fits the u16 slot
+    /// count.
     #[test]
-    fn removing_one_of_n_moves_about_1_over_n() {
-        for n in [3u8, 5, 10, 20] {
+    fn removing_one_of_n_moves_at_most_1_over_n_plus_1_percent() {
+        for n in [2u8, 3, 5, 10, 20, 32, 50, 65] {
             let all = backends(n);
             let t_all = table(&all, None).unwrap();
-            let fewer: Vec<_> = all[..all.len() - 1].to_vec();
-            let t_fewer = table(&fewer, Some(t_all.len() as u32)).unwrap();
-            let removed = remapped(&all, &t_all, &fewer, &t_fewer);
-            // Standard Maglev moves more than the removed backend's share: the other
-            // backends' turns shift. With ~100 entries per backend that extra is 0.3%
-            // (N=3) to 2.3% (N=10); it shrinks with larger tables (1.0% at ~400 per
-            // backend). Issue #4's target is 1/N + 1%: not met yet at this table size.
-            let bound = 1.0 / f64::from(n) + 0.025;
-            eprintln!("maglev n={n} m={}: removing one remaps {removed:.4} (1/n = {:.4})", t_all.len(), 1.0 / f64::from(n));
-            assert!(removed <= bound, "n={n}: removing one remapped {removed:.4} > {bound:.4}");
-            // Adding it back moves about the same share.
-            let added = remapped(&fewer, &t_fewer, &all, &t_all);
-            assert!(added <= bound, "n={n}: adding one back remapped {added:.4}");
+            let mut worst = (0.0f64, 0.0f64);
+            for drop in (0..usize::from(n)).take(8) {
+                let fewer: Vec<_> =
+                    all.iter().enumerate().filter(|(i, _)| *i != drop).map(|(_, b)| *b).collect();
+                let t_fewer = table(&fewer, Some(t_all.len() as u32)).unwrap();
+                assert_eq!(t_fewer.len(), t_all.len(), "n={n}: a removal must not resize");
+                let removed = remapped(&all, &t_all, &fewer, &t_fewer);
+                let added = remapped(&fewer, &t_fewer, &all, &t_all);
+                worst = (worst.0.max(removed), worst.1.max(added));
+            }
+            let share = 1.0 / f64::from(n);
+            eprintln!(
+                "maglev n={n} m={}: removing one remaps at most {:.4}, adding it back {:.4} (1/n = {share:.4})",
+                t_all.len(),
+                worst.0,
+                worst.1
+            );
+            assert!(worst.0 <= share + 0.01, "n={n}: removing one remapped {:.4}", worst.0);
+            assert!(worst.1 <= share + 0.01, "n={n}: adding one back remapped {:.4}", worst.1);
+            // And not less than the removed backend's own share, give or take balance.
+            assert!(worst.0 >= share - 0.01, "n={n}: {:.4}", worst.0);
         }
     }
 
