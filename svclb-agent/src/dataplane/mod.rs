@@ -5,6 +5,9 @@ use std::time::Duration;
 use crate::model::DesiredState;
 
 pub mod ebpf;
+pub mod iptables;
+pub mod ipvs;
+pub mod select;
 
 /// What one sync did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,4 +26,14 @@ pub trait Dataplane {
     /// Make the kernel state equal to `desired` with minimal, make-before-break writes.
     /// Re-applying an unchanged state writes nothing.
     fn sync(&mut self, desired: &DesiredState) -> anyhow::Result<SyncReport>;
+}
+
+/// The mode is chosen at start ([`select`]): the agent holds whichever it got.
+impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
+    fn mode(&self) -> &'static str {
+        (**self).mode()
+    }
+    fn sync(&mut self, desired: &DesiredState) -> anyhow::Result<SyncReport> {
+        (**self).sync(desired)
+    }
 }
