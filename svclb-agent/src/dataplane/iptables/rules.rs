@@ -11,7 +11,8 @@
 //!   client address (Local policy), then the set's chain;
 //! - frontends jump from `KUBE-SERVICES` (`KUBE-NODEPORTS` for NodePorts);
 //! - a set without endpoints gets REJECT rules in the filter table instead
-//!   (`KUBE-SERVICES` for cluster IPs, `KUBE-EXTERNAL-SERVICES` for the rest).
+//!   (`KUBE-SERVICES` for cluster IPs, `KUBE-EXTERNAL-SERVICES` for the rest): a TCP
+//!   reset, or ICMP port unreachable for UDP.
 //!
 //! Maglev sets are programmed like the others (random choice): iptables has no
 //! consistent hashing.
@@ -116,6 +117,17 @@ fn match_frontend(fe: &Frontend, comment: &str) -> String {
     format!("-d {}/32 -p {p} -m comment --comment \"{comment}\" -m {p} --dport {}", fe.addr, fe.port)
 }
 
+/// TCP gets a reset, UDP a port unreachable. (kube-proxy answers both with ICMP; the
+/// kernel rate-limits ICMP errors per destination, a burst of 6 then one a second, so a
+/// client retrying a Service without endpoints would wait seconds; a RST is not limited
+/// and refuses the connection just the same.)
+fn reject_with(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp-reset",
+        Proto::Udp => "icmp-port-unreachable",
+    }
+}
+
 /// `1/n` the way kube-proxy prints it.
 fn probability(n: usize) -> String {
     format!("{:.10}", 1.0 / n as f64)
@@ -147,7 +159,7 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
                 chains
                     .get_mut(&filter(chain))
                     .expect("fixed chain")
-                    .push(format!("{} -j REJECT --reject-with icmp-port-unreachable", match_frontend(fe, &comment)));
+                    .push(format!("{} -j REJECT --reject-with {}", match_frontend(fe, &comment), reject_with(fe.proto)));
             }
             continue;
         }

@@ -225,7 +225,7 @@ fn dump_reads_iptables_save_output_back_into_the_view() {
 :INPUT ACCEPT [0:0]
 :KUBE-EXTERNAL-SERVICES - [0:0]
 :KUBE-SERVICES - [0:0]
-[0:0] -A KUBE-EXTERNAL-SERVICES -d 198.18.100.1/32 -p tcp -m comment --comment \"default/empty:http/TCP nodePort has no endpoints\" -m tcp --dport 30081 -j REJECT --reject-with icmp-port-unreachable
+[0:0] -A KUBE-EXTERNAL-SERVICES -d 198.18.100.1/32 -p tcp -m comment --comment \"default/empty:http/TCP nodePort has no endpoints\" -m tcp --dport 30081 -j REJECT --reject-with tcp-reset
 COMMIT
 *nat
 :PREROUTING ACCEPT [0:0]

@@ -47,7 +47,10 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
                 chains
                     .get_mut(&(Table::Filter, EXTERNAL_SERVICES.to_owned()))
                     .expect("fixed")
-                    .push(format!("{m} -j REJECT --reject-with icmp-port-unreachable"));
+                    .push(format!(
+                        "{m} -j REJECT --reject-with {}",
+                        if fe.proto == Proto::Tcp { "tcp-reset" } else { "icmp-port-unreachable" }
+                    ));
             } else if kind.is_external() && !set.local_policy {
                 chains.get_mut(&(Table::Nat, SERVICES.to_owned())).expect("fixed").push(format!("{m} -j {MARK_MASQ}"));
             }
