@@ -90,6 +90,11 @@ impl Agent {
         self.process.stderr()
     }
 
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()
     }

@@ -1,0 +1,206 @@
+//! Mode selection for real: the agent with BPF denied falls back to iptables by itself,
+//! `--mode ipvs` without IPVS in the kernel falls back to iptables, switching modes
+//! removes what the other mode left, and `cleanup` removes every mode's state. Each test
+//! builds its own sandbox; every iptables command runs inside its node namespace.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use serde_json::Value;
+use svclb_tests::{
+    agent::has_frontend,
+    manifests::{self, ServicePort, SlicePort, Target},
+    modes::{Mode, has_kube_chains, iptables_save, prepare_node},
+    process,
+    report::ProbeReport,
+    sandbox::{POD_HTTP_PORT, POD_UDP_PORT, Sandbox},
+    topology::NODE_IP,
+};
+
+const WEB_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
+const WEB_NODE_PORT: u16 = 30090;
+const DNS_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
+const SYNC: Duration = Duration::from_secs(10);
+
+/// web (ClusterIP + NodePort, TCP) and dns (ClusterIP, UDP) over every backend pod.
+fn services(sb: &Sandbox) -> String {
+    let pods = sb.backend_ips();
+    manifests::documents(&[
+        manifests::service(
+            "web",
+            WEB_IP,
+            Some("web"),
+            &[ServicePort::tcp(Some("http"), 80, Target::Number(POD_HTTP_PORT)).with_node_port(WEB_NODE_PORT)],
+        ),
+        manifests::endpoint_slice("web", "web-c0mp4", &[SlicePort { name: "http", protocol: "TCP", port: POD_HTTP_PORT }], &pods),
+        manifests::service("dns", DNS_IP, Some("dns"), &[ServicePort::udp(Some("dns"), 53, Target::Number(POD_UDP_PORT))]),
+        manifests::endpoint_slice("dns", "dns-c0mp4", &[SlicePort { name: "dns", protocol: "UDP", port: POD_UDP_PORT }], &pods),
+    ])
+}
+
+fn all_frontends(d: &Value) -> bool {
+    has_frontend(d, WEB_IP, 80, "TCP", 3) && has_frontend(d, NODE_IP, WEB_NODE_PORT, "TCP", 3) && has_frontend(d, DNS_IP, 53, "UDP", 3)
+}
+
+fn sandbox() -> Sandbox {
+    let sb = Sandbox::new().unwrap();
+    // Whatever mode the agent ends up in, the node is ready for iptables (see modes.rs).
+    prepare_node(&sb.topo.node).unwrap();
+    let text = services(&sb);
+    sb.manifests.write("svc.yaml", &text).unwrap();
+    sb
+}
+
+fn probe(sb: &Sandbox, ns: &svclb_tests::netns::NetNs, kind: &str, ip: Ipv4Addr, port: u16, count: u32) -> ProbeReport {
+    sb.probe(ns, &[kind, "--target", &format!("{ip}:{port}"), "--count", &count.to_string()]).unwrap()
+}
+
+/// ClusterIP (TCP and UDP) from a pod and the NodePort from the external client, every
+/// request answered by the backend pods.
+fn serves(sb: &Sandbox) {
+    for (ns, kind, ip, port) in [
+        (sb.client_pod(), "tcp", WEB_IP, 80),
+        (sb.client(), "tcp", NODE_IP, WEB_NODE_PORT),
+        (sb.client_pod(), "udp", DNS_IP, 53),
+    ] {
+        let r = probe(sb, ns, kind, ip, port, 30);
+        assert_eq!(r.ok, 30, "{kind} {ip}:{port}: {r:?}");
+        assert!(r.backends.keys().all(|b| ["pod1", "pod2", "pod3"].contains(&b.as_str())), "{r:?}");
+    }
+}
+
+fn log_has(log: &str, needle: &[&str]) -> bool {
+    log.lines().any(|l| needle.iter().all(|n| l.contains(n)))
+}
+
+/// Waits (bounded) until the running agent has logged its first sync: by then the mode
+/// is chosen and the other modes' state removed. (A dump alone could still read what
+/// the previous mode left.)
+fn wait_synced(sb: &mut Sandbox) -> String {
+    let deadline = std::time::Instant::now() + SYNC;
+    loop {
+        let log = sb.agent().log();
+        if log_has(&log, &["synced"]) {
+            return log;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sync within {SYNC:?}:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pins_exist(sb: &Sandbox) -> bool {
+    sb.pins().join("maps").exists() || sb.pins().join("links").exists()
+}
+
+fn cleanup(sb: &Sandbox) {
+    let mut cmd = process::command(Some(sb.topo.node.name()), &sb.bins().agent).unwrap();
+    cmd.arg("cleanup").arg("--bpffs").arg(sb.pins());
+    process::run(cmd, Duration::from_secs(30)).unwrap();
+}
+
+/// The bounding set of a process (CapBnd in /proc/PID/status).
+fn cap_bounding(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
+    u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// BPF denied (CAP_BPF, CAP_SYS_ADMIN and CAP_PERFMON dropped from the bounding set by
+/// capsh; with kernel.unprivileged_bpf_disabled set, bpf() then fails): the agent in
+/// the default `auto` mode says why it passed over ebpf and ipvs, comes up in iptables
+/// mode and serves.
+#[test]
+fn without_bpf_auto_mode_falls_back_to_iptables_and_serves() {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").unwrap();
+    assert_ne!(disabled.trim(), "0", "this test needs bpf() to fail without CAP_BPF");
+    let mut sb = sandbox();
+    sb.set_agent_wrapper(&["capsh", "--drop=cap_bpf,cap_sys_admin,cap_perfmon", "--", "-c", "exec \"$0\" \"$@\""]);
+    sb.start_agent(&[]).unwrap();
+    let agent = sb.agent();
+    let bnd = cap_bounding(agent.pid());
+    for cap in [CAP_BPF, CAP_SYS_ADMIN, CAP_PERFMON] {
+        assert_eq!(bnd & (1 << cap), 0, "capability {cap} still in the agent's bounding set {bnd:#x}");
+    }
+    agent.wait_dump("every frontend", SYNC, all_frontends).unwrap();
+    let log = agent.log();
+    assert!(log_has(&log, &["data path mode not used", "mode=\"ebpf\"", "loading the eBPF object"]), "{log}");
+    assert!(log_has(&log, &["data path mode not used", "mode=\"ipvs\"", "no IPVS"]), "{log}");
+    assert!(log_has(&log, &["data path mode chosen", "mode=\"iptables\"", "requested=Auto"]), "{log}");
+    assert!(!pins_exist(&sb), "the failed eBPF attempt left pins");
+    assert!(iptables_save(&sb.topo.node, "nft", "nat").unwrap().contains(":KUBE-SERVICES"));
+    serves(&sb);
+}
+
+/// `--proxy-mode ipvs` on a kernel without IPVS: the reason is logged and the agent runs
+/// (and serves) in iptables mode, as kube-proxy did.
+#[test]
+fn ipvs_mode_without_ipvs_in_the_kernel_falls_back_to_iptables() {
+    let mut sb = sandbox();
+    sb.start_agent(&["--proxy-mode", "ipvs"]).unwrap();
+    let agent = sb.agent();
+    agent.wait_dump("every frontend", SYNC, all_frontends).unwrap();
+    let log = agent.log();
+    assert!(log_has(&log, &["data path mode not used", "mode=\"ipvs\"", "no IPVS"]), "{log}");
+    assert!(!log_has(&log, &["mode=\"ebpf\""]), "ipvs mode must not try eBPF: {log}");
+    assert!(log_has(&log, &["data path mode chosen", "mode=\"iptables\"", "requested=Ipvs"]), "{log}");
+    assert!(!pins_exist(&sb));
+    serves(&sb);
+}
+
+/// ebpf → iptables → ebpf on the same node and bpffs: each start removes the other
+/// mode's state and serves.
+#[test]
+fn switching_modes_removes_what_the_other_mode_left() {
+    let mut sb = sandbox();
+    sb.start_agent(Mode::Ebpf.agent_args()).unwrap();
+    sb.agent().wait_dump("every frontend (ebpf)", SYNC, all_frontends).unwrap();
+    assert!(pins_exist(&sb));
+    assert!(!has_kube_chains(&sb.topo.node).unwrap());
+    serves(&sb);
+
+    sb.restart_agent(Mode::Iptables.agent_args()).unwrap();
+    let log = wait_synced(&mut sb);
+    sb.agent().wait_dump("every frontend (iptables)", SYNC, all_frontends).unwrap();
+    assert!(log_has(&log, &["removed the eBPF programs and pins of an earlier run"]), "{log}");
+    assert!(!pins_exist(&sb), "eBPF pins left in iptables mode");
+    assert!(has_kube_chains(&sb.topo.node).unwrap());
+    serves(&sb);
+
+    sb.restart_agent(Mode::Ebpf.agent_args()).unwrap();
+    let log = wait_synced(&mut sb);
+    sb.agent().wait_dump("every frontend (ebpf again)", SYNC, all_frontends).unwrap();
+    assert!(log_has(&log, &["removed iptables chains"]), "{log}");
+    assert!(!has_kube_chains(&sb.topo.node).unwrap(), "KUBE-* chains left in ebpf mode");
+    let nat = iptables_save(&sb.topo.node, "nft", "nat").unwrap();
+    assert!(!nat.contains("KUBE-"), "jumps into removed chains left:\n{nat}");
+    serves(&sb);
+}
+
+/// `cleanup` after either mode removes everything (pins and links; chains and jumps).
+#[test]
+fn cleanup_removes_every_modes_state() {
+    for mode in [Mode::Iptables, Mode::IptablesLegacy, Mode::Ebpf] {
+        let mut sb = sandbox();
+        sb.start_agent(mode.agent_args()).unwrap();
+        sb.agent().wait_dump("every frontend", SYNC, all_frontends).unwrap();
+        assert!(pins_exist(&sb) || has_kube_chains(&sb.topo.node).unwrap(), "{mode:?}: nothing programmed?");
+        sb.agent().stop();
+        cleanup(&sb);
+        assert!(!pins_exist(&sb), "{mode:?}: pins left");
+        assert!(!has_kube_chains(&sb.topo.node).unwrap(), "{mode:?}: KUBE-* chains left");
+        for backend in ["nft", "legacy"] {
+            for table in ["nat", "filter"] {
+                let t = iptables_save(&sb.topo.node, backend, table).unwrap();
+                assert!(!t.contains("KUBE-"), "{mode:?}: {backend} {table} still mentions KUBE-:\n{t}");
+            }
+        }
+        // Nothing intercepts the Service address any more.
+        let r = sb
+            .probe(sb.client_pod(), &["tcp", "--target", &format!("{WEB_IP}:80"), "--count", "2", "--timeout-ms", "1000"])
+            .unwrap();
+        assert_eq!(r.ok, 0, "{mode:?}: {r:?}");
+    }
+}
