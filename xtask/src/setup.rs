@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "dnsmasq",
     "nginx-light",
     "libcap2-bin",
+    // iptables mode: purging UDP flows of removed endpoints, as kube-proxy does.
+    "conntrack",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
