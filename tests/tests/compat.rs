@@ -21,9 +21,8 @@ const WEB_NODE_PORT: u16 = 30090;
 const DNS_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
 const SYNC: Duration = Duration::from_secs(10);
 
-/// web (ClusterIP + NodePort, TCP) and dns (ClusterIP, UDP) over every backend pod.
-fn services(sb: &Sandbox) -> String {
-    let pods = sb.backend_ips();
+/// web (ClusterIP + NodePort, TCP) over `web` and dns (ClusterIP, UDP) over `dns`.
+fn services(web: &[Ipv4Addr], dns: &[Ipv4Addr]) -> String {
     manifests::documents(&[
         manifests::service(
             "web",
@@ -31,9 +30,9 @@ fn services(sb: &Sandbox) -> String {
             Some("web"),
             &[ServicePort::tcp(Some("http"), 80, Target::Number(POD_HTTP_PORT)).with_node_port(WEB_NODE_PORT)],
         ),
-        manifests::endpoint_slice("web", "web-c0mp4", &[SlicePort { name: "http", protocol: "TCP", port: POD_HTTP_PORT }], &pods),
+        manifests::endpoint_slice("web", "web-c0mp4", &[SlicePort { name: "http", protocol: "TCP", port: POD_HTTP_PORT }], web),
         manifests::service("dns", DNS_IP, Some("dns"), &[ServicePort::udp(Some("dns"), 53, Target::Number(POD_UDP_PORT))]),
-        manifests::endpoint_slice("dns", "dns-c0mp4", &[SlicePort { name: "dns", protocol: "UDP", port: POD_UDP_PORT }], &pods),
+        manifests::endpoint_slice("dns", "dns-c0mp4", &[SlicePort { name: "dns", protocol: "UDP", port: POD_UDP_PORT }], dns),
     ])
 }
 
@@ -45,7 +44,8 @@ fn sandbox() -> Sandbox {
     let sb = Sandbox::new().unwrap();
     // Whatever mode the agent ends up in, the node is ready for iptables (see modes.rs).
     prepare_node(&sb.topo.node).unwrap();
-    let text = services(&sb);
+    let pods = sb.backend_ips();
+    let text = services(&pods, &pods);
     sb.manifests.write("svc.yaml", &text).unwrap();
     sb
 }
@@ -203,4 +203,37 @@ fn cleanup_removes_every_modes_state() {
             .unwrap();
         assert_eq!(r.ok, 0, "{mode:?}: {r:?}");
     }
+}
+
+/// In iptables mode a sync rewrites only the chains that changed: one endpoint leaving
+/// web rewrites its KUBE-SVC chain and deletes its KUBE-SEP chain (2 writes), nothing
+/// else; re-reading unchanged manifests writes nothing.
+#[test]
+fn iptables_sync_rewrites_only_changed_chains() {
+    let mut sb = sandbox();
+    sb.start_agent(Mode::Iptables.agent_args()).unwrap();
+    sb.agent().wait_dump("every frontend", SYNC, all_frontends).unwrap();
+    let before = iptables_save(&sb.topo.node, "nft", "nat").unwrap();
+    let pods = sb.backend_ips();
+    sb.manifests.write("svc.yaml", &services(&pods[..2], &pods)).unwrap();
+    sb.agent()
+        .wait_dump("web with 2 backends", SYNC, |d| has_frontend(d, WEB_IP, 80, "TCP", 2) && has_frontend(d, DNS_IP, 53, "UDP", 3))
+        .unwrap();
+    let log = sb.agent().log();
+    let last = log.lines().rev().find(|l| l.contains(" synced ")).unwrap();
+    assert!(last.contains("writes=2 "), "{last}");
+    let after = iptables_save(&sb.topo.node, "nft", "nat").unwrap();
+    let chains = |t: &str| -> std::collections::BTreeSet<String> {
+        t.lines().filter(|l| l.starts_with(":KUBE-")).map(|l| l.split(' ').next().unwrap().to_owned()).collect()
+    };
+    let gone: Vec<_> = chains(&before).difference(&chains(&after)).cloned().collect();
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert!(gone[0].starts_with(":KUBE-SEP-"), "{gone:?}");
+    serves_web_after_removal(&sb);
+}
+
+fn serves_web_after_removal(sb: &Sandbox) {
+    let r = probe(sb, sb.client_pod(), "tcp", WEB_IP, 80, 40);
+    assert_eq!(r.ok, 40, "{r:?}");
+    assert!(!r.backends.contains_key("pod3"), "{r:?}");
 }

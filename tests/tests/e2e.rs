@@ -561,6 +561,33 @@ fn service_without_endpoints_is_refused_fast(m: Mode) {
     }
 }
 
+/// `sessionAffinity: ClientIP` (#4): every new connection of one client lands on one
+/// backend, through the ClusterIP and through the NodePort, and the dump shows the
+/// timeout.
+fn session_affinity_keeps_a_client_on_one_backend(m: Mode) {
+    let mut sb = m.sandbox().unwrap();
+    let sticky = web(&sb.backend_ips()).replacen(
+        "spec:\n",
+        "spec:\n  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 30\n",
+        1,
+    );
+    sb.manifests.write("web.yaml", &sticky).unwrap();
+    sb.start_agent(m.agent_args()).unwrap();
+    let dump = wait(&mut sb, "web with affinity", |d| {
+        has_frontend(d, WEB_IP, 80, "TCP", 3) && has_frontend(d, NODE_IP, WEB_NODE_PORT, "TCP", 3)
+    });
+    for (ip, port) in [(WEB_IP, 80), (NODE_IP, WEB_NODE_PORT)] {
+        let fe = frontend(&dump, ip, port, "TCP").unwrap();
+        assert!(fe["flags"].as_array().unwrap().iter().any(|f| f == "affinity"), "{fe:#}");
+        assert_eq!(fe["affinity_timeout_s"], 30, "{fe:#}");
+    }
+    for (from, ip, port) in [(Source::Pod, WEB_IP, 80), (Source::Client, NODE_IP, WEB_NODE_PORT)] {
+        let r = tcp(&sb, from, ip, port, 40);
+        assert_all_answered(&r, Some(POD_HTTP_PORT));
+        assert_eq!(r.backends.len(), 1, "{ip}:{port}: one client, one backend: {r:?}");
+    }
+}
+
 /// Headless and ExternalName Services get no frontend and no complaint; the Service
 /// beside them works.
 fn headless_and_external_name_services_are_ignored(m: Mode) {
@@ -646,6 +673,7 @@ macro_rules! every_scenario {
             deleted_service_disappears_from_dump,
             service_without_endpoints_is_refused_fast,
             headless_and_external_name_services_are_ignored,
+            session_affinity_keeps_a_client_on_one_backend,
         ]);
     };
 }
