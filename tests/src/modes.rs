@@ -51,7 +51,15 @@ impl Mode {
 /// IPs are DNATed before routing, but a Service without endpoints is REJECTed in the
 /// filter table's FORWARD chain, which a packet reaches only once it has a route.
 pub fn prepare_node(node: &NetNs) -> Result<()> {
-    node.ip(&["route", "add", "default", "via", &CLIENT_IP.to_string(), "dev", NODE_EXT_IF])?;
+    node.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        &CLIENT_IP.to_string(),
+        "dev",
+        NODE_EXT_IF,
+    ])?;
     Ok(())
 }
 
@@ -64,7 +72,10 @@ pub fn iptables_save(ns: &NetNs, backend: &str, table: &str) -> Result<String> {
 pub fn has_kube_chains(ns: &NetNs) -> Result<bool> {
     for backend in ["nft", "legacy"] {
         for table in ["nat", "filter"] {
-            if iptables_save(ns, backend, table)?.lines().any(|l| l.starts_with(":KUBE-")) {
+            if iptables_save(ns, backend, table)?
+                .lines()
+                .any(|l| l.starts_with(":KUBE-"))
+            {
                 return Ok(true);
             }
         }

@@ -28,16 +28,48 @@ fn services(web: &[Ipv4Addr], dns: &[Ipv4Addr]) -> String {
             "web",
             WEB_IP,
             Some("web"),
-            &[ServicePort::tcp(Some("http"), 80, Target::Number(POD_HTTP_PORT)).with_node_port(WEB_NODE_PORT)],
+            &[
+                ServicePort::tcp(Some("http"), 80, Target::Number(POD_HTTP_PORT))
+                    .with_node_port(WEB_NODE_PORT),
+            ],
         ),
-        manifests::endpoint_slice("web", "web-c0mp4", &[SlicePort { name: "http", protocol: "TCP", port: POD_HTTP_PORT }], web),
-        manifests::service("dns", DNS_IP, Some("dns"), &[ServicePort::udp(Some("dns"), 53, Target::Number(POD_UDP_PORT))]),
-        manifests::endpoint_slice("dns", "dns-c0mp4", &[SlicePort { name: "dns", protocol: "UDP", port: POD_UDP_PORT }], dns),
+        manifests::endpoint_slice(
+            "web",
+            "web-c0mp4",
+            &[SlicePort {
+                name: "http",
+                protocol: "TCP",
+                port: POD_HTTP_PORT,
+            }],
+            web,
+        ),
+        manifests::service(
+            "dns",
+            DNS_IP,
+            Some("dns"),
+            &[ServicePort::udp(
+                Some("dns"),
+                53,
+                Target::Number(POD_UDP_PORT),
+            )],
+        ),
+        manifests::endpoint_slice(
+            "dns",
+            "dns-c0mp4",
+            &[SlicePort {
+                name: "dns",
+                protocol: "UDP",
+                port: POD_UDP_PORT,
+            }],
+            dns,
+        ),
     ])
 }
 
 fn all_frontends(d: &Value) -> bool {
-    has_frontend(d, WEB_IP, 80, "TCP", 3) && has_frontend(d, NODE_IP, WEB_NODE_PORT, "TCP", 3) && has_frontend(d, DNS_IP, 53, "UDP", 3)
+    has_frontend(d, WEB_IP, 80, "TCP", 3)
+        && has_frontend(d, NODE_IP, WEB_NODE_PORT, "TCP", 3)
+        && has_frontend(d, DNS_IP, 53, "UDP", 3)
 }
 
 fn sandbox() -> Sandbox {
@@ -50,8 +82,25 @@ fn sandbox() -> Sandbox {
     sb
 }
 
-fn probe(sb: &Sandbox, ns: &svclb_tests::netns::NetNs, kind: &str, ip: Ipv4Addr, port: u16, count: u32) -> ProbeReport {
-    sb.probe(ns, &[kind, "--target", &format!("{ip}:{port}"), "--count", &count.to_string()]).unwrap()
+fn probe(
+    sb: &Sandbox,
+    ns: &svclb_tests::netns::NetNs,
+    kind: &str,
+    ip: Ipv4Addr,
+    port: u16,
+    count: u32,
+) -> ProbeReport {
+    sb.probe(
+        ns,
+        &[
+            kind,
+            "--target",
+            &format!("{ip}:{port}"),
+            "--count",
+            &count.to_string(),
+        ],
+    )
+    .unwrap()
 }
 
 /// ClusterIP (TCP and UDP) from a pod and the NodePort from the external client, every
@@ -64,7 +113,12 @@ fn serves(sb: &Sandbox) {
     ] {
         let r = probe(sb, ns, kind, ip, port, 30);
         assert_eq!(r.ok, 30, "{kind} {ip}:{port}: {r:?}");
-        assert!(r.backends.keys().all(|b| ["pod1", "pod2", "pod3"].contains(&b.as_str())), "{r:?}");
+        assert!(
+            r.backends
+                .keys()
+                .all(|b| ["pod1", "pod2", "pod3"].contains(&b.as_str())),
+            "{r:?}"
+        );
     }
 }
 
@@ -82,7 +136,10 @@ fn wait_synced(sb: &mut Sandbox) -> String {
         if log_has(&log, &["synced"]) {
             return log;
         }
-        assert!(std::time::Instant::now() < deadline, "no sync within {SYNC:?}:\n{log}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sync within {SYNC:?}:\n{log}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -115,22 +172,68 @@ const CAP_BPF: u32 = 39;
 #[test]
 fn without_bpf_auto_mode_falls_back_to_iptables_and_serves() {
     let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").unwrap();
-    assert_ne!(disabled.trim(), "0", "this test needs bpf() to fail without CAP_BPF");
+    assert_ne!(
+        disabled.trim(),
+        "0",
+        "this test needs bpf() to fail without CAP_BPF"
+    );
     let mut sb = sandbox();
-    sb.set_agent_wrapper(&["capsh", "--drop=cap_bpf,cap_sys_admin,cap_perfmon", "--", "-c", "exec \"$0\" \"$@\""]);
+    sb.set_agent_wrapper(&[
+        "capsh",
+        "--drop=cap_bpf,cap_sys_admin,cap_perfmon",
+        "--",
+        "-c",
+        "exec \"$0\" \"$@\"",
+    ]);
     sb.start_agent(&[]).unwrap();
     let agent = sb.agent();
     let bnd = cap_bounding(agent.pid());
     for cap in [CAP_BPF, CAP_SYS_ADMIN, CAP_PERFMON] {
-        assert_eq!(bnd & (1 << cap), 0, "capability {cap} still in the agent's bounding set {bnd:#x}");
+        assert_eq!(
+            bnd & (1 << cap),
+            0,
+            "capability {cap} still in the agent's bounding set {bnd:#x}"
+        );
     }
-    agent.wait_dump("every frontend", SYNC, all_frontends).unwrap();
+    agent
+        .wait_dump("every frontend", SYNC, all_frontends)
+        .unwrap();
     let log = agent.log();
-    assert!(log_has(&log, &["data path mode not used", "mode=\"ebpf\"", "loading the eBPF object"]), "{log}");
-    assert!(log_has(&log, &["data path mode not used", "mode=\"ipvs\"", "no IPVS"]), "{log}");
-    assert!(log_has(&log, &["data path mode chosen", "mode=\"iptables\"", "requested=Auto"]), "{log}");
+    assert!(
+        log_has(
+            &log,
+            &[
+                "data path mode not used",
+                "mode=\"ebpf\"",
+                "loading the eBPF object"
+            ]
+        ),
+        "{log}"
+    );
+    assert!(
+        log_has(
+            &log,
+            &["data path mode not used", "mode=\"ipvs\"", "no IPVS"]
+        ),
+        "{log}"
+    );
+    assert!(
+        log_has(
+            &log,
+            &[
+                "data path mode chosen",
+                "mode=\"iptables\"",
+                "requested=Auto"
+            ]
+        ),
+        "{log}"
+    );
     assert!(!pins_exist(&sb), "the failed eBPF attempt left pins");
-    assert!(iptables_save(&sb.topo.node, "nft", "nat").unwrap().contains(":KUBE-SERVICES"));
+    assert!(
+        iptables_save(&sb.topo.node, "nft", "nat")
+            .unwrap()
+            .contains(":KUBE-SERVICES")
+    );
     serves(&sb);
 }
 
@@ -141,11 +244,32 @@ fn ipvs_mode_without_ipvs_in_the_kernel_falls_back_to_iptables() {
     let mut sb = sandbox();
     sb.start_agent(&["--proxy-mode", "ipvs"]).unwrap();
     let agent = sb.agent();
-    agent.wait_dump("every frontend", SYNC, all_frontends).unwrap();
+    agent
+        .wait_dump("every frontend", SYNC, all_frontends)
+        .unwrap();
     let log = agent.log();
-    assert!(log_has(&log, &["data path mode not used", "mode=\"ipvs\"", "no IPVS"]), "{log}");
-    assert!(!log_has(&log, &["mode=\"ebpf\""]), "ipvs mode must not try eBPF: {log}");
-    assert!(log_has(&log, &["data path mode chosen", "mode=\"iptables\"", "requested=Ipvs"]), "{log}");
+    assert!(
+        log_has(
+            &log,
+            &["data path mode not used", "mode=\"ipvs\"", "no IPVS"]
+        ),
+        "{log}"
+    );
+    assert!(
+        !log_has(&log, &["mode=\"ebpf\""]),
+        "ipvs mode must not try eBPF: {log}"
+    );
+    assert!(
+        log_has(
+            &log,
+            &[
+                "data path mode chosen",
+                "mode=\"iptables\"",
+                "requested=Ipvs"
+            ]
+        ),
+        "{log}"
+    );
     assert!(!pins_exist(&sb));
     serves(&sb);
 }
@@ -156,26 +280,44 @@ fn ipvs_mode_without_ipvs_in_the_kernel_falls_back_to_iptables() {
 fn switching_modes_removes_what_the_other_mode_left() {
     let mut sb = sandbox();
     sb.start_agent(Mode::Ebpf.agent_args()).unwrap();
-    sb.agent().wait_dump("every frontend (ebpf)", SYNC, all_frontends).unwrap();
+    sb.agent()
+        .wait_dump("every frontend (ebpf)", SYNC, all_frontends)
+        .unwrap();
     assert!(pins_exist(&sb));
     assert!(!has_kube_chains(&sb.topo.node).unwrap());
     serves(&sb);
 
     sb.restart_agent(Mode::Iptables.agent_args()).unwrap();
     let log = wait_synced(&mut sb);
-    sb.agent().wait_dump("every frontend (iptables)", SYNC, all_frontends).unwrap();
-    assert!(log_has(&log, &["removed the eBPF programs and pins of an earlier run"]), "{log}");
+    sb.agent()
+        .wait_dump("every frontend (iptables)", SYNC, all_frontends)
+        .unwrap();
+    assert!(
+        log_has(
+            &log,
+            &["removed the eBPF programs and pins of an earlier run"]
+        ),
+        "{log}"
+    );
     assert!(!pins_exist(&sb), "eBPF pins left in iptables mode");
     assert!(has_kube_chains(&sb.topo.node).unwrap());
     serves(&sb);
 
     sb.restart_agent(Mode::Ebpf.agent_args()).unwrap();
     let log = wait_synced(&mut sb);
-    sb.agent().wait_dump("every frontend (ebpf again)", SYNC, all_frontends).unwrap();
+    sb.agent()
+        .wait_dump("every frontend (ebpf again)", SYNC, all_frontends)
+        .unwrap();
     assert!(log_has(&log, &["removed iptables chains"]), "{log}");
-    assert!(!has_kube_chains(&sb.topo.node).unwrap(), "KUBE-* chains left in ebpf mode");
+    assert!(
+        !has_kube_chains(&sb.topo.node).unwrap(),
+        "KUBE-* chains left in ebpf mode"
+    );
     let nat = iptables_save(&sb.topo.node, "nft", "nat").unwrap();
-    assert!(!nat.contains("KUBE-"), "jumps into removed chains left:\n{nat}");
+    assert!(
+        !nat.contains("KUBE-"),
+        "jumps into removed chains left:\n{nat}"
+    );
     serves(&sb);
 }
 
@@ -185,21 +327,43 @@ fn cleanup_removes_every_modes_state() {
     for mode in [Mode::Iptables, Mode::IptablesLegacy, Mode::Ebpf] {
         let mut sb = sandbox();
         sb.start_agent(mode.agent_args()).unwrap();
-        sb.agent().wait_dump("every frontend", SYNC, all_frontends).unwrap();
-        assert!(pins_exist(&sb) || has_kube_chains(&sb.topo.node).unwrap(), "{mode:?}: nothing programmed?");
+        sb.agent()
+            .wait_dump("every frontend", SYNC, all_frontends)
+            .unwrap();
+        assert!(
+            pins_exist(&sb) || has_kube_chains(&sb.topo.node).unwrap(),
+            "{mode:?}: nothing programmed?"
+        );
         sb.agent().stop();
         cleanup(&sb);
         assert!(!pins_exist(&sb), "{mode:?}: pins left");
-        assert!(!has_kube_chains(&sb.topo.node).unwrap(), "{mode:?}: KUBE-* chains left");
+        assert!(
+            !has_kube_chains(&sb.topo.node).unwrap(),
+            "{mode:?}: KUBE-* chains left"
+        );
         for backend in ["nft", "legacy"] {
             for table in ["nat", "filter"] {
                 let t = iptables_save(&sb.topo.node, backend, table).unwrap();
-                assert!(!t.contains("KUBE-"), "{mode:?}: {backend} {table} still mentions KUBE-:\n{t}");
+                assert!(
+                    !t.contains("KUBE-"),
+                    "{mode:?}: {backend} {table} still mentions KUBE-:\n{t}"
+                );
             }
         }
         // Nothing intercepts the Service address any more.
         let r = sb
-            .probe(sb.client_pod(), &["tcp", "--target", &format!("{WEB_IP}:80"), "--count", "2", "--timeout-ms", "1000"])
+            .probe(
+                sb.client_pod(),
+                &[
+                    "tcp",
+                    "--target",
+                    &format!("{WEB_IP}:80"),
+                    "--count",
+                    "2",
+                    "--timeout-ms",
+                    "1000",
+                ],
+            )
             .unwrap();
         assert_eq!(r.ok, 0, "{mode:?}: {r:?}");
     }
@@ -212,21 +376,33 @@ fn cleanup_removes_every_modes_state() {
 fn iptables_sync_rewrites_only_changed_chains() {
     let mut sb = sandbox();
     sb.start_agent(Mode::Iptables.agent_args()).unwrap();
-    sb.agent().wait_dump("every frontend", SYNC, all_frontends).unwrap();
+    sb.agent()
+        .wait_dump("every frontend", SYNC, all_frontends)
+        .unwrap();
     let before = iptables_save(&sb.topo.node, "nft", "nat").unwrap();
     let pods = sb.backend_ips();
-    sb.manifests.write("svc.yaml", &services(&pods[..2], &pods)).unwrap();
+    sb.manifests
+        .write("svc.yaml", &services(&pods[..2], &pods))
+        .unwrap();
     sb.agent()
-        .wait_dump("web with 2 backends", SYNC, |d| has_frontend(d, WEB_IP, 80, "TCP", 2) && has_frontend(d, DNS_IP, 53, "UDP", 3))
+        .wait_dump("web with 2 backends", SYNC, |d| {
+            has_frontend(d, WEB_IP, 80, "TCP", 2) && has_frontend(d, DNS_IP, 53, "UDP", 3)
+        })
         .unwrap();
     let log = sb.agent().log();
     let last = log.lines().rev().find(|l| l.contains(" synced ")).unwrap();
     assert!(last.contains("writes=2 "), "{last}");
     let after = iptables_save(&sb.topo.node, "nft", "nat").unwrap();
     let chains = |t: &str| -> std::collections::BTreeSet<String> {
-        t.lines().filter(|l| l.starts_with(":KUBE-")).map(|l| l.split(' ').next().unwrap().to_owned()).collect()
+        t.lines()
+            .filter(|l| l.starts_with(":KUBE-"))
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .collect()
     };
-    let gone: Vec<_> = chains(&before).difference(&chains(&after)).cloned().collect();
+    let gone: Vec<_> = chains(&before)
+        .difference(&chains(&after))
+        .cloned()
+        .collect();
     assert_eq!(gone.len(), 1, "{gone:?}");
     assert!(gone[0].starts_with(":KUBE-SEP-"), "{gone:?}");
     serves_web_after_removal(&sb);

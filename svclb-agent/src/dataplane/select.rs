@@ -90,7 +90,11 @@ pub fn choose<E>(
             }
         },
     };
-    Ok(Choice { mode, ebpf, passed_over })
+    Ok(Choice {
+        mode,
+        ebpf,
+        passed_over,
+    })
 }
 
 /// Everything the modes need to start.
@@ -134,16 +138,32 @@ pub fn start(opts: &StartOptions) -> Result<Box<dyn Dataplane>> {
 pub fn clean_other_modes(keep: Mode, bpffs: &Path) -> Result<()> {
     if keep != Mode::Ebpf && ebpf_pins_exist(bpffs) {
         match ebpf::cleanup(bpffs) {
-            Ok(()) => info!(bpffs = %bpffs.display(), "removed the eBPF programs and pins of an earlier run"),
+            Ok(()) => {
+                info!(bpffs = %bpffs.display(), "removed the eBPF programs and pins of an earlier run")
+            }
             // Without CAP_BPF the pinned links cannot be detached here: say so, go on.
-            Err(e) => warn!(error = format!("{e:#}"), "eBPF pins of an earlier run left in place"),
+            Err(e) => warn!(
+                error = format!("{e:#}"),
+                "eBPF pins of an earlier run left in place"
+            ),
         }
     }
-    if keep != Mode::Iptables {
-        iptables::cleanup().context("removing the iptables rules of an earlier run")?;
+    // Leftovers are reported, not fatal: the chosen mode must still come up.
+    if keep != Mode::Iptables
+        && let Err(e) = iptables::cleanup()
+    {
+        warn!(
+            error = format!("{e:#}"),
+            "iptables rules of an earlier run left in place"
+        );
     }
-    if keep != Mode::Ipvs {
-        ipvs::cleanup().context("removing the IPVS state of an earlier run")?;
+    if keep != Mode::Ipvs
+        && let Err(e) = ipvs::cleanup()
+    {
+        warn!(
+            error = format!("{e:#}"),
+            "IPVS state of an earlier run left in place"
+        );
     }
     Ok(())
 }
@@ -168,13 +188,19 @@ pub fn detect(bpffs: &Path) -> Result<Mode> {
     if ebpf_pins_exist(bpffs) {
         return Ok(Mode::Ebpf);
     }
-    if iptables::Backend::ALL.into_iter().any(|b| b.available() && iptables::holds_ours(b)) {
+    if iptables::Backend::ALL
+        .into_iter()
+        .any(|b| b.available() && iptables::holds_ours(b))
+    {
         return Ok(Mode::Iptables);
     }
     if ipvs::probe().is_ok() {
         return Ok(Mode::Ipvs);
     }
-    bail!("no svclb data path here: no pins under {}, no KUBE-SERVICES chain, no IPVS", bpffs.display())
+    bail!(
+        "no svclb data path here: no pins under {}, no KUBE-SERVICES chain, no IPVS",
+        bpffs.display()
+    )
 }
 
 #[cfg(test)]
@@ -183,7 +209,11 @@ mod tests {
 
     use super::*;
 
-    fn run(req: ModeArg, ebpf: Result<u8, &str>, ipvs: Result<(), &str>) -> (Result<Choice<u8>, String>, u32, u32) {
+    fn run(
+        req: ModeArg,
+        ebpf: Result<u8, &str>,
+        ipvs: Result<(), &str>,
+    ) -> (Result<Choice<u8>, String>, u32, u32) {
         let (e_calls, i_calls) = (Cell::new(0), Cell::new(0));
         let c = choose(
             req,
@@ -220,7 +250,13 @@ mod tests {
         let (c, _, _) = run(ModeArg::Auto, Err("EPERM"), Err("no ip_vs"));
         let c = c.unwrap();
         assert_eq!(c.mode, Mode::Iptables);
-        assert_eq!(c.passed_over, vec![(Mode::Ebpf, "EPERM".to_owned()), (Mode::Ipvs, "no ip_vs".to_owned())]);
+        assert_eq!(
+            c.passed_over,
+            vec![
+                (Mode::Ebpf, "EPERM".to_owned()),
+                (Mode::Ipvs, "no ip_vs".to_owned())
+            ]
+        );
     }
 
     #[test]

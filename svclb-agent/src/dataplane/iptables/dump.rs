@@ -27,7 +27,11 @@ pub struct SavedRule {
 impl SavedRule {
     /// The word after `flag`.
     pub fn arg(&self, flag: &str) -> Option<&str> {
-        self.words.iter().position(|w| w == flag).and_then(|i| self.words.get(i + 1)).map(String::as_str)
+        self.words
+            .iter()
+            .position(|w| w == flag)
+            .and_then(|i| self.words.get(i + 1))
+            .map(String::as_str)
     }
     pub fn has(&self, word: &str) -> bool {
         self.words.iter().any(|w| w == word)
@@ -61,22 +65,45 @@ pub fn parse_save(text: &str, into: &mut Saved) {
             Some((c, rest)) => (Some(c), rest),
             None => (None, line),
         };
-        let Some(rest) = rest.strip_prefix("-A ") else { continue };
-        let Some((chain, rule)) = rest.split_once(' ') else { continue };
+        let Some(rest) = rest.strip_prefix("-A ") else {
+            continue;
+        };
+        let Some((chain, rule)) = rest.split_once(' ') else {
+            continue;
+        };
         let (packets, bytes) = counters
             .and_then(|c| c.split_once(':'))
             .map(|(p, b)| (p.parse().unwrap_or(0), b.parse().unwrap_or(0)))
             .unwrap_or((0, 0));
-        into.entry((table, chain.to_owned())).or_default().push(SavedRule { packets, bytes, words: split_rule(rule) });
+        into.entry((table, chain.to_owned()))
+            .or_default()
+            .push(SavedRule {
+                packets,
+                bytes,
+                words: split_rule(rule),
+            });
     }
 }
 
 /// `"KEY KIND[ has no endpoints]"` → (KEY, KIND).
 fn parse_comment(comment: &str) -> Option<(String, FrontendKind)> {
     let comment = comment.strip_suffix(" has no endpoints").unwrap_or(comment);
-    [FrontendKind::ClusterIp, FrontendKind::NodePort, FrontendKind::ExternalIp, FrontendKind::LoadBalancer]
-        .into_iter()
-        .find_map(|k| Some((comment.strip_suffix(kind_words(k))?.strip_suffix(' ')?.to_owned(), k)))
+    [
+        FrontendKind::ClusterIp,
+        FrontendKind::NodePort,
+        FrontendKind::ExternalIp,
+        FrontendKind::LoadBalancer,
+    ]
+    .into_iter()
+    .find_map(|k| {
+        Some((
+            comment
+                .strip_suffix(kind_words(k))?
+                .strip_suffix(' ')?
+                .to_owned(),
+            k,
+        ))
+    })
 }
 
 struct Found {
@@ -113,14 +140,31 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
     let mut found = Vec::new();
     for c in [SERVICES, NODEPORTS] {
         for rule in chain(Table::Nat, c) {
-            let Some((key, kind, addr, port, proto)) = frontend_of(rule) else { continue };
-            let Some(target) = rule.arg("-j") else { continue };
+            let Some((key, kind, addr, port, proto)) = frontend_of(rule) else {
+                continue;
+            };
+            let Some(target) = rule.arg("-j") else {
+                continue;
+            };
             let set_chain = if target.starts_with("KUBE-EXT-") {
-                chain(Table::Nat, target).iter().filter_map(|r| r.arg("-j")).find(|t| *t != MARK_MASQ).map(str::to_owned)
+                chain(Table::Nat, target)
+                    .iter()
+                    .filter_map(|r| r.arg("-j"))
+                    .find(|t| *t != MARK_MASQ)
+                    .map(str::to_owned)
             } else {
                 Some(target.to_owned())
             };
-            found.push(Found { key, kind, addr, port, proto, set_chain, packets: rule.packets, bytes: rule.bytes });
+            found.push(Found {
+                key,
+                kind,
+                addr,
+                port,
+                proto,
+                set_chain,
+                packets: rule.packets,
+                bytes: rule.bytes,
+            });
         }
     }
     for c in [SERVICES, EXTERNAL_SERVICES] {
@@ -128,18 +172,36 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
             if rule.arg("-j") != Some("REJECT") {
                 continue;
             }
-            let Some((key, kind, addr, port, proto)) = frontend_of(rule) else { continue };
-            found.push(Found { key, kind, addr, port, proto, set_chain: None, packets: rule.packets, bytes: rule.bytes });
+            let Some((key, kind, addr, port, proto)) = frontend_of(rule) else {
+                continue;
+            };
+            found.push(Found {
+                key,
+                kind,
+                addr,
+                port,
+                proto,
+                set_chain: None,
+                packets: rule.packets,
+                bytes: rule.bytes,
+            });
         }
     }
     let keys: BTreeSet<&str> = found.iter().map(|f| f.key.as_str()).collect();
-    let svc_id = |key: &str| keys.iter().position(|k| *k == key).map_or(0, |i| i as u32 + 1);
+    let svc_id = |key: &str| {
+        keys.iter()
+            .position(|k| *k == key)
+            .map_or(0, |i| i as u32 + 1)
+    };
     let mut backend_ids: BTreeMap<(SocketAddrV4, &'static str), u32> = BTreeMap::new();
     let mut frontends = Vec::new();
     for f in &found {
         let mut backends = Vec::new();
         let mut affinity = None;
-        let local = f.set_chain.as_deref().is_some_and(|c| c.starts_with("KUBE-SVL-"));
+        let local = f
+            .set_chain
+            .as_deref()
+            .is_some_and(|c| c.starts_with("KUBE-SVL-"));
         if let Some(set_chain) = &f.set_chain {
             let mut seen = BTreeSet::new();
             for rule in chain(Table::Nat, set_chain) {
@@ -150,11 +212,20 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
                 if !seen.insert(sep.to_owned()) {
                     continue;
                 }
-                let dest = chain(Table::Nat, sep).iter().find_map(|r| r.arg("--to-destination")?.parse::<SocketAddrV4>().ok());
+                let dest = chain(Table::Nat, sep)
+                    .iter()
+                    .find_map(|r| r.arg("--to-destination")?.parse::<SocketAddrV4>().ok());
                 let Some(dest) = dest else { continue };
                 let next = backend_ids.len() as u32 + 1;
                 let id = *backend_ids.entry((dest, f.proto)).or_insert(next);
-                backends.push(BackendView { id, address: *dest.ip(), port: dest.port(), protocol: f.proto, terminating: false, local });
+                backends.push(BackendView {
+                    id,
+                    address: *dest.ip(),
+                    port: dest.port(),
+                    protocol: f.proto,
+                    terminating: false,
+                    local,
+                });
             }
         }
         let mut flags = Vec::new();
@@ -179,6 +250,12 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
             bytes: f.bytes,
         });
     }
-    frontends.sort_by(|a, b| (&a.service, a.kind, a.address, a.port).cmp(&(&b.service, b.kind, b.address, b.port)));
-    Some(DumpView { frontends, conntrack: Default::default(), counters: BTreeMap::new() })
+    frontends.sort_by(|a, b| {
+        (&a.service, a.kind, a.address, a.port).cmp(&(&b.service, b.kind, b.address, b.port))
+    });
+    Some(DumpView {
+        frontends,
+        conntrack: Default::default(),
+        counters: BTreeMap::new(),
+    })
 }

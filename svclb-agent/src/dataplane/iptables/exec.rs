@@ -62,18 +62,32 @@ impl Backend {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("running {tool} (is the iptables package installed?)"))?;
-        child.stdin.take().expect("piped").write_all(payload.as_bytes()).with_context(|| format!("writing to {tool}"))?;
-        let out = child.wait_with_output().with_context(|| format!("waiting for {tool}"))?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(payload.as_bytes())
+            .with_context(|| format!("writing to {tool}"))?;
+        let out = child
+            .wait_with_output()
+            .with_context(|| format!("waiting for {tool}"))?;
         if !out.status.success() {
-            bail!("{tool} failed ({}): {}\npayload:\n{payload}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "{tool} failed ({}): {}\npayload:\n{payload}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }
 
     fn rule(self, table: Table, op: &str, chain: &str, rule: &str) -> Result<bool> {
         let mut cmd = Command::new(self.tool(""));
-        cmd.args(["-w", "5", "-t", table.as_str(), op, chain]).args(split_rule(rule));
-        let out = cmd.output().with_context(|| format!("running {}", self.tool("")))?;
+        cmd.args(["-w", "5", "-t", table.as_str(), op, chain])
+            .args(split_rule(rule));
+        let out = cmd
+            .output()
+            .with_context(|| format!("running {}", self.tool("")))?;
         Ok(out.status.success())
     }
 
@@ -83,7 +97,11 @@ impl Backend {
         for (table, chain, rule) in JUMPS {
             if !self.rule(*table, "-C", chain, rule)? {
                 if !self.rule(*table, "-I", chain, rule)? {
-                    bail!("iptables-{}: cannot insert into {} {chain}: {rule}", self.as_str(), table.as_str());
+                    bail!(
+                        "iptables-{}: cannot insert into {} {chain}: {rule}",
+                        self.as_str(),
+                        table.as_str()
+                    );
                 }
                 added += 1;
             }
@@ -138,9 +156,16 @@ pub fn split_rule(rule: &str) -> Vec<String> {
 
 fn output(cmd: &mut Command) -> Result<String> {
     let what = format!("{cmd:?}");
-    let out = cmd.stderr(Stdio::piped()).output().with_context(|| format!("running {what}"))?;
+    let out = cmd
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running {what}"))?;
     if !out.status.success() {
-        bail!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     String::from_utf8(out.stdout).with_context(|| format!("{what}: output is not UTF-8"))
 }
@@ -148,7 +173,10 @@ fn output(cmd: &mut Command) -> Result<String> {
 /// Deletes the conntrack entries of UDP flows from `frontend` to `endpoint`, so they
 /// move to a live endpoint (as kube-proxy does; TCP flows end on their own). Returns
 /// how many were deleted; a missing `conntrack` tool is logged once per call site.
-pub fn purge_udp(frontend: std::net::SocketAddrV4, endpoint: std::net::SocketAddrV4) -> Result<usize> {
+pub fn purge_udp(
+    frontend: std::net::SocketAddrV4,
+    endpoint: std::net::SocketAddrV4,
+) -> Result<usize> {
     let out = Command::new("conntrack")
         .args(["-D", "-p", "udp", "--orig-dst"])
         .arg(frontend.ip().to_string())

@@ -42,7 +42,10 @@ impl BackendArg {
         };
         if let Some(b) = want {
             if !b.available() {
-                bail!("iptables-{} does not run here (is the iptables package installed?)", b.as_str());
+                bail!(
+                    "iptables-{} does not run here (is the iptables package installed?)",
+                    b.as_str()
+                );
             }
             return Ok(b);
         }
@@ -50,13 +53,17 @@ impl BackendArg {
         if let Some(b) = usable.iter().copied().find(|b| holds_ours(*b)) {
             return Ok(b);
         }
-        usable.first().copied().context("neither iptables-nft nor iptables-legacy runs here (install the iptables package)")
+        usable.first().copied().context(
+            "neither iptables-nft nor iptables-legacy runs here (install the iptables package)",
+        )
     }
 }
 
 /// Whether `backend` holds our nat KUBE-SERVICES chain.
 pub fn holds_ours(backend: Backend) -> bool {
-    backend.save(Table::Nat, false).is_ok_and(|t| t.lines().any(|l| l.starts_with(&format!(":{SERVICES} "))))
+    backend
+        .save(Table::Nat, false)
+        .is_ok_and(|t| t.lines().any(|l| l.starts_with(&format!(":{SERVICES} "))))
 }
 
 /// Both tables of `backend`, parsed.
@@ -80,18 +87,35 @@ impl IptablesDataplane {
     /// Adopts the chains of ours already there (their content is rewritten on the
     /// first sync; nothing is flushed before, so traffic keeps flowing meanwhile).
     pub fn start(backend: Backend) -> Result<Self> {
-        let saved = read(backend, false).with_context(|| format!("reading the rules with iptables-{}-save", backend.as_str()))?;
-        let applied: Applied = saved.keys().filter(|(t, c)| is_ours(*t, c)).map(|k| (k.clone(), None)).collect();
+        let saved = read(backend, false).with_context(|| {
+            format!("reading the rules with iptables-{}-save", backend.as_str())
+        })?;
+        let applied: Applied = saved
+            .keys()
+            .filter(|(t, c)| is_ours(*t, c))
+            .map(|k| (k.clone(), None))
+            .collect();
         if !applied.is_empty() {
-            info!(chains = applied.len(), "found chains of an earlier run; the first sync rewrites them");
+            info!(
+                chains = applied.len(),
+                "found chains of an earlier run; the first sync rewrites them"
+            );
         }
         for other in Backend::ALL.into_iter().filter(|b| *b != backend) {
             if other.available() && holds_ours(other) {
-                warn!(backend = other.as_str(), "rules of ours in the other iptables backend; removing them");
+                warn!(
+                    backend = other.as_str(),
+                    "rules of ours in the other iptables backend; removing them"
+                );
                 remove_rules(other)?;
             }
         }
-        Ok(IptablesDataplane { backend, applied, jumps_ok: false, last: DesiredState::default() })
+        Ok(IptablesDataplane {
+            backend,
+            applied,
+            jumps_ok: false,
+            last: DesiredState::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -101,13 +125,24 @@ impl IptablesDataplane {
     fn purge_udp(&self, desired: &DesiredState) -> usize {
         let mut purged = 0;
         for (key, old) in &self.last.sets {
-            let now: BTreeSet<_> = desired.sets.get(key).map(|s| s.endpoints.iter().map(|e| e.backend).collect()).unwrap_or_default();
-            for ep in old.endpoints.iter().filter(|e| e.backend.proto == Proto::Udp && !now.contains(&e.backend)) {
+            let now: BTreeSet<_> = desired
+                .sets
+                .get(key)
+                .map(|s| s.endpoints.iter().map(|e| e.backend).collect())
+                .unwrap_or_default();
+            for ep in old
+                .endpoints
+                .iter()
+                .filter(|e| e.backend.proto == Proto::Udp && !now.contains(&e.backend))
+            {
                 for fe in old.frontends.keys() {
                     let vip = std::net::SocketAddrV4::new(fe.addr, fe.port);
                     match exec::purge_udp(vip, ep.backend.socket()) {
                         Ok(n) => purged += n,
-                        Err(e) => warn!(error = format!("{e:#}"), "UDP flows of a removed endpoint stay until they time out"),
+                        Err(e) => warn!(
+                            error = format!("{e:#}"),
+                            "UDP flows of a removed endpoint stay until they time out"
+                        ),
                     }
                 }
             }
@@ -130,7 +165,11 @@ impl Dataplane for IptablesDataplane {
                 // What the kernel holds is unknown now: re-read which chains exist so the
                 // retry rewrites all of them.
                 if let Ok(saved) = read(self.backend, false) {
-                    self.applied = saved.keys().filter(|(t, c)| is_ours(*t, c)).map(|k| (k.clone(), None)).collect();
+                    self.applied = saved
+                        .keys()
+                        .filter(|(t, c)| is_ours(*t, c))
+                        .map(|k| (k.clone(), None))
+                        .collect();
                 }
                 return Err(e);
             }
@@ -144,7 +183,11 @@ impl Dataplane for IptablesDataplane {
         }
         let purged = self.purge_udp(desired);
         self.last = desired.clone();
-        Ok(SyncReport { writes, purged, duration: start.elapsed() })
+        Ok(SyncReport {
+            writes,
+            purged,
+            duration: start.elapsed(),
+        })
     }
 }
 
@@ -152,10 +195,18 @@ impl Dataplane for IptablesDataplane {
 pub fn remove_rules(backend: Backend) -> Result<()> {
     backend.remove_jumps()?;
     let saved = read(backend, false)?;
-    let ours: Vec<(Table, String)> = saved.keys().filter(|(t, c)| is_ours(*t, c)).cloned().collect();
+    let ours: Vec<(Table, String)> = saved
+        .keys()
+        .filter(|(t, c)| is_ours(*t, c))
+        .cloned()
+        .collect();
     if !ours.is_empty() {
         backend.restore(&delete_all(&ours))?;
-        info!(backend = backend.as_str(), chains = ours.len(), "removed iptables chains");
+        info!(
+            backend = backend.as_str(),
+            chains = ours.len(),
+            "removed iptables chains"
+        );
     }
     Ok(())
 }

@@ -33,7 +33,11 @@ impl SetName {
         } else {
             svc_port.to_owned()
         };
-        Some(SetName { base: base.to_owned(), port_name, proto })
+        Some(SetName {
+            base: base.to_owned(),
+            port_name,
+            proto,
+        })
     }
 
     fn proto_lower(&self) -> &'static str {
@@ -58,7 +62,10 @@ impl SetName {
     /// KUBE-SEP-…: one endpoint's DNAT.
     pub fn sep_chain(&self, ep: &BackendAddr) -> String {
         let ep = ep.socket().to_string();
-        format!("KUBE-SEP-{}", hash(&[&self.port_name, self.proto_lower(), &ep]))
+        format!(
+            "KUBE-SEP-{}",
+            hash(&[&self.port_name, self.proto_lower(), &ep])
+        )
     }
 }
 
@@ -83,12 +90,25 @@ mod tests {
         assert_eq!(n.base, "default/web:http/TCP");
         assert_eq!(n.port_name, "default/web:http");
         // sha256("default/web:httptcp"), base32, 16 characters.
-        assert_eq!(n.svc_chain(), format!("KUBE-SVC-{}", &BASE32.encode(&Sha256::digest(b"default/web:httptcp"))[..16]));
+        assert_eq!(
+            n.svc_chain(),
+            format!(
+                "KUBE-SVC-{}",
+                &BASE32.encode(&Sha256::digest(b"default/web:httptcp"))[..16]
+            )
+        );
         assert!(n.svl_chain().starts_with("KUBE-SVL-") && n.svl_chain()[9..] == n.svc_chain()[9..]);
-        let ep = BackendAddr { addr: Ipv4Addr::new(198, 19, 1, 2), port: 8080, proto: Proto::Tcp };
+        let ep = BackendAddr {
+            addr: Ipv4Addr::new(198, 19, 1, 2),
+            port: 8080,
+            proto: Proto::Tcp,
+        };
         assert_eq!(
             n.sep_chain(&ep),
-            format!("KUBE-SEP-{}", &BASE32.encode(&Sha256::digest(b"default/web:httptcp198.19.1.2:8080"))[..16])
+            format!(
+                "KUBE-SEP-{}",
+                &BASE32.encode(&Sha256::digest(b"default/web:httptcp198.19.1.2:8080"))[..16]
+            )
         );
         assert_eq!(n.svc_chain().len(), "KUBE-SVC-".len() + 16);
     }

@@ -34,7 +34,11 @@ pub fn payload(desired: &Chains, applied: &Applied) -> Option<(String, usize)> {
         }
         count += changed.len() + removed.len();
         let _ = writeln!(out, "*{}", table.as_str());
-        for chain in changed.iter().map(|(c, _)| *c).chain(removed.iter().copied()) {
+        for chain in changed
+            .iter()
+            .map(|(c, _)| *c)
+            .chain(removed.iter().copied())
+        {
             let _ = writeln!(out, ":{chain} - [0:0]");
         }
         for (chain, rules) in &changed {
@@ -54,7 +58,11 @@ pub fn payload(desired: &Chains, applied: &Applied) -> Option<(String, usize)> {
 pub fn delete_all(chains: &[(Table, String)]) -> String {
     let mut out = String::new();
     for table in [Table::Filter, Table::Nat] {
-        let mine: Vec<&String> = chains.iter().filter(|(t, _)| *t == table).map(|(_, c)| c).collect();
+        let mine: Vec<&String> = chains
+            .iter()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, c)| c)
+            .collect();
         if mine.is_empty() {
             continue;
         }

@@ -64,16 +64,29 @@ pub const PER_SERVICE: &[&str] = &["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-
 
 /// Whether `chain` is one this agent writes (fixed or per-Service).
 pub fn is_ours(table: Table, chain: &str) -> bool {
-    FIXED.contains(&(table, chain)) || (table == Table::Nat && PER_SERVICE.iter().any(|p| chain.starts_with(p)))
+    FIXED.contains(&(table, chain))
+        || (table == Table::Nat && PER_SERVICE.iter().any(|p| chain.starts_with(p)))
 }
 
 /// Jumps from the built-in chains into ours: (table, built-in chain, rule after `-A X `).
 /// Kept out of the restore payload (appending them there would duplicate them on every
 /// agent start); they are checked with `-C` and inserted with `-I`.
 pub const JUMPS: &[(Table, &str, &str)] = &[
-    (Table::Nat, "PREROUTING", "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
-    (Table::Nat, "OUTPUT", "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
-    (Table::Nat, "POSTROUTING", "-m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING"),
+    (
+        Table::Nat,
+        "PREROUTING",
+        "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+    ),
+    (
+        Table::Nat,
+        "OUTPUT",
+        "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+    ),
+    (
+        Table::Nat,
+        "POSTROUTING",
+        "-m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
+    ),
     (
         Table::Filter,
         "INPUT",
@@ -84,8 +97,16 @@ pub const JUMPS: &[(Table, &str, &str)] = &[
         "FORWARD",
         "-m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES",
     ),
-    (Table::Filter, "FORWARD", "-m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
-    (Table::Filter, "OUTPUT", "-m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
+    (
+        Table::Filter,
+        "FORWARD",
+        "-m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+    ),
+    (
+        Table::Filter,
+        "OUTPUT",
+        "-m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+    ),
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -114,7 +135,10 @@ fn proto_lower(p: Proto) -> &'static str {
 /// `-d A/32 -p tcp -m comment --comment "…" -m tcp --dport P`
 fn match_frontend(fe: &Frontend, comment: &str) -> String {
     let p = proto_lower(fe.proto);
-    format!("-d {}/32 -p {p} -m comment --comment \"{comment}\" -m {p} --dport {}", fe.addr, fe.port)
+    format!(
+        "-d {}/32 -p {p} -m comment --comment \"{comment}\" -m {p} --dport {}",
+        fe.addr, fe.port
+    )
 }
 
 /// TCP gets a reset, UDP a port unreachable. (kube-proxy answers both with ICMP; the
@@ -141,7 +165,10 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
     }
     let nat = |c: &str| (Table::Nat, c.to_owned());
     let filter = |c: &str| (Table::Filter, c.to_owned());
-    chains.insert(nat(MARK_MASQ), vec![format!("-j MARK --or-mark {MASQ_MARK}")]);
+    chains.insert(
+        nat(MARK_MASQ),
+        vec![format!("-j MARK --or-mark {MASQ_MARK}")],
+    );
     chains.insert(
         nat(POSTROUTING),
         vec![
@@ -154,16 +181,28 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
         let name = SetName::parse(key).ok_or_else(|| RulesError::BadKey(key.clone()))?;
         if set.endpoints.is_empty() {
             for (fe, kind) in &set.frontends {
-                let chain = if *kind == FrontendKind::ClusterIp { SERVICES } else { EXTERNAL_SERVICES };
+                let chain = if *kind == FrontendKind::ClusterIp {
+                    SERVICES
+                } else {
+                    EXTERNAL_SERVICES
+                };
                 let comment = format!("{key} {} has no endpoints", kind_words(*kind));
                 chains
                     .get_mut(&filter(chain))
                     .expect("fixed chain")
-                    .push(format!("{} -j REJECT --reject-with {}", match_frontend(fe, &comment), reject_with(fe.proto)));
+                    .push(format!(
+                        "{} -j REJECT --reject-with {}",
+                        match_frontend(fe, &comment),
+                        reject_with(fe.proto)
+                    ));
             }
             continue;
         }
-        let set_chain = if set.local_policy { name.svl_chain() } else { name.svc_chain() };
+        let set_chain = if set.local_policy {
+            name.svl_chain()
+        } else {
+            name.svc_chain()
+        };
         set_rules(&mut chains, &name, set, &set_chain);
         let mut external = false;
         for (fe, kind) in &set.frontends {
@@ -171,7 +210,9 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
             let (chain, target) = match kind {
                 FrontendKind::ClusterIp => (SERVICES, set_chain.clone()),
                 FrontendKind::NodePort => (NODEPORTS, name.ext_chain()),
-                FrontendKind::ExternalIp | FrontendKind::LoadBalancer => (SERVICES, name.ext_chain()),
+                FrontendKind::ExternalIp | FrontendKind::LoadBalancer => {
+                    (SERVICES, name.ext_chain())
+                }
             };
             external |= kind.is_external();
             chains
@@ -192,7 +233,9 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
                 ]
             } else {
                 vec![
-                    format!("-m comment --comment \"masquerade traffic for {base} external destinations\" -j {MARK_MASQ}"),
+                    format!(
+                        "-m comment --comment \"masquerade traffic for {base} external destinations\" -j {MARK_MASQ}"
+                    ),
                     format!("-j {set_chain}"),
                 ]
             };
@@ -223,7 +266,10 @@ fn set_rules(chains: &mut Chains, name: &SetName, set: &BackendSet, set_chain: &
         let sep = name.sep_chain(&ep.backend);
         let comment = format!("-m comment --comment \"{base} -> {}\"", ep.backend.socket());
         if i + 1 < n {
-            rules.push(format!("{comment} -m statistic --mode random --probability {} -j {sep}", probability(n - i)));
+            rules.push(format!(
+                "{comment} -m statistic --mode random --probability {} -j {sep}",
+                probability(n - i)
+            ));
         } else {
             rules.push(format!("{comment} -j {sep}"));
         }

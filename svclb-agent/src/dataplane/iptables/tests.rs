@@ -7,14 +7,28 @@ use super::{
     restore::{Applied, delete_all, payload},
     rules::{Chains, Table, generate},
 };
-use crate::model::{BackendAddr, BackendSet, DesiredState, Endpoint, Frontend, FrontendKind, Proto, SetKey};
+use crate::model::{
+    BackendAddr, BackendSet, DesiredState, Endpoint, Frontend, FrontendKind, Proto, SetKey,
+};
 
 fn ep(last: u8, port: u16, proto: Proto) -> Endpoint {
-    Endpoint { backend: BackendAddr { addr: Ipv4Addr::new(198, 19, last, 2), port, proto }, terminating: false, local: false }
+    Endpoint {
+        backend: BackendAddr {
+            addr: Ipv4Addr::new(198, 19, last, 2),
+            port,
+            proto,
+        },
+        terminating: false,
+        local: false,
+    }
 }
 
 fn fe(a: [u8; 4], port: u16, proto: Proto) -> Frontend {
-    Frontend { addr: Ipv4Addr::from(a), port, proto }
+    Frontend {
+        addr: Ipv4Addr::from(a),
+        port,
+        proto,
+    }
 }
 
 /// web: ClusterIP 198.18.0.10:80 and NodePort 198.18.100.1:30080 → pod1, pod2 :8080.
@@ -22,8 +36,14 @@ fn web() -> (SetKey, BackendSet) {
     let set = BackendSet {
         endpoints: vec![ep(1, 8080, Proto::Tcp), ep(2, 8080, Proto::Tcp)],
         frontends: BTreeMap::from([
-            (fe([198, 18, 0, 10], 80, Proto::Tcp), FrontendKind::ClusterIp),
-            (fe([198, 18, 100, 1], 30080, Proto::Tcp), FrontendKind::NodePort),
+            (
+                fe([198, 18, 0, 10], 80, Proto::Tcp),
+                FrontendKind::ClusterIp,
+            ),
+            (
+                fe([198, 18, 100, 1], 30080, Proto::Tcp),
+                FrontendKind::NodePort,
+            ),
         ]),
         ..Default::default()
     };
@@ -31,7 +51,9 @@ fn web() -> (SetKey, BackendSet) {
 }
 
 fn state(sets: impl IntoIterator<Item = (SetKey, BackendSet)>) -> DesiredState {
-    DesiredState { sets: sets.into_iter().collect() }
+    DesiredState {
+        sets: sets.into_iter().collect(),
+    }
 }
 
 fn fresh() -> Applied {
@@ -39,7 +61,10 @@ fn fresh() -> Applied {
 }
 
 fn applied(chains: &Chains) -> Applied {
-    chains.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect()
+    chains
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect()
 }
 
 const FIXED_NAT: &str = "\
@@ -58,9 +83,20 @@ fn a_cluster_ip_and_node_port_service_is_kube_proxys_rule_set() {
     let sep1 = n.sep_chain(&set.endpoints[0].backend);
     let sep2 = n.sep_chain(&set.endpoints[1].backend);
     // Declarations in name order (the BTreeMap's), then each chain's rules in that order.
-    let mut decl = vec!["KUBE-MARK-MASQ", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-SERVICES", &ext, &sep1, &sep2, &svc];
+    let mut decl = vec![
+        "KUBE-MARK-MASQ",
+        "KUBE-NODEPORTS",
+        "KUBE-POSTROUTING",
+        "KUBE-SERVICES",
+        &ext,
+        &sep1,
+        &sep2,
+        &svc,
+    ];
     decl.sort();
-    let mut want = String::from("*filter\n:KUBE-EXTERNAL-SERVICES - [0:0]\n:KUBE-SERVICES - [0:0]\nCOMMIT\n*nat\n");
+    let mut want = String::from(
+        "*filter\n:KUBE-EXTERNAL-SERVICES - [0:0]\n:KUBE-SERVICES - [0:0]\nCOMMIT\n*nat\n",
+    );
     for c in &decl {
         want += &format!(":{c} - [0:0]\n");
     }
@@ -68,11 +104,25 @@ fn a_cluster_ip_and_node_port_service_is_kube_proxys_rule_set() {
     body.insert(&ext, format!(
         "-A {ext} -m comment --comment \"masquerade traffic for default/web:http/TCP external destinations\" -j KUBE-MARK-MASQ\n-A {ext} -j {svc}\n"
     ));
-    body.insert("KUBE-MARK-MASQ", FIXED_NAT.lines().take(1).map(|l| format!("{l}\n")).collect());
+    body.insert(
+        "KUBE-MARK-MASQ",
+        FIXED_NAT
+            .lines()
+            .take(1)
+            .map(|l| format!("{l}\n"))
+            .collect(),
+    );
     body.insert("KUBE-NODEPORTS", format!(
         "-A KUBE-NODEPORTS -d 198.18.100.1/32 -p tcp -m comment --comment \"default/web:http/TCP nodePort\" -m tcp --dport 30080 -j {ext}\n"
     ));
-    body.insert("KUBE-POSTROUTING", FIXED_NAT.lines().skip(1).map(|l| format!("{l}\n")).collect());
+    body.insert(
+        "KUBE-POSTROUTING",
+        FIXED_NAT
+            .lines()
+            .skip(1)
+            .map(|l| format!("{l}\n"))
+            .collect(),
+    );
     body.insert("KUBE-SERVICES", format!(
         "-A KUBE-SERVICES -d 198.18.0.10/32 -p tcp -m comment --comment \"default/web:http/TCP cluster IP\" -m tcp --dport 80 -j {svc}\n{NODEPORTS_LAST}"
     ));
@@ -103,7 +153,14 @@ fn probabilities_are_one_over_n_down_to_one() {
     let n = SetName::parse(&key).unwrap();
     let chains = generate(&state([(key, set)])).unwrap();
     let rules = &chains[&(Table::Nat, n.svc_chain())];
-    let probs: Vec<&str> = rules.iter().map(|r| r.split("--probability ").nth(1).map_or("-", |p| p.split(' ').next().unwrap())).collect();
+    let probs: Vec<&str> = rules
+        .iter()
+        .map(|r| {
+            r.split("--probability ")
+                .nth(1)
+                .map_or("-", |p| p.split(' ').next().unwrap())
+        })
+        .collect();
     assert_eq!(probs, ["0.2500000000", "0.3333333333", "0.5000000000", "-"]);
 }
 
@@ -148,7 +205,10 @@ fn local_policy_keeps_the_client_address_and_uses_local_endpoints_only() {
             format!("-j {}", n.svl_chain()),
         ]
     );
-    assert!(chains[&(Table::Nat, "KUBE-NODEPORTS".into())][0].contains("\"default/web:http/TCP@ext nodePort\""));
+    assert!(
+        chains[&(Table::Nat, "KUBE-NODEPORTS".into())][0]
+            .contains("\"default/web:http/TCP@ext nodePort\"")
+    );
 }
 
 #[test]
@@ -156,19 +216,29 @@ fn a_service_without_endpoints_is_rejected_in_the_filter_table() {
     let key = SetKey("default/empty:dns/UDP".into());
     let set = BackendSet {
         frontends: BTreeMap::from([
-            (fe([198, 18, 0, 14], 53, Proto::Udp), FrontendKind::ClusterIp),
-            (fe([198, 18, 100, 1], 30081, Proto::Udp), FrontendKind::NodePort),
+            (
+                fe([198, 18, 0, 14], 53, Proto::Udp),
+                FrontendKind::ClusterIp,
+            ),
+            (
+                fe([198, 18, 100, 1], 30081, Proto::Udp),
+                FrontendKind::NodePort,
+            ),
         ]),
         ..Default::default()
     };
     let chains = generate(&state([(key, set)])).unwrap();
     assert_eq!(
         chains[&(Table::Filter, "KUBE-SERVICES".into())],
-        ["-d 198.18.0.14/32 -p udp -m comment --comment \"default/empty:dns/UDP cluster IP has no endpoints\" -m udp --dport 53 -j REJECT --reject-with icmp-port-unreachable"]
+        [
+            "-d 198.18.0.14/32 -p udp -m comment --comment \"default/empty:dns/UDP cluster IP has no endpoints\" -m udp --dport 53 -j REJECT --reject-with icmp-port-unreachable"
+        ]
     );
     assert_eq!(
         chains[&(Table::Filter, "KUBE-EXTERNAL-SERVICES".into())],
-        ["-d 198.18.100.1/32 -p udp -m comment --comment \"default/empty:dns/UDP nodePort has no endpoints\" -m udp --dport 30081 -j REJECT --reject-with icmp-port-unreachable"]
+        [
+            "-d 198.18.100.1/32 -p udp -m comment --comment \"default/empty:dns/UDP nodePort has no endpoints\" -m udp --dport 30081 -j REJECT --reject-with icmp-port-unreachable"
+        ]
     );
     // Nothing in nat but the fixed chains.
     assert_eq!(chains.keys().filter(|(t, _)| *t == Table::Nat).count(), 4);
@@ -179,7 +249,11 @@ fn a_sync_rewrites_only_the_changed_chains_and_deletes_removed_ones() {
     let (key, set) = web();
     let n = SetName::parse(&key).unwrap();
     let first = generate(&state([(key.clone(), set.clone())])).unwrap();
-    assert_eq!(payload(&first, &applied(&first)), None, "unchanged: nothing to write");
+    assert_eq!(
+        payload(&first, &applied(&first)),
+        None,
+        "unchanged: nothing to write"
+    );
 
     // pod2 leaves: the service chain changes, pod2's endpoint chain goes; nothing else.
     let mut fewer = set.clone();
@@ -206,13 +280,22 @@ fn chains_of_unknown_content_found_at_start_are_rewritten_or_deleted() {
     adopted.insert((Table::Nat, "KUBE-SVC-OLDOLDOLDOLDOLDO".into()), None);
     let (text, count) = payload(&chains, &adopted).unwrap();
     assert_eq!(count, chains.len() + 1);
-    assert!(text.ends_with("-X KUBE-SVC-OLDOLDOLDOLDOLDO\nCOMMIT\n"), "{text}");
+    assert!(
+        text.ends_with("-X KUBE-SVC-OLDOLDOLDOLDOLDO\nCOMMIT\n"),
+        "{text}"
+    );
 }
 
 #[test]
 fn cleanup_flushes_then_deletes() {
-    let text = delete_all(&[(Table::Nat, "KUBE-SERVICES".into()), (Table::Filter, "KUBE-SERVICES".into())]);
-    assert_eq!(text, "*filter\n:KUBE-SERVICES - [0:0]\n-X KUBE-SERVICES\nCOMMIT\n*nat\n:KUBE-SERVICES - [0:0]\n-X KUBE-SERVICES\nCOMMIT\n");
+    let text = delete_all(&[
+        (Table::Nat, "KUBE-SERVICES".into()),
+        (Table::Filter, "KUBE-SERVICES".into()),
+    ]);
+    assert_eq!(
+        text,
+        "*filter\n:KUBE-SERVICES - [0:0]\n-X KUBE-SERVICES\nCOMMIT\n*nat\n:KUBE-SERVICES - [0:0]\n-X KUBE-SERVICES\nCOMMIT\n"
+    );
 }
 
 /// iptables-save prints rules in its own canonical form (reordered options, its own
@@ -256,11 +339,25 @@ COMMIT
         .frontends
         .iter()
         .map(|f| {
-            let bes: Vec<String> = f.backends.iter().map(|b| format!("{}:{}#{}", b.address, b.port, b.id)).collect();
+            let bes: Vec<String> = f
+                .backends
+                .iter()
+                .map(|b| format!("{}:{}#{}", b.address, b.port, b.id))
+                .collect();
             format!(
                 "{} {} {}:{}/{} id={} flags={:?} t={} n={} [{}] {}/{}",
-                f.service, f.kind, f.address, f.port, f.protocol, f.svc_id, f.flags, f.affinity_timeout_s, f.backend_count,
-                bes.join(","), f.packets, f.bytes
+                f.service,
+                f.kind,
+                f.address,
+                f.port,
+                f.protocol,
+                f.svc_id,
+                f.flags,
+                f.affinity_timeout_s,
+                f.backend_count,
+                bes.join(","),
+                f.packets,
+                f.bytes
             )
         })
         .collect();
@@ -272,5 +369,8 @@ COMMIT
             "default/web:http/TCP NodePort 198.18.100.1:30080/TCP id=2 flags=[\"affinity\"] t=30 n=2 [198.19.1.2:8080#1,198.19.2.2:8080#2] 5/300",
         ]
     );
-    assert!(build(&Saved::new()).is_none(), "no KUBE-SERVICES: not iptables mode");
+    assert!(
+        build(&Saved::new()).is_none(),
+        "no KUBE-SERVICES: not iptables mode"
+    );
 }

@@ -47,15 +47,25 @@ pub fn probe() -> Result<(), String> {
     if !Path::new("/proc/net/ip_vs").exists() {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
         let release = release.trim();
-        let dep = std::fs::read_to_string(format!("/lib/modules/{release}/modules.dep")).unwrap_or_default();
-        if !dep.lines().any(|l| l.split(':').next().is_some_and(|m| m.ends_with("/ip_vs.ko") || m.contains("/ip_vs.ko."))) {
+        let dep = std::fs::read_to_string(format!("/lib/modules/{release}/modules.dep"))
+            .unwrap_or_default();
+        if !dep.lines().any(|l| {
+            l.split(':')
+                .next()
+                .is_some_and(|m| m.ends_with("/ip_vs.ko") || m.contains("/ip_vs.ko."))
+        }) {
             return Err(format!(
                 "the kernel has no IPVS (no /proc/net/ip_vs, no ip_vs module for {release}: CONFIG_IP_VS unset?)"
             ));
         }
-        let loaded = Command::new("modprobe").arg("ip_vs").status().is_ok_and(|s| s.success());
+        let loaded = Command::new("modprobe")
+            .arg("ip_vs")
+            .status()
+            .is_ok_and(|s| s.success());
         if !loaded || !Path::new("/proc/net/ip_vs").exists() {
-            return Err("the ip_vs module exists but could not be loaded (modprobe ip_vs)".to_owned());
+            return Err(
+                "the ip_vs module exists but could not be loaded (modprobe ip_vs)".to_owned(),
+            );
         }
     }
     IpvsSocket::open().map(|_| ()).map_err(|e| e.to_string())
@@ -75,7 +85,10 @@ fn ipproto(p: Proto) -> u16 {
 }
 
 /// The virtual servers `state` asks for, with their real servers (pure).
-pub fn virtual_servers(state: &DesiredState, scheduler: &str) -> BTreeMap<VsKey, (VirtualServer, BTreeSet<RealServer>)> {
+pub fn virtual_servers(
+    state: &DesiredState,
+    scheduler: &str,
+) -> BTreeMap<VsKey, (VirtualServer, BTreeSet<RealServer>)> {
     let mut out = BTreeMap::new();
     for set in state.sets.values() {
         if set.endpoints.is_empty() {
@@ -89,7 +102,15 @@ pub fn virtual_servers(state: &DesiredState, scheduler: &str) -> BTreeMap<VsKey,
                 scheduler: scheduler.to_owned(),
                 persistent_s: set.affinity_timeout_s,
             };
-            let reals = set.endpoints.iter().map(|e| RealServer { addr: e.backend.addr, port: e.backend.port, weight: 1 }).collect();
+            let reals = set
+                .endpoints
+                .iter()
+                .map(|e| RealServer {
+                    addr: e.backend.addr,
+                    port: e.backend.port,
+                    weight: 1,
+                })
+                .collect();
             out.insert(key(&vs), (vs, reals));
         }
     }
@@ -120,10 +141,15 @@ impl IpvsDataplane {
     pub fn start(opts: &IpvsOptions) -> Result<Self> {
         let mut sock = IpvsSocket::open().context("IPVS generic netlink")?;
         let backend = opts.iptables_backend.resolve()?;
-        ip(&["link", "add", DUMMY_IF, "type", "dummy"]).or_else(|e| if link_exists() { Ok(()) } else { Err(e) })?;
+        ip(&["link", "add", DUMMY_IF, "type", "dummy"])
+            .or_else(|e| if link_exists() { Ok(()) } else { Err(e) })?;
         // kube-proxy's settings: IPVS keeps conntrack entries (for iptables masquerade),
         // and connections to removed real servers are dropped instead of hanging.
-        for (key, value) in [("conntrack", "1"), ("expire_nodest_conn", "1"), ("expire_quiescent_template", "1")] {
+        for (key, value) in [
+            ("conntrack", "1"),
+            ("expire_nodest_conn", "1"),
+            ("expire_quiescent_template", "1"),
+        ] {
             let path = format!("/proc/sys/net/ipv4/vs/{key}");
             if let Err(e) = std::fs::write(&path, value) {
                 warn!(path, error = %e, "IPVS sysctl not set");
@@ -135,7 +161,10 @@ impl IpvsDataplane {
             services.insert(key(&vs), (vs, reals));
         }
         if !services.is_empty() {
-            info!(services = services.len(), "adopted the IPVS virtual servers of an earlier run");
+            info!(
+                services = services.len(),
+                "adopted the IPVS virtual servers of an earlier run"
+            );
         }
         Ok(IpvsDataplane {
             sock,
@@ -170,10 +199,16 @@ impl Dataplane for IpvsDataplane {
             writes += count + self.backend.ensure_jumps()?;
         }
         let want = virtual_servers(desired, &self.scheduler);
-        let gone: Vec<VsKey> = self.services.keys().filter(|k| !want.contains_key(*k)).copied().collect();
+        let gone: Vec<VsKey> = self
+            .services
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .copied()
+            .collect();
         for k in gone {
             let (vs, _) = self.services.remove(&k).expect("listed");
-            self.sock.call(|f, s| msg::del_service(f, s, &vs), "IPVS_CMD_DEL_SERVICE")?;
+            self.sock
+                .call(|f, s| msg::del_service(f, s, &vs), "IPVS_CMD_DEL_SERVICE")?;
             writes += 1;
         }
         for (k, (vs, reals)) in &want {
@@ -181,23 +216,28 @@ impl Dataplane for IpvsDataplane {
                 Some((old, have)) if old == vs => have.clone(),
                 Some((old, _)) => {
                     let old = old.clone();
-                    self.sock.call(|f, s| msg::del_service(f, s, &old), "IPVS_CMD_DEL_SERVICE")?;
-                    self.sock.call(|f, s| msg::new_service(f, s, vs), "IPVS_CMD_NEW_SERVICE")?;
+                    self.sock
+                        .call(|f, s| msg::del_service(f, s, &old), "IPVS_CMD_DEL_SERVICE")?;
+                    self.sock
+                        .call(|f, s| msg::new_service(f, s, vs), "IPVS_CMD_NEW_SERVICE")?;
                     writes += 2;
                     BTreeSet::new()
                 }
                 None => {
-                    self.sock.call(|f, s| msg::new_service(f, s, vs), "IPVS_CMD_NEW_SERVICE")?;
+                    self.sock
+                        .call(|f, s| msg::new_service(f, s, vs), "IPVS_CMD_NEW_SERVICE")?;
                     writes += 1;
                     BTreeSet::new()
                 }
             };
             for rs in reals.difference(&have) {
-                self.sock.call(|f, s| msg::new_dest(f, s, vs, rs), "IPVS_CMD_NEW_DEST")?;
+                self.sock
+                    .call(|f, s| msg::new_dest(f, s, vs, rs), "IPVS_CMD_NEW_DEST")?;
                 writes += 1;
             }
             for rs in have.difference(reals) {
-                self.sock.call(|f, s| msg::del_dest(f, s, vs, rs), "IPVS_CMD_DEL_DEST")?;
+                self.sock
+                    .call(|f, s| msg::del_dest(f, s, vs, rs), "IPVS_CMD_DEL_DEST")?;
                 writes += 1;
             }
             self.services.insert(*k, (vs.clone(), reals.clone()));
@@ -208,15 +248,31 @@ impl Dataplane for IpvsDataplane {
         }
         let mut purged = 0;
         for (k, old) in &self.last.sets {
-            let now: BTreeSet<_> = desired.sets.get(k).map(|s| s.endpoints.iter().map(|e| e.backend).collect()).unwrap_or_default();
-            for ep in old.endpoints.iter().filter(|e| e.backend.proto == Proto::Udp && !now.contains(&e.backend)) {
+            let now: BTreeSet<_> = desired
+                .sets
+                .get(k)
+                .map(|s| s.endpoints.iter().map(|e| e.backend).collect())
+                .unwrap_or_default();
+            for ep in old
+                .endpoints
+                .iter()
+                .filter(|e| e.backend.proto == Proto::Udp && !now.contains(&e.backend))
+            {
                 for fe in old.frontends.keys() {
-                    purged += iptables::exec::purge_udp(std::net::SocketAddrV4::new(fe.addr, fe.port), ep.backend.socket()).unwrap_or(0);
+                    purged += iptables::exec::purge_udp(
+                        std::net::SocketAddrV4::new(fe.addr, fe.port),
+                        ep.backend.socket(),
+                    )
+                    .unwrap_or(0);
                 }
             }
         }
         self.last = desired.clone();
-        Ok(SyncReport { writes, purged, duration: start.elapsed() })
+        Ok(SyncReport {
+            writes,
+            purged,
+            duration: start.elapsed(),
+        })
     }
 }
 
@@ -241,12 +297,23 @@ pub fn dump_view() -> Result<crate::dump::DumpView> {
     let mut sock = IpvsSocket::open()?;
     let mut frontends = Vec::new();
     for (i, vs) in sock.services()?.into_iter().enumerate() {
-        let protocol = if vs.protocol == libc::IPPROTO_UDP as u16 { "UDP" } else { "TCP" };
+        let protocol = if vs.protocol == libc::IPPROTO_UDP as u16 {
+            "UDP"
+        } else {
+            "TCP"
+        };
         let backends: Vec<crate::dump::BackendView> = sock
             .dests(&vs)?
             .into_iter()
             .enumerate()
-            .map(|(j, rs)| crate::dump::BackendView { id: j as u32 + 1, address: rs.addr, port: rs.port, protocol, terminating: false, local: false })
+            .map(|(j, rs)| crate::dump::BackendView {
+                id: j as u32 + 1,
+                address: rs.addr,
+                port: rs.port,
+                protocol,
+                terminating: false,
+                local: false,
+            })
             .collect();
         frontends.push(crate::dump::FrontendView {
             kind: "?",
@@ -255,7 +322,11 @@ pub fn dump_view() -> Result<crate::dump::DumpView> {
             protocol,
             service: String::new(),
             svc_id: i as u32 + 1,
-            flags: if vs.persistent_s.is_some() { vec!["affinity"] } else { vec![] },
+            flags: if vs.persistent_s.is_some() {
+                vec!["affinity"]
+            } else {
+                vec![]
+            },
             affinity_timeout_s: vs.persistent_s.unwrap_or(0),
             backend_count: backends.len() as u16,
             backends,
@@ -263,7 +334,11 @@ pub fn dump_view() -> Result<crate::dump::DumpView> {
             bytes: 0,
         });
     }
-    Ok(crate::dump::DumpView { frontends, conntrack: Default::default(), counters: Default::default() })
+    Ok(crate::dump::DumpView {
+        frontends,
+        conntrack: Default::default(),
+        counters: Default::default(),
+    })
 }
 
 fn link_exists() -> bool {
@@ -271,7 +346,10 @@ fn link_exists() -> bool {
 }
 
 fn dummy_addrs() -> Result<BTreeSet<Ipv4Addr>> {
-    let out = Command::new("ip").args(["-4", "-o", "addr", "show", "dev", DUMMY_IF]).output().context("running ip")?;
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", DUMMY_IF])
+        .output()
+        .context("running ip")?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text
         .lines()
@@ -281,9 +359,128 @@ fn dummy_addrs() -> Result<BTreeSet<Ipv4Addr>> {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip (iproute2)")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        dataplane::iptables::rules::Table,
+        model::{BackendAddr, BackendSet, Endpoint, Frontend, SetKey},
+    };
+
+    fn state() -> DesiredState {
+        let ep = |n: u8| Endpoint {
+            backend: BackendAddr {
+                addr: Ipv4Addr::new(198, 19, n, 2),
+                port: 8080,
+                proto: Proto::Tcp,
+            },
+            terminating: false,
+            local: false,
+        };
+        let fe = |a: [u8; 4], port| Frontend {
+            addr: Ipv4Addr::from(a),
+            port,
+            proto: Proto::Tcp,
+        };
+        let web = BackendSet {
+            endpoints: vec![ep(1), ep(2)],
+            affinity_timeout_s: Some(60),
+            frontends: BTreeMap::from([
+                (fe([198, 18, 0, 10], 80), FrontendKind::ClusterIp),
+                (fe([198, 18, 100, 1], 30080), FrontendKind::NodePort),
+            ]),
+            ..Default::default()
+        };
+        let empty = BackendSet {
+            frontends: BTreeMap::from([(fe([198, 18, 0, 14], 80), FrontendKind::ClusterIp)]),
+            ..Default::default()
+        };
+        DesiredState {
+            sets: BTreeMap::from([
+                (SetKey("default/web:http/TCP".into()), web),
+                (SetKey("default/empty:http/TCP".into()), empty),
+            ]),
+        }
+    }
+
+    #[test]
+    fn one_virtual_server_per_frontend_with_persistence_for_affinity() {
+        let vss = virtual_servers(&state(), "lc");
+        let keys: Vec<_> = vss.keys().copied().collect();
+        assert_eq!(
+            keys,
+            [
+                (Ipv4Addr::new(198, 18, 0, 10), 80, 6),
+                (Ipv4Addr::new(198, 18, 100, 1), 30080, 6)
+            ]
+        );
+        let (vs, reals) = &vss[&keys[0]];
+        assert_eq!((vs.scheduler.as_str(), vs.persistent_s), ("lc", Some(60)));
+        assert_eq!(
+            reals
+                .iter()
+                .map(|r| (r.addr, r.port, r.weight))
+                .collect::<Vec<_>>(),
+            [
+                (Ipv4Addr::new(198, 19, 1, 2), 8080, 1),
+                (Ipv4Addr::new(198, 19, 2, 2), 8080, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn vips_are_every_address_but_node_ports() {
+        assert_eq!(
+            vips(&state()),
+            [Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 14)].into()
+        );
+    }
+
+    #[test]
+    fn rules_mark_external_traffic_masquerade_hairpin_and_reject_the_empty() {
+        let chains = rules::generate(&state()).unwrap();
+        assert_eq!(
+            chains[&(Table::Nat, "KUBE-SERVICES".into())],
+            [
+                "-d 198.18.100.1/32 -p tcp -m comment --comment \"default/web:http/TCP nodePort\" -m tcp --dport 30080 -j KUBE-MARK-MASQ"
+            ]
+        );
+        assert_eq!(
+            chains[&(Table::Filter, "KUBE-EXTERNAL-SERVICES".into())],
+            [
+                "-d 198.18.0.14/32 -p tcp -m comment --comment \"default/empty:http/TCP cluster IP has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with tcp-reset"
+            ]
+        );
+        let post = &chains[&(Table::Nat, "KUBE-POSTROUTING".into())];
+        assert_eq!(post.len(), 5);
+        assert!(
+            post.iter().any(
+                |r| r.starts_with("-s 198.19.1.2/32 -d 198.19.1.2/32 -p tcp")
+                    && r.ends_with("--dport 8080 -j MASQUERADE")
+            ),
+            "{post:?}"
+        );
+        // Only chains iptables mode also owns: switching modes cleans them up.
+        assert!(
+            chains
+                .keys()
+                .all(|(t, c)| crate::dataplane::iptables::rules::is_ours(*t, c))
+        );
+    }
 }

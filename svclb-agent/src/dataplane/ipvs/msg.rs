@@ -110,7 +110,14 @@ pub fn get_family(seq: u32) -> Vec<u8> {
     let mut name = IPVS_GENL_NAME.as_bytes().to_vec();
     name.push(0);
     put_attr(&mut a, CTRL_ATTR_FAMILY_NAME, &name);
-    message(GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, seq, CTRL_CMD_GETFAMILY, 1, &a)
+    message(
+        GENL_ID_CTRL,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        CTRL_CMD_GETFAMILY,
+        1,
+        &a,
+    )
 }
 
 /// The attributes that name a virtual server (AF, PROTOCOL, ADDR, PORT).
@@ -129,41 +136,81 @@ pub fn new_service(family: u16, seq: u32, vs: &VirtualServer) -> Vec<u8> {
         let mut sched = vs.scheduler.as_bytes().to_vec();
         sched.push(0);
         put_attr(b, IPVS_SVC_ATTR_SCHED_NAME, &sched);
-        let flags = if vs.persistent_s.is_some() { IP_VS_SVC_F_PERSISTENT } else { 0 };
+        let flags = if vs.persistent_s.is_some() {
+            IP_VS_SVC_F_PERSISTENT
+        } else {
+            0
+        };
         // struct ip_vs_flags { __u32 flags; __u32 mask; }
         let mut f = flags.to_ne_bytes().to_vec();
         f.extend_from_slice(&u32::MAX.to_ne_bytes());
         put_attr(b, IPVS_SVC_ATTR_FLAGS, &f);
-        put_attr(b, IPVS_SVC_ATTR_TIMEOUT, &vs.persistent_s.unwrap_or(0).to_ne_bytes());
+        put_attr(
+            b,
+            IPVS_SVC_ATTR_TIMEOUT,
+            &vs.persistent_s.unwrap_or(0).to_ne_bytes(),
+        );
         put_attr(b, IPVS_SVC_ATTR_NETMASK, &u32::MAX.to_be_bytes());
     });
-    message(family, NLM_F_REQUEST | NLM_F_ACK, seq, IPVS_CMD_NEW_SERVICE, IPVS_GENL_VERSION, &a)
+    message(
+        family,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        IPVS_CMD_NEW_SERVICE,
+        IPVS_GENL_VERSION,
+        &a,
+    )
 }
 
 /// IPVS_CMD_DEL_SERVICE (its real servers go with it).
 pub fn del_service(family: u16, seq: u32, vs: &VirtualServer) -> Vec<u8> {
     let mut a = Vec::new();
     put_nested(&mut a, IPVS_CMD_ATTR_SERVICE, |b| service_id(b, vs));
-    message(family, NLM_F_REQUEST | NLM_F_ACK, seq, IPVS_CMD_DEL_SERVICE, IPVS_GENL_VERSION, &a)
+    message(
+        family,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        IPVS_CMD_DEL_SERVICE,
+        IPVS_GENL_VERSION,
+        &a,
+    )
 }
 
 /// IPVS_CMD_GET_SERVICE as a dump of every virtual server.
 pub fn get_services(family: u16, seq: u32) -> Vec<u8> {
-    message(family, NLM_F_REQUEST | NLM_F_DUMP, seq, IPVS_CMD_GET_SERVICE, IPVS_GENL_VERSION, &[])
+    message(
+        family,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        IPVS_CMD_GET_SERVICE,
+        IPVS_GENL_VERSION,
+        &[],
+    )
 }
 
 /// IPVS_CMD_GET_DEST: every real server of `vs`.
 pub fn get_dests(family: u16, seq: u32, vs: &VirtualServer) -> Vec<u8> {
     let mut a = Vec::new();
     put_nested(&mut a, IPVS_CMD_ATTR_SERVICE, |b| service_id(b, vs));
-    message(family, NLM_F_REQUEST | NLM_F_DUMP, seq, IPVS_CMD_GET_DEST, IPVS_GENL_VERSION, &a)
+    message(
+        family,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        IPVS_CMD_GET_DEST,
+        IPVS_GENL_VERSION,
+        &a,
+    )
 }
 
 fn dest_attrs(b: &mut Vec<u8>, rs: &RealServer, full: bool) {
     put_attr(b, IPVS_DEST_ATTR_ADDR, &rs.addr.octets());
     put_attr(b, IPVS_DEST_ATTR_PORT, &rs.port.to_be_bytes());
     if full {
-        put_attr(b, IPVS_DEST_ATTR_FWD_METHOD, &IP_VS_CONN_F_MASQ.to_ne_bytes());
+        put_attr(
+            b,
+            IPVS_DEST_ATTR_FWD_METHOD,
+            &IP_VS_CONN_F_MASQ.to_ne_bytes(),
+        );
         put_attr(b, IPVS_DEST_ATTR_WEIGHT, &rs.weight.to_ne_bytes());
         put_attr(b, IPVS_DEST_ATTR_U_THRESH, &0u32.to_ne_bytes());
         put_attr(b, IPVS_DEST_ATTR_L_THRESH, &0u32.to_ne_bytes());
@@ -176,7 +223,14 @@ pub fn new_dest(family: u16, seq: u32, vs: &VirtualServer, rs: &RealServer) -> V
     let mut a = Vec::new();
     put_nested(&mut a, IPVS_CMD_ATTR_SERVICE, |b| service_id(b, vs));
     put_nested(&mut a, IPVS_CMD_ATTR_DEST, |b| dest_attrs(b, rs, true));
-    message(family, NLM_F_REQUEST | NLM_F_ACK, seq, IPVS_CMD_NEW_DEST, IPVS_GENL_VERSION, &a)
+    message(
+        family,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        IPVS_CMD_NEW_DEST,
+        IPVS_GENL_VERSION,
+        &a,
+    )
 }
 
 /// IPVS_CMD_DEL_DEST.
@@ -184,7 +238,14 @@ pub fn del_dest(family: u16, seq: u32, vs: &VirtualServer, rs: &RealServer) -> V
     let mut a = Vec::new();
     put_nested(&mut a, IPVS_CMD_ATTR_SERVICE, |b| service_id(b, vs));
     put_nested(&mut a, IPVS_CMD_ATTR_DEST, |b| dest_attrs(b, rs, false));
-    message(family, NLM_F_REQUEST | NLM_F_ACK, seq, IPVS_CMD_DEL_DEST, IPVS_GENL_VERSION, &a)
+    message(
+        family,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        IPVS_CMD_DEL_DEST,
+        IPVS_GENL_VERSION,
+        &a,
+    )
 }
 
 /// Attributes of a payload: (type without flags, payload).
@@ -218,7 +279,8 @@ pub fn parse_service(payload: &[u8]) -> Option<VirtualServer> {
         addr: Ipv4Addr::from(addr),
         port: u16::from_be_bytes(get(IPVS_SVC_ATTR_PORT)?.get(..2)?.try_into().ok()?),
         protocol: u16::from_ne_bytes(get(IPVS_SVC_ATTR_PROTOCOL)?.get(..2)?.try_into().ok()?),
-        scheduler: String::from_utf8_lossy(sched.split(|b| *b == 0).next().unwrap_or_default()).into_owned(),
+        scheduler: String::from_utf8_lossy(sched.split(|b| *b == 0).next().unwrap_or_default())
+            .into_owned(),
         persistent_s: (flags & IP_VS_SVC_F_PERSISTENT != 0).then_some(timeout),
     })
 }
@@ -240,7 +302,13 @@ mod tests {
     use super::*;
 
     fn vs(persistent_s: Option<u32>) -> VirtualServer {
-        VirtualServer { addr: Ipv4Addr::new(198, 18, 0, 10), port: 80, protocol: 6, scheduler: "rr".into(), persistent_s }
+        VirtualServer {
+            addr: Ipv4Addr::new(198, 18, 0, 10),
+            port: 80,
+            protocol: 6,
+            scheduler: "rr".into(),
+            persistent_s,
+        }
     }
 
     /// Little-endian host (x86_64, aarch64): the layout as the kernel reads it there.
@@ -255,7 +323,8 @@ mod tests {
             7, 0, 0, 0, // seq
             0, 0, 0, 0, // pid
             3, 1, 0, 0, // CTRL_CMD_GETFAMILY, version 1
-            9, 0, 2, 0, b'I', b'P', b'V', b'S', 0, 0, 0, 0, // CTRL_ATTR_FAMILY_NAME "IPVS\0" + pad
+            9, 0, 2, 0, b'I', b'P', b'V', b'S', 0, 0, 0,
+            0, // CTRL_ATTR_FAMILY_NAME "IPVS\0" + pad
         ];
         assert_eq!(m, want);
     }
@@ -265,20 +334,41 @@ mod tests {
     fn new_service_carries_every_attribute_in_the_documented_layout() {
         let m = new_service(0x22, 1, &vs(Some(10800)));
         let header = [
-            0, 0, 0, 0, 0x22, 0, 5, 0, 1, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr (len checked below)
-            IPVS_CMD_NEW_SERVICE, IPVS_GENL_VERSION, 0, 0,
+            0,
+            0,
+            0,
+            0,
+            0x22,
+            0,
+            5,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0, // nlmsghdr (len checked below)
+            IPVS_CMD_NEW_SERVICE,
+            IPVS_GENL_VERSION,
+            0,
+            0,
         ];
         assert_eq!(&m[4..20], &header[4..]);
-        assert_eq!(u32::from_le_bytes(m[0..4].try_into().unwrap()) as usize, m.len());
+        assert_eq!(
+            u32::from_le_bytes(m[0..4].try_into().unwrap()) as usize,
+            m.len()
+        );
         let svc: Vec<u8> = [
-            &[6, 0, 1, 0, 2, 0, 0, 0][..],                 // AF = AF_INET (u16) + pad
-            &[6, 0, 2, 0, 6, 0, 0, 0],                      // PROTOCOL = 6 (u16) + pad
-            &[8, 0, 3, 0, 198, 18, 0, 10],                  // ADDR = 4 bytes
-            &[6, 0, 4, 0, 0, 80, 0, 0],                     // PORT = 80, big-endian + pad
-            &[7, 0, 6, 0, b'r', b'r', 0, 0],                // SCHED_NAME "rr\0" + pad
+            &[6, 0, 1, 0, 2, 0, 0, 0][..],   // AF = AF_INET (u16) + pad
+            &[6, 0, 2, 0, 6, 0, 0, 0],       // PROTOCOL = 6 (u16) + pad
+            &[8, 0, 3, 0, 198, 18, 0, 10],   // ADDR = 4 bytes
+            &[6, 0, 4, 0, 0, 80, 0, 0],      // PORT = 80, big-endian + pad
+            &[7, 0, 6, 0, b'r', b'r', 0, 0], // SCHED_NAME "rr\0" + pad
             &[12, 0, 7, 0, 1, 0, 0, 0, 255, 255, 255, 255], // FLAGS {PERSISTENT, mask ~0}
-            &[8, 0, 8, 0, 0x30, 0x2a, 0, 0],                // TIMEOUT = 10800
-            &[8, 0, 9, 0, 255, 255, 255, 255],              // NETMASK /32, big-endian
+            &[8, 0, 8, 0, 0x30, 0x2a, 0, 0], // TIMEOUT = 10800
+            &[8, 0, 9, 0, 255, 255, 255, 255], // NETMASK /32, big-endian
         ]
         .concat();
         let mut nested = vec![(4 + svc.len()) as u8, 0, 1, 0x80]; // IPVS_CMD_ATTR_SERVICE | NLA_F_NESTED
@@ -293,13 +383,23 @@ mod tests {
     #[cfg(target_endian = "little")]
     #[test]
     fn new_and_del_dest_name_the_service_and_the_real_server() {
-        let rs = RealServer { addr: Ipv4Addr::new(198, 19, 1, 2), port: 8080, weight: 1 };
+        let rs = RealServer {
+            addr: Ipv4Addr::new(198, 19, 1, 2),
+            port: 8080,
+            weight: 1,
+        };
         let m = new_dest(0x22, 2, &vs(None), &rs);
         assert_eq!(m[16], IPVS_CMD_NEW_DEST);
         let top = attrs(&m[20..]);
-        assert_eq!(top.iter().map(|(t, _)| *t).collect::<Vec<_>>(), [IPVS_CMD_ATTR_SERVICE, IPVS_CMD_ATTR_DEST]);
+        assert_eq!(
+            top.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            [IPVS_CMD_ATTR_SERVICE, IPVS_CMD_ATTR_DEST]
+        );
         // The service part names it only (AF, PROTOCOL, ADDR, PORT).
-        assert_eq!(attrs(top[0].1).iter().map(|(t, _)| *t).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(
+            attrs(top[0].1).iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
         let dest: Vec<u8> = [
             &[8, 0, 1, 0, 198, 19, 1, 2][..], // ADDR
             &[6, 0, 2, 0, 0x1f, 0x90, 0, 0],  // PORT 8080 big-endian
@@ -315,7 +415,10 @@ mod tests {
         let d = del_dest(0x22, 3, &vs(None), &rs);
         assert_eq!(d[16], IPVS_CMD_DEL_DEST);
         let top = attrs(&d[20..]);
-        assert_eq!(attrs(top[1].1).iter().map(|(t, _)| *t).collect::<Vec<_>>(), [1, 2, 11]);
+        assert_eq!(
+            attrs(top[1].1).iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            [1, 2, 11]
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   endpoints (there is no virtual server for them; the VIP is local, so INPUT sees them).
 use crate::{
     dataplane::iptables::rules::{
-        Chains, EXTERNAL_SERVICES, FIXED, MARK_MASQ, MASQ_MARK, POSTROUTING, RulesError, SERVICES, Table, kind_words,
+        Chains, EXTERNAL_SERVICES, FIXED, MARK_MASQ, MASQ_MARK, POSTROUTING, RulesError, SERVICES,
+        Table, kind_words,
     },
     model::{DesiredState, Proto},
 };
@@ -31,7 +32,10 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
         format!("-j MARK --xor-mark {MASQ_MARK}"),
         "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully".to_owned(),
     ];
-    chains.insert((Table::Nat, MARK_MASQ.to_owned()), vec![format!("-j MARK --or-mark {MASQ_MARK}")]);
+    chains.insert(
+        (Table::Nat, MARK_MASQ.to_owned()),
+        vec![format!("-j MARK --or-mark {MASQ_MARK}")],
+    );
     let mut hairpin = std::collections::BTreeSet::new();
     for (key, set) in &state.sets {
         for (fe, kind) in &set.frontends {
@@ -39,7 +43,11 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
                 "-d {}/32 -p {pr} -m comment --comment \"{key} {}{}\" -m {pr} --dport {}",
                 fe.addr,
                 kind_words(*kind),
-                if set.endpoints.is_empty() { " has no endpoints" } else { "" },
+                if set.endpoints.is_empty() {
+                    " has no endpoints"
+                } else {
+                    ""
+                },
                 fe.port,
                 pr = p(fe.proto)
             );
@@ -49,10 +57,17 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
                     .expect("fixed")
                     .push(format!(
                         "{m} -j REJECT --reject-with {}",
-                        if fe.proto == Proto::Tcp { "tcp-reset" } else { "icmp-port-unreachable" }
+                        if fe.proto == Proto::Tcp {
+                            "tcp-reset"
+                        } else {
+                            "icmp-port-unreachable"
+                        }
                     ));
             } else if kind.is_external() && !set.local_policy {
-                chains.get_mut(&(Table::Nat, SERVICES.to_owned())).expect("fixed").push(format!("{m} -j {MARK_MASQ}"));
+                chains
+                    .get_mut(&(Table::Nat, SERVICES.to_owned()))
+                    .expect("fixed")
+                    .push(format!("{m} -j {MARK_MASQ}"));
             }
         }
         for ep in &set.endpoints {

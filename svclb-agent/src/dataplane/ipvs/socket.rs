@@ -1,7 +1,12 @@
 //! A generic-netlink socket speaking to the IPVS family: requests with acks, and dumps.
-use std::{io, os::fd::{AsRawFd, FromRawFd, OwnedFd}};
+use std::{
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
 
-use super::msg::{self, CTRL_ATTR_FAMILY_ID, IPVS_CMD_ATTR_DEST, IPVS_CMD_ATTR_SERVICE, RealServer, VirtualServer};
+use super::msg::{
+    self, CTRL_ATTR_FAMILY_ID, IPVS_CMD_ATTR_DEST, IPVS_CMD_ATTR_SERVICE, RealServer, VirtualServer,
+};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -12,7 +17,9 @@ pub enum NlError {
     Io(#[from] io::Error),
     #[error("the kernel refused {what}: {err}")]
     Refused { what: String, err: io::Error },
-    #[error("no IPVS generic-netlink family (kernel without IP_VS, or the ip_vs module not loaded)")]
+    #[error(
+        "no IPVS generic-netlink family (kernel without IP_VS, or the ip_vs module not loaded)"
+    )]
     NoFamily,
     #[error("malformed netlink reply to {0}")]
     Malformed(String),
@@ -28,14 +35,23 @@ impl IpvsSocket {
     /// Opens a NETLINK_GENERIC socket and resolves the "IPVS" family.
     pub fn open() -> Result<Self, NlError> {
         // SAFETY: plain socket(2); the fd is owned right away.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_GENERIC) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_GENERIC,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error().into());
         }
         // SAFETY: fd is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // Replies within 5 s or an error: no sync waits forever on the kernel.
-        let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
+        let tv = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
         // SAFETY: setsockopt with a timeval we own, of its size.
         unsafe {
             libc::setsockopt(
@@ -46,12 +62,18 @@ impl IpvsSocket {
                 std::mem::size_of::<libc::timeval>() as u32,
             );
         }
-        let mut s = IpvsSocket { fd, family: 0, seq: 0 };
+        let mut s = IpvsSocket {
+            fd,
+            family: 0,
+            seq: 0,
+        };
         let seq = s.next_seq();
-        let replies = s.request(&msg::get_family(seq), "CTRL_CMD_GETFAMILY IPVS").map_err(|e| match e {
-            NlError::Refused { .. } => NlError::NoFamily,
-            e => e,
-        })?;
+        let replies = s
+            .request(&msg::get_family(seq), "CTRL_CMD_GETFAMILY IPVS")
+            .map_err(|e| match e {
+                NlError::Refused { .. } => NlError::NoFamily,
+                e => e,
+            })?;
         let id = replies
             .iter()
             .flat_map(|p| msg::attrs(p))
@@ -84,7 +106,8 @@ impl IpvsSocket {
         // Bounded: a dump of many services arrives in many datagrams, never endless.
         for _ in 0..100_000 {
             // SAFETY: recv(2) into our buffer, at most its length.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 return Err(io::Error::last_os_error().into());
             }
@@ -99,11 +122,19 @@ impl IpvsSocket {
                 match ty {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
-                        let code = i32::from_ne_bytes(body.get(..4).ok_or_else(|| NlError::Malformed(what.to_owned()))?.try_into().expect("4 bytes"));
+                        let code = i32::from_ne_bytes(
+                            body.get(..4)
+                                .ok_or_else(|| NlError::Malformed(what.to_owned()))?
+                                .try_into()
+                                .expect("4 bytes"),
+                        );
                         if code == 0 {
                             return Ok(out);
                         }
-                        return Err(NlError::Refused { what: what.to_owned(), err: io::Error::from_raw_os_error(-code) });
+                        return Err(NlError::Refused {
+                            what: what.to_owned(),
+                            err: io::Error::from_raw_os_error(-code),
+                        });
                     }
                     _ => out.push(body.get(4..).unwrap_or_default().to_vec()),
                 }
@@ -118,7 +149,13 @@ impl IpvsSocket {
         let replies = self.request(&msg::get_services(self.family, seq), "IPVS_CMD_GET_SERVICE")?;
         Ok(replies
             .iter()
-            .flat_map(|p| msg::attrs(p).into_iter().filter(|(t, _)| *t == IPVS_CMD_ATTR_SERVICE).map(|(_, p)| p.to_vec()).collect::<Vec<_>>())
+            .flat_map(|p| {
+                msg::attrs(p)
+                    .into_iter()
+                    .filter(|(t, _)| *t == IPVS_CMD_ATTR_SERVICE)
+                    .map(|(_, p)| p.to_vec())
+                    .collect::<Vec<_>>()
+            })
             .filter_map(|p| msg::parse_service(&p))
             .collect())
     }
@@ -128,13 +165,23 @@ impl IpvsSocket {
         let replies = self.request(&msg::get_dests(self.family, seq, vs), "IPVS_CMD_GET_DEST")?;
         Ok(replies
             .iter()
-            .flat_map(|p| msg::attrs(p).into_iter().filter(|(t, _)| *t == IPVS_CMD_ATTR_DEST).map(|(_, p)| p.to_vec()).collect::<Vec<_>>())
+            .flat_map(|p| {
+                msg::attrs(p)
+                    .into_iter()
+                    .filter(|(t, _)| *t == IPVS_CMD_ATTR_DEST)
+                    .map(|(_, p)| p.to_vec())
+                    .collect::<Vec<_>>()
+            })
             .filter_map(|p| msg::parse_dest(&p))
             .collect())
     }
 
     /// Sends one request that expects only an ack.
-    pub fn call(&mut self, build: impl FnOnce(u16, u32) -> Vec<u8>, what: &str) -> Result<(), NlError> {
+    pub fn call(
+        &mut self,
+        build: impl FnOnce(u16, u32) -> Vec<u8>,
+        what: &str,
+    ) -> Result<(), NlError> {
         let seq = self.next_seq();
         let req = build(self.family, seq);
         self.request(&req, what).map(|_| ())
