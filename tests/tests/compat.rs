@@ -413,3 +413,47 @@ fn serves_web_after_removal(sb: &Sandbox) {
     assert_eq!(r.ok, 40, "{r:?}");
     assert!(!r.backends.contains_key("pod3"), "{r:?}");
 }
+
+/// Hairpin in iptables mode: pod1, the only backend of web, reaches itself through the
+/// ClusterIP (its KUBE-SEP chain masquerades traffic from the endpoint itself, so the
+/// reply comes back through the node). iptables mode only: the eBPF data path does not
+/// do hairpin SNAT yet (issue #4).
+#[test]
+fn iptables_hairpin_pod_reaches_itself_through_its_service() {
+    let mut sb = Sandbox::new().unwrap();
+    prepare_node(&sb.topo.node).unwrap();
+    let pod1 = sb.backend_ips()[0];
+    sb.manifests
+        .write("svc.yaml", &services(&[pod1], &[pod1]))
+        .unwrap();
+    sb.start_agent(Mode::Iptables.agent_args()).unwrap();
+    sb.agent()
+        .wait_dump("web on pod1", SYNC, |d| {
+            has_frontend(d, WEB_IP, 80, "TCP", 1)
+        })
+        .unwrap();
+    let r = probe(&sb, &sb.topo.pod(1).ns, "tcp", WEB_IP, 80, 10);
+    assert_eq!(r.ok, 10, "{r:?}");
+    assert_eq!(r.backends.keys().collect::<Vec<_>>(), ["pod1"], "{r:?}");
+}
+
+/// `dump --mode` reads the named mode and fails clearly when that mode holds nothing.
+#[test]
+fn dump_reads_the_mode_it_is_told() {
+    let mut sb = sandbox();
+    sb.start_agent(Mode::Iptables.agent_args()).unwrap();
+    let auto = sb
+        .agent()
+        .wait_dump("every frontend", SYNC, all_frontends)
+        .unwrap();
+    let dump = |mode: &str| {
+        let mut cmd = process::command(Some(sb.topo.node.name()), &sb.bins().agent).unwrap();
+        cmd.args(["dump", "--json", "--mode", mode, "--bpffs"])
+            .arg(sb.pins());
+        process::run(cmd, Duration::from_secs(30))
+    };
+    let explicit: Value = serde_json::from_str(&dump("iptables").unwrap()).unwrap();
+    assert_eq!(explicit["frontends"], auto["frontends"]);
+    let err = format!("{:#}", dump("ebpf").unwrap_err());
+    assert!(err.contains("exit status"), "{err}");
+}
