@@ -32,6 +32,30 @@ impl Mode {
         }
     }
 
+    /// Only the mode-selecting flags.
+    pub fn mode_args(self) -> &'static [&'static str] {
+        let all = self.agent_args();
+        &all[..if self == Mode::Ebpf { 2 } else { all.len() }]
+    }
+
+    /// The mode-selecting flags followed by `extra` (a scenario's own flags).
+    pub fn args_with<'a>(self, extra: &[&'a str]) -> Vec<&'a str> {
+        self.mode_args()
+            .iter()
+            .copied()
+            .chain(extra.iter().copied())
+            .collect()
+    }
+
+    /// Like [`Mode::sandbox`] with `backends` serving pods.
+    pub fn sandbox_with(self, backends: u8) -> Result<Sandbox> {
+        let sb = Sandbox::with_backends(backends)?;
+        if self.is_iptables() {
+            prepare_node(&sb.topo.node)?;
+        }
+        Ok(sb)
+    }
+
     pub fn is_iptables(self) -> bool {
         matches!(self, Mode::Iptables | Mode::IptablesLegacy)
     }

@@ -198,6 +198,7 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
     for f in &found {
         let mut backends = Vec::new();
         let mut affinity = None;
+        // The set's Local traffic policy (its chain holds local endpoints only).
         let local = f
             .set_chain
             .as_deref()
@@ -216,6 +217,11 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
                     .iter()
                     .find_map(|r| r.arg("--to-destination")?.parse::<SocketAddrV4>().ok());
                 let Some(dest) = dest else { continue };
+                // The endpoint's state, from the comment's suffix (see rules::endpoint_state).
+                let state = rule
+                    .arg("--comment")
+                    .and_then(|c| c.rsplit_once(" (")?.1.strip_suffix(')'))
+                    .unwrap_or_default();
                 let next = backend_ids.len() as u32 + 1;
                 let id = *backend_ids.entry((dest, f.proto)).or_insert(next);
                 backends.push(BackendView {
@@ -223,8 +229,8 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
                     address: *dest.ip(),
                     port: dest.port(),
                     protocol: f.proto,
-                    terminating: false,
-                    local,
+                    terminating: state.split(',').any(|w| w == "terminating"),
+                    local: state.split(',').any(|w| w == "local"),
                 });
             }
         }

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use super::names::SetName;
-use crate::model::{BackendSet, DesiredState, Frontend, FrontendKind, Proto, SetKey};
+use crate::model::{BackendSet, DesiredState, Endpoint, Frontend, FrontendKind, Proto, SetKey};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
@@ -248,6 +248,17 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
     Ok(chains)
 }
 
+/// What kube-proxy's `KUBE-SVC` comments do not say but `dump` shows: ` (terminating)`,
+/// ` (local)` or ` (terminating,local)` after `ns/svc:port -> ip:port`.
+pub fn endpoint_state(ep: &Endpoint) -> &'static str {
+    match (ep.terminating, ep.local) {
+        (false, false) => "",
+        (true, false) => " (terminating)",
+        (false, true) => " (local)",
+        (true, true) => " (terminating,local)",
+    }
+}
+
 /// The set's endpoint-choosing chain and one KUBE-SEP chain per endpoint.
 fn set_rules(chains: &mut Chains, name: &SetName, set: &BackendSet, set_chain: &str) {
     let base = &name.base;
@@ -257,14 +268,19 @@ fn set_rules(chains: &mut Chains, name: &SetName, set: &BackendSet, set_chain: &
         for ep in &set.endpoints {
             let sep = name.sep_chain(&ep.backend);
             rules.push(format!(
-                "-m comment --comment \"{base} -> {}\" -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck --seconds {timeout} --reap -j {sep}",
-                ep.backend.socket()
+                "-m comment --comment \"{base} -> {}{}\" -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck --seconds {timeout} --reap -j {sep}",
+                ep.backend.socket(),
+                endpoint_state(ep)
             ));
         }
     }
     for (i, ep) in set.endpoints.iter().enumerate() {
         let sep = name.sep_chain(&ep.backend);
-        let comment = format!("-m comment --comment \"{base} -> {}\"", ep.backend.socket());
+        let comment = format!(
+            "-m comment --comment \"{base} -> {}{}\"",
+            ep.backend.socket(),
+            endpoint_state(ep)
+        );
         if i + 1 < n {
             rules.push(format!(
                 "{comment} -m statistic --mode random --probability {} -j {sep}",

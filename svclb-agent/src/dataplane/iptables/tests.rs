@@ -324,9 +324,9 @@ COMMIT
 [0:0] -A KUBE-EXT-AAAA -m comment --comment \"masquerade traffic for default/web:http/TCP external destinations\" -j KUBE-MARK-MASQ
 [0:0] -A KUBE-EXT-AAAA -j KUBE-SVC-AAAA
 [0:0] -A KUBE-SVC-AAAA -m comment --comment \"default/web:http/TCP -> 198.19.1.2:8080\" -m recent --rcheck --seconds 30 --reap --name KUBE-SEP-ONE --mask 255.255.255.255 --rsource -j KUBE-SEP-ONE
-[0:0] -A KUBE-SVC-AAAA -m comment --comment \"default/web:http/TCP -> 198.19.2.2:8080\" -m recent --rcheck --seconds 30 --reap --name KUBE-SEP-TWO --mask 255.255.255.255 --rsource -j KUBE-SEP-TWO
+[0:0] -A KUBE-SVC-AAAA -m comment --comment \"default/web:http/TCP -> 198.19.2.2:8080 (terminating,local)\" -m recent --rcheck --seconds 30 --reap --name KUBE-SEP-TWO --mask 255.255.255.255 --rsource -j KUBE-SEP-TWO
 [0:0] -A KUBE-SVC-AAAA -m comment --comment \"default/web:http/TCP -> 198.19.1.2:8080\" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-ONE
-[0:0] -A KUBE-SVC-AAAA -m comment --comment \"default/web:http/TCP -> 198.19.2.2:8080\" -j KUBE-SEP-TWO
+[0:0] -A KUBE-SVC-AAAA -m comment --comment \"default/web:http/TCP -> 198.19.2.2:8080 (terminating,local)\" -j KUBE-SEP-TWO
 [0:0] -A KUBE-SEP-ONE -s 198.19.1.2/32 -m comment --comment default/web:http/TCP -j KUBE-MARK-MASQ
 [0:0] -A KUBE-SEP-ONE -p tcp -m comment --comment default/web:http/TCP -m recent --set --name KUBE-SEP-ONE --mask 255.255.255.255 --rsource -m tcp -j DNAT --to-destination 198.19.1.2:8080
 [0:0] -A KUBE-SEP-TWO -p tcp -m comment --comment default/web:http/TCP -m recent --set --name KUBE-SEP-TWO --mask 255.255.255.255 --rsource -m tcp -j DNAT --to-destination 198.19.2.2:8080
@@ -342,7 +342,11 @@ COMMIT
             let bes: Vec<String> = f
                 .backends
                 .iter()
-                .map(|b| format!("{}:{}#{}", b.address, b.port, b.id))
+                .map(|b| {
+                    let t = if b.terminating { "T" } else { "" };
+                    let l = if b.local { "L" } else { "" };
+                    format!("{}:{}#{}{t}{l}", b.address, b.port, b.id)
+                })
                 .collect();
             format!(
                 "{} {} {}:{}/{} id={} flags={:?} t={} n={} [{}] {}/{}",
@@ -365,12 +369,34 @@ COMMIT
         summary,
         [
             "default/empty:http/TCP NodePort 198.18.100.1:30081/TCP id=1 flags=[] t=0 n=0 [] 0/0",
-            "default/web:http/TCP ClusterIP 198.18.0.10:80/TCP id=2 flags=[\"affinity\"] t=30 n=2 [198.19.1.2:8080#1,198.19.2.2:8080#2] 3/180",
-            "default/web:http/TCP NodePort 198.18.100.1:30080/TCP id=2 flags=[\"affinity\"] t=30 n=2 [198.19.1.2:8080#1,198.19.2.2:8080#2] 5/300",
+            "default/web:http/TCP ClusterIP 198.18.0.10:80/TCP id=2 flags=[\"affinity\"] t=30 n=2 [198.19.1.2:8080#1,198.19.2.2:8080#2TL] 3/180",
+            "default/web:http/TCP NodePort 198.18.100.1:30080/TCP id=2 flags=[\"affinity\"] t=30 n=2 [198.19.1.2:8080#1,198.19.2.2:8080#2TL] 5/300",
         ]
     );
     assert!(
         build(&Saved::new()).is_none(),
         "no KUBE-SERVICES: not iptables mode"
+    );
+}
+
+#[test]
+fn endpoint_state_is_in_the_service_chain_comment() {
+    let (key, mut set) = web();
+    set.endpoints[0].terminating = true;
+    set.endpoints[1].local = true;
+    let n = SetName::parse(&key).unwrap();
+    let chains = generate(&state([(key, set)])).unwrap();
+    let svc = &chains[&(Table::Nat, n.svc_chain())];
+    assert!(
+        svc[0].starts_with(
+            "-m comment --comment \"default/web:http/TCP -> 198.19.1.2:8080 (terminating)\" "
+        ),
+        "{svc:?}"
+    );
+    assert!(
+        svc[1].starts_with(
+            "-m comment --comment \"default/web:http/TCP -> 198.19.2.2:8080 (local)\" "
+        ),
+        "{svc:?}"
     );
 }
