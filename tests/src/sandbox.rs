@@ -206,6 +206,15 @@ impl Sandbox {
         self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
     }
 
+    /// Stops the agent and removes what it programmed (`svclb-agent cleanup`), so that
+    /// the next agent starts from nothing, whatever its mode.
+    pub fn stop_agent_and_cleanup(&mut self) -> Result<()> {
+        if let Some(mut agent) = self.agent.take() {
+            agent.stop();
+        }
+        self.pins.cleanup()
+    }
+
     pub fn agent(&mut self) -> &mut Agent {
         self.agent.as_mut().expect("start_agent first")
     }

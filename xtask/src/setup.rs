@@ -25,6 +25,7 @@ const APT_PACKAGES: &[&str] = &[
     "libcap2-bin",
     // iptables mode: purging UDP flows of removed endpoints, as kube-proxy does.
     "conntrack",
+    "fonts-dejavu-core",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
