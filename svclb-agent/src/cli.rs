@@ -4,6 +4,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::dataplane::ebpf::pins::DEFAULT_BPFFS_ROOT;
+use crate::dataplane::{iptables::BackendArg, select::ModeArg};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -91,6 +92,17 @@ pub struct RunArgs {
     /// Per-packet debug logs from the data path (slow).
     #[arg(long)]
     pub debug_bpf: bool,
+    // --- data path mode (compat: iptables and IPVS) ---
+    /// Data path: `auto` takes ebpf when the programs load and attach, else ipvs when
+    /// the kernel has IPVS, else iptables. `ipvs` falls back to iptables without IPVS.
+    #[arg(long, visible_alias = "proxy-mode", value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
+    /// iptables implementation for the iptables and ipvs modes.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub iptables_backend: BackendArg,
+    /// IPVS scheduler in ipvs mode (rr, lc, dh, sh, sed, nq, wrr, …).
+    #[arg(long, default_value = "rr")]
+    pub ipvs_scheduler: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -108,6 +120,10 @@ pub struct DumpArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Which data path to read; `auto`: the one whose state exists (pins, KUBE-SERVICES
+    /// chain, IPVS virtual servers).
+    #[arg(long, visible_alias = "proxy-mode", value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
     #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
     pub bpffs: PathBuf,
     /// Explain one flow instead: `SRC:PORT-DST:PORT/PROTO` (e.g.

@@ -80,6 +80,26 @@ pub fn read(bpffs: &Path) -> Result<DumpView> {
     Ok(view)
 }
 
+/// The view of the data path `mode` (`auto`: whichever holds state).
+pub fn read_mode(mode: crate::dataplane::select::ModeArg, bpffs: &Path) -> Result<DumpView> {
+    use crate::dataplane::{iptables, select::{Mode, ModeArg, detect}};
+    let mode = match mode {
+        ModeArg::Auto => detect(bpffs)?,
+        ModeArg::Ebpf => Mode::Ebpf,
+        ModeArg::Iptables => Mode::Iptables,
+        ModeArg::Ipvs => Mode::Ipvs,
+    };
+    match mode {
+        Mode::Ebpf => read(bpffs),
+        Mode::Ipvs => crate::dataplane::ipvs::dump_view(),
+        Mode::Iptables => {
+            let backend = iptables::BackendArg::Auto.resolve()?;
+            let saved = iptables::read(backend, true)?;
+            iptables::dump::build(&saved).ok_or_else(|| anyhow::anyhow!("no KUBE-SERVICES chain in iptables-{}", backend.as_str()))
+        }
+    }
+}
+
 /// The frontend part of the view, from a map image (pure: unit-testable).
 pub fn build(image: &MapImage, stats: impl Fn(u32) -> (u64, u64)) -> DumpView {
     let mut frontends = Vec::new();

@@ -29,7 +29,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Dump(args) => {
-            let view = dump::read(&args.bpffs)?;
+            let view = dump::read_mode(args.mode, &args.bpffs)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
@@ -38,8 +38,11 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Cleanup(args) => {
-            dataplane::ebpf::cleanup(&args.bpffs)?;
-            eprintln!("removed svclb programs and pins under {}", args.bpffs.display());
+            dataplane::select::cleanup_all(&args.bpffs)?;
+            eprintln!(
+                "removed svclb programs and pins under {}, KUBE-* iptables chains, IPVS virtual servers",
+                args.bpffs.display()
+            );
             Ok(())
         }
     }

@@ -15,7 +15,9 @@ use crate::{
     cli::{RunArgs, XdpModeArg, parse_port_range},
     dataplane::{
         Dataplane,
-        ebpf::{EbpfDataplane, EbpfOptions},
+        ebpf::EbpfOptions,
+        ipvs::IpvsOptions,
+        select,
     },
     health::Health,
     http,
@@ -139,12 +141,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     }
 
-    let dp = EbpfDataplane::start(&EbpfOptions {
-        bpffs: args.bpffs.clone(),
-        tc_ifaces: args.iface.clone(),
-        xdp_ifaces,
-        xdp_mode,
-        debug_log: args.debug_bpf,
+    let dp = select::start(&select::StartOptions {
+        requested: args.mode,
+        ebpf: EbpfOptions {
+            bpffs: args.bpffs.clone(),
+            tc_ifaces: args.iface.clone(),
+            xdp_ifaces,
+            xdp_mode,
+            debug_log: args.debug_bpf,
+        },
+        iptables_backend: args.iptables_backend,
+        ipvs: IpvsOptions { scheduler: args.ipvs_scheduler.clone(), iptables_backend: args.iptables_backend },
     })?;
     info!(mode = dp.mode(), bpffs = %args.bpffs.display(), "data path ready");
 

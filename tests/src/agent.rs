@@ -36,6 +36,9 @@ pub struct AgentConfig {
     /// stderr (the agent's log) goes here.
     pub log: PathBuf,
     pub extra_args: Vec<String>,
+    /// A program (and its arguments) the agent runs under, e.g. `capsh --drop=… --`;
+    /// empty: the agent runs directly.
+    pub wrapper: Vec<String>,
 }
 
 /// A running agent: SIGTERM then SIGKILL on drop. When the current thread is panicking
@@ -54,7 +57,14 @@ impl Agent {
             AgentSource::Manifests(dir) => ("--manifests", dir),
             AgentSource::Kubeconfig(file) => ("--kubeconfig", file),
         };
-        let mut cmd = node.command(&config.bin.to_string_lossy())?;
+        let mut cmd = match config.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = node.command(program)?;
+                cmd.args(args).arg(&config.bin);
+                cmd
+            }
+            None => node.command(&config.bin.to_string_lossy())?,
+        };
         cmd.arg("run")
             .arg(source_flag)
             .arg(source_path)
@@ -78,6 +88,11 @@ impl Agent {
     /// The agent's log so far.
     pub fn log(&self) -> String {
         self.process.stderr()
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -71,6 +71,8 @@ pub struct Sandbox {
     backends: u8,
     /// What the last agent was started with, for [`Sandbox::restart_agent`].
     agent_source: Option<AgentSource>,
+    /// See [`Sandbox::set_agent_wrapper`].
+    wrapper: Vec<String>,
 }
 
 impl Sandbox {
@@ -111,6 +113,7 @@ impl Sandbox {
             restarts: AtomicU32::new(0),
             backends,
             agent_source: None,
+            wrapper: Vec::new(),
         })
     }
 
@@ -193,7 +196,14 @@ impl Sandbox {
             bpffs: self.pins.path().to_owned(),
             log: self.tmp.path().join(log),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            wrapper: self.wrapper.clone(),
         }
+    }
+
+    /// Agents started from now on run under `wrapper` (a program and its arguments,
+    /// which must end by running the agent command line appended to them).
+    pub fn set_agent_wrapper(&mut self, wrapper: &[&str]) {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
     }
 
     /// Stops the agent and removes what it programmed (`svclb-agent cleanup`), so that

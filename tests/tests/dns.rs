@@ -17,11 +17,12 @@ use std::{
 };
 
 use svclb_tests::{
+    modes::Mode,
     agent::has_frontend,
     manifests::{self, ServicePort, SlicePort, Target},
     netns::NetNs,
     process::{self, Process},
-    sandbox::{Sandbox, TempDir},
+    sandbox::TempDir,
     topology::{Pod, pod_ip},
 };
 
@@ -157,9 +158,8 @@ impl Drop for StopOnDrop {
     }
 }
 
-#[test]
-fn dig_loses_no_query_while_backends_are_removed_and_added() {
-    let mut sb = Sandbox::new().unwrap();
+fn dig_loses_no_query_while_backends_are_removed_and_added(m: Mode) {
+    let mut sb = m.sandbox().unwrap();
     let dir = TempDir::named("dns").unwrap();
     // Declared after the sandbox: dropped (killed) before its namespaces go.
     let mut servers: Vec<Option<Process>> = sb
@@ -173,7 +173,7 @@ fn dig_loses_no_query_while_backends_are_removed_and_added() {
     sb.manifests
         .write("dns.yaml", &manifests(&sb.backend_ips()))
         .unwrap();
-    sb.start_agent(&[]).unwrap();
+    sb.start_agent(&m.args_with(&[])).unwrap();
     sb.agent()
         .wait_dump("dns frontends", SYNC, |d| {
             has_frontend(d, DNS_IP, 53, "UDP", 3) && has_frontend(d, DNS_IP, 53, "TCP", 3)
@@ -265,3 +265,21 @@ fn dig_loses_no_query_while_backends_are_removed_and_added() {
         "every pod answered some queries: {spread:?}"
     );
 }
+
+/// Once per data-path mode (see svclb_tests::modes): kube-proxy's iptables mode supports
+/// this scenario too.
+macro_rules! in_mode {
+    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($mode)
+                }
+            )*
+        }
+    };
+}
+
+in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [dig_loses_no_query_while_backends_are_removed_and_added]);
+in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [dig_loses_no_query_while_backends_are_removed_and_added]);

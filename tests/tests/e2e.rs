@@ -15,6 +15,7 @@ use svclb_tests::{
     manifests::{self, ServicePort, SlicePort, Target},
     report::ProbeReport,
     sandbox::{POD_ALT_PORT, POD_HTTP_PORT, POD_LEGACY_PORT, POD_UDP_PORT, Sandbox, finish_probe},
+    modes::Mode,
     topology::{CLIENT_IP, NODE_IP, pod_ip},
 };
 
@@ -27,9 +28,6 @@ const EMPTY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 14);
 const EMPTY_NODE_PORT: u16 = 30081;
 const ORPHAN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 15);
 
-/// The external link is a veth, where the agent attaches no XDP by default; the client
-/// sends full checksums like a host behind a NIC, so force XDP there to test that path.
-const AGENT_ARGS: &[&str] = &["--xdp-iface", "ext0"];
 
 /// The agent reads its directory every 200 ms; this bounds waiting for a sync.
 const SYNC: Duration = Duration::from_secs(10);
@@ -66,12 +64,12 @@ fn dns(pods: &[Ipv4Addr]) -> String {
 }
 
 /// Sandbox with the agent running and `web.yaml` (all three pods) applied.
-fn web_sandbox() -> Sandbox {
-    let mut sb = Sandbox::new().unwrap();
+fn web_sandbox(m: Mode) -> Sandbox {
+    let mut sb = m.sandbox().unwrap();
     sb.manifests
         .write("web.yaml", &web(&sb.backend_ips()))
         .unwrap();
-    sb.start_agent(AGENT_ARGS).unwrap();
+    sb.start_agent(m.agent_args()).unwrap();
     wait(&mut sb, "web frontends with 3 backends", |d| {
         has_frontend(d, WEB_IP, 80, "TCP", 3) && has_frontend(d, NODE_IP, WEB_NODE_PORT, "TCP", 3)
     });
@@ -176,9 +174,8 @@ fn topology_routes_without_agent() {
     assert_ne!(pod_ip(1), CLIENT_IP);
 }
 
-#[test]
-fn clusterip_from_pod_and_nodeport_from_external_client() {
-    let mut sb = web_sandbox();
+fn clusterip_from_pod_and_nodeport_from_external_client(m: Mode) {
+    let mut sb = web_sandbox(m);
     let dump = sb.agent().dump_json().unwrap();
     assert_eq!(
         frontend(&dump, WEB_IP, 80, "TCP").unwrap()["kind"],
@@ -206,9 +203,8 @@ fn clusterip_from_pod_and_nodeport_from_external_client() {
     assert!(sb.agent().is_running());
 }
 
-#[test]
-fn new_connections_spread_over_three_backends() {
-    let sb = web_sandbox();
+fn new_connections_spread_over_three_backends(m: Mode) {
+    let sb = web_sandbox(m);
     for (from, ip, port) in [
         (Source::Pod, WEB_IP, 80),
         (Source::Client, NODE_IP, WEB_NODE_PORT),
@@ -225,11 +221,10 @@ fn new_connections_spread_over_three_backends() {
     }
 }
 
-#[test]
-fn udp_through_clusterip() {
-    let mut sb = Sandbox::new().unwrap();
+fn udp_through_clusterip(m: Mode) {
+    let mut sb = m.sandbox().unwrap();
     sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
-    sb.start_agent(AGENT_ARGS).unwrap();
+    sb.start_agent(m.agent_args()).unwrap();
     wait(&mut sb, "the UDP frontend", |d| {
         has_frontend(d, DNS_IP, 53, "UDP", 3)
     });
@@ -248,9 +243,8 @@ fn udp_through_clusterip() {
 
 /// The classic example: a Service without selector, port 6666 → targetPort 80, and a
 /// hand-written Endpoints object.
-#[test]
-fn selectorless_service_with_hand_written_endpoints() {
-    let mut sb = Sandbox::new().unwrap();
+fn selectorless_service_with_hand_written_endpoints(m: Mode) {
+    let mut sb = m.sandbox().unwrap();
     let unnamed = SlicePort {
         name: "",
         protocol: "TCP",
@@ -270,7 +264,7 @@ fn selectorless_service_with_hand_written_endpoints() {
         manifests::endpoints("legacy", &[unnamed], &sb.backend_ips()),
     ]);
     sb.manifests.write("legacy.yaml", &legacy).unwrap();
-    sb.start_agent(AGENT_ARGS).unwrap();
+    sb.start_agent(m.agent_args()).unwrap();
     wait(&mut sb, "the selectorless frontend", |d| {
         has_frontend(d, LEGACY_IP, 6666, "TCP", 3)
     });
@@ -281,9 +275,8 @@ fn selectorless_service_with_hand_written_endpoints() {
 
 /// Two ports in one Service, one of them with a named targetPort (resolved through the
 /// EndpointSlice's port of the same name, as the controller writes it).
-#[test]
-fn named_target_port_and_two_ports_in_one_service() {
-    let mut sb = Sandbox::new().unwrap();
+fn named_target_port_and_two_ports_in_one_service(m: Mode) {
+    let mut sb = m.sandbox().unwrap();
     let multi = manifests::documents(&[
         manifests::service(
             "multi",
@@ -309,7 +302,7 @@ fn named_target_port_and_two_ports_in_one_service() {
         ),
     ]);
     sb.manifests.write("multi.yaml", &multi).unwrap();
-    sb.start_agent(AGENT_ARGS).unwrap();
+    sb.start_agent(m.agent_args()).unwrap();
     wait(&mut sb, "both ports of multi", |d| {
         has_frontend(d, MULTI_IP, 80, "TCP", 3) && has_frontend(d, MULTI_IP, 81, "TCP", 3)
     });
@@ -321,9 +314,8 @@ fn named_target_port_and_two_ports_in_one_service() {
 
 /// An endpoint removed from the manifest gets no new connection 2 s later, while a
 /// connection established to it before keeps working.
-#[test]
-fn removed_endpoint_gets_no_new_connections_but_keeps_established_ones() {
-    let mut sb = web_sandbox();
+fn removed_endpoint_gets_no_new_connections_but_keeps_established_ones(m: Mode) {
+    let mut sb = web_sandbox(m);
     let hold = sb
         .spawn_probe(
             sb.client_pod(),
@@ -378,9 +370,8 @@ fn removed_endpoint_gets_no_new_connections_but_keeps_established_ones() {
 /// The pinned data path keeps serving while no agent runs, and a new agent adopts the
 /// pins (atomic program replacement, no map rewrite): a request loop and an open
 /// connection see no failure through stop, downtime and restart.
-#[test]
-fn agent_restart_does_not_interrupt_traffic() {
-    let mut sb = web_sandbox();
+fn agent_restart_does_not_interrupt_traffic(m: Mode) {
+    let mut sb = web_sandbox(m);
     let hold = sb
         .spawn_probe(
             sb.client_pod(),
@@ -397,7 +388,7 @@ fn agent_restart_does_not_interrupt_traffic() {
     thread::sleep(Duration::from_millis(1000));
     let during = tcp(&sb, Source::Client, NODE_IP, WEB_NODE_PORT, 50);
     assert_all_answered(&during, Some(POD_HTTP_PORT));
-    sb.restart_agent(AGENT_ARGS).unwrap();
+    sb.restart_agent(m.agent_args()).unwrap();
     // Pins answer dump at once; wait for the new agent's own first sync.
     let started = Instant::now();
     let log = loop {
@@ -407,9 +398,17 @@ fn agent_restart_does_not_interrupt_traffic() {
         }
         thread::sleep(Duration::from_millis(50));
     };
-    assert!(log.contains("TC program replaced atomically"), "the new agent must reuse the pinned links:\n{log}");
-    assert!(log.contains("XDP program replaced atomically"), "{log}");
-    assert!(log.contains("synced (no change)"), "adoption must not rewrite the maps:\n{log}");
+    if m == Mode::Ebpf {
+        // eBPF only: pinned links replaced in place and maps adopted unchanged. In
+        // iptables mode the rules simply stay in the kernel while no agent runs, and the
+        // new agent's first sync rewrites its chains in one atomic iptables-restore
+        // (iptables-save's canonical text cannot be compared with the generated one).
+        assert!(log.contains("TC program replaced atomically"), "the new agent must reuse the pinned links:\n{log}");
+        assert!(log.contains("XDP program replaced atomically"), "{log}");
+        assert!(log.contains("synced (no change)"), "adoption must not rewrite the maps:\n{log}");
+    } else {
+        assert!(log.contains("found chains of an earlier run"), "the new agent must adopt the chains:\n{log}");
+    }
 
     let loop_report = finish_probe(lp, Duration::from_secs(30)).unwrap();
     eprintln!("restart loop: {} ok, {} failed; held: see below", loop_report.ok, loop_report.failed());
@@ -426,11 +425,10 @@ fn agent_restart_does_not_interrupt_traffic() {
 /// A UDP flow (one 5-tuple) whose backend is removed moves to a live backend: the agent
 /// purges the flow's conntrack entries. The removed pod keeps serving, so without the
 /// purge the flow would stay on it.
-#[test]
-fn udp_flow_leaves_a_removed_backend() {
-    let mut sb = Sandbox::new().unwrap();
+fn udp_flow_leaves_a_removed_backend(m: Mode) {
+    let mut sb = m.sandbox().unwrap();
     sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
-    sb.start_agent(AGENT_ARGS).unwrap();
+    sb.start_agent(m.agent_args()).unwrap();
     wait(&mut sb, "the UDP frontend", |d| has_frontend(d, DNS_IP, 53, "UDP", 3));
 
     let target = format!("{DNS_IP}:53");
@@ -450,9 +448,8 @@ fn udp_flow_leaves_a_removed_backend() {
     assert_eq!(after.backends.len(), 1, "{after:?}");
 }
 
-#[test]
-fn deleted_service_disappears_from_dump() {
-    let mut sb = web_sandbox();
+fn deleted_service_disappears_from_dump(m: Mode) {
+    let mut sb = web_sandbox(m);
     sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
     wait(&mut sb, "web and dns", |d| {
         has_frontend(d, WEB_IP, 80, "TCP", 3) && has_frontend(d, DNS_IP, 53, "UDP", 3)
@@ -488,9 +485,8 @@ fn deleted_service_disappears_from_dump() {
 
 /// No endpoints: TCP gets a RST and UDP an ICMP port unreachable, well under a second —
 /// never a silent drop. Both for an empty EndpointSlice and for no EndpointSlice at all.
-#[test]
-fn service_without_endpoints_is_refused_fast() {
-    let mut sb = Sandbox::new().unwrap();
+fn service_without_endpoints_is_refused_fast(m: Mode) {
+    let mut sb = m.sandbox().unwrap();
     let empty = manifests::documents(&[
         manifests::service(
             "empty",
@@ -523,7 +519,7 @@ fn service_without_endpoints_is_refused_fast() {
         ),
     ]);
     sb.manifests.write("empty.yaml", &empty).unwrap();
-    sb.start_agent(AGENT_ARGS).unwrap();
+    sb.start_agent(m.agent_args()).unwrap();
     wait(&mut sb, "frontends without backends", |d| {
         has_frontend(d, EMPTY_IP, 80, "TCP", 0)
             && has_frontend(d, EMPTY_IP, 53, "UDP", 0)
@@ -565,11 +561,37 @@ fn service_without_endpoints_is_refused_fast() {
     }
 }
 
+/// `sessionAffinity: ClientIP` (#4): every new connection of one client lands on one
+/// backend, through the ClusterIP and through the NodePort, and the dump shows the
+/// timeout.
+fn session_affinity_keeps_a_client_on_one_backend(m: Mode) {
+    let mut sb = m.sandbox().unwrap();
+    let sticky = web(&sb.backend_ips()).replacen(
+        "spec:\n",
+        "spec:\n  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 30\n",
+        1,
+    );
+    sb.manifests.write("web.yaml", &sticky).unwrap();
+    sb.start_agent(m.agent_args()).unwrap();
+    let dump = wait(&mut sb, "web with affinity", |d| {
+        has_frontend(d, WEB_IP, 80, "TCP", 3) && has_frontend(d, NODE_IP, WEB_NODE_PORT, "TCP", 3)
+    });
+    for (ip, port) in [(WEB_IP, 80), (NODE_IP, WEB_NODE_PORT)] {
+        let fe = frontend(&dump, ip, port, "TCP").unwrap();
+        assert!(fe["flags"].as_array().unwrap().iter().any(|f| f == "affinity"), "{fe:#}");
+        assert_eq!(fe["affinity_timeout_s"], 30, "{fe:#}");
+    }
+    for (from, ip, port) in [(Source::Pod, WEB_IP, 80), (Source::Client, NODE_IP, WEB_NODE_PORT)] {
+        let r = tcp(&sb, from, ip, port, 40);
+        assert_all_answered(&r, Some(POD_HTTP_PORT));
+        assert_eq!(r.backends.len(), 1, "{ip}:{port}: one client, one backend: {r:?}");
+    }
+}
+
 /// Headless and ExternalName Services get no frontend and no complaint; the Service
 /// beside them works.
-#[test]
-fn headless_and_external_name_services_are_ignored() {
-    let mut sb = Sandbox::new().unwrap();
+fn headless_and_external_name_services_are_ignored(m: Mode) {
+    let mut sb = m.sandbox().unwrap();
     let headless = "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\n  namespace: default\n\
         spec:\n  clusterIP: None\n  selector:\n    app: db\n  ports:\n  - name: pg\n    port: 5432\n    \
         targetPort: 8080\n";
@@ -591,7 +613,7 @@ fn headless_and_external_name_services_are_ignored() {
         web(&sb.backend_ips()),
     ]);
     sb.manifests.write("mixed.yaml", &all).unwrap();
-    sb.start_agent(AGENT_ARGS).unwrap();
+    sb.start_agent(m.agent_args()).unwrap();
     let dump = wait(&mut sb, "web", |d| has_frontend(d, WEB_IP, 80, "TCP", 3));
     // Only web's two frontends (ClusterIP and NodePort): nothing for db or search.
     assert_eq!(frontends(&dump).len(), 2, "{dump:#}");
@@ -619,3 +641,49 @@ fn headless_and_external_name_services_are_ignored() {
         "complaints about ignored Services: {complaints:#?}"
     );
 }
+
+/// Every scenario above, once per mode: `ebpf::NAME`, `iptables::NAME` (iptables-nft)
+/// and, for a subset, `iptables_legacy::NAME`. kube-proxy's iptables mode satisfies them
+/// all; only the eBPF-specific parts (pinned-link replacement, untouched maps on restart)
+/// are checked in eBPF mode alone, inside the scenario.
+macro_rules! in_mode {
+    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($mode)
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_scenario {
+    ($module:ident, $mode:expr) => {
+        in_mode!($module, $mode, [
+            clusterip_from_pod_and_nodeport_from_external_client,
+            new_connections_spread_over_three_backends,
+            udp_through_clusterip,
+            selectorless_service_with_hand_written_endpoints,
+            named_target_port_and_two_ports_in_one_service,
+            removed_endpoint_gets_no_new_connections_but_keeps_established_ones,
+            agent_restart_does_not_interrupt_traffic,
+            udp_flow_leaves_a_removed_backend,
+            deleted_service_disappears_from_dump,
+            service_without_endpoints_is_refused_fast,
+            headless_and_external_name_services_are_ignored,
+            session_affinity_keeps_a_client_on_one_backend,
+        ]);
+    };
+}
+
+every_scenario!(ebpf, svclb_tests::modes::Mode::Ebpf);
+every_scenario!(iptables, svclb_tests::modes::Mode::Iptables);
+// The same rules through iptables-legacy: the scenarios that exercise each rule kind
+// (DNAT with masquerade, UDP, REJECT, conntrack purge).
+in_mode!(iptables_legacy, svclb_tests::modes::Mode::IptablesLegacy, [
+    clusterip_from_pod_and_nodeport_from_external_client,
+    udp_flow_leaves_a_removed_backend,
+    service_without_endpoints_is_refused_fast,
+]);

@@ -5,9 +5,10 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use svclb_tests::{
+    modes::Mode,
     agent::{frontend, has_frontend},
     manifests::{self, ServicePort, SlicePort, Target},
-    sandbox::{POD_HTTP_PORT, Sandbox},
+    sandbox::POD_HTTP_PORT,
     semantics::{as_load_balancer, with_external_ips},
     topology::{NODE_IP, pod_ip},
 };
@@ -39,9 +40,8 @@ fn lb(external: &[Ipv4Addr], ingress: &[Ipv4Addr], pods: &[Ipv4Addr]) -> String 
     ])
 }
 
-#[test]
-fn external_and_load_balancer_ips_answer_from_outside() {
-    let mut sb = Sandbox::new().unwrap();
+fn external_and_load_balancer_ips_answer_from_outside(m: Mode) {
+    let mut sb = m.sandbox().unwrap();
     // The client reaches the Service addresses through the node (its router).
     sb.client()
         .ip(&[
@@ -59,7 +59,7 @@ fn external_and_load_balancer_ips_answer_from_outside() {
         )
         .unwrap();
     // XDP on the external link as well, the fast path real NICs get.
-    sb.start_agent(&["--xdp-iface", "ext0"]).unwrap();
+    sb.start_agent(&m.args_with(&["--xdp-iface", "ext0"])).unwrap();
     let dump = sb
         .agent()
         .wait_dump("lb frontends", SYNC, |d| {
@@ -125,3 +125,21 @@ fn external_and_load_balancer_ips_answer_from_outside() {
         .unwrap();
     assert_eq!(r.ok, 0, "a withdrawn LoadBalancer IP still answers: {r:?}");
 }
+
+/// Once per data-path mode (see svclb_tests::modes): kube-proxy's iptables mode supports
+/// this scenario too.
+macro_rules! in_mode {
+    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($mode)
+                }
+            )*
+        }
+    };
+}
+
+in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [external_and_load_balancer_ips_answer_from_outside]);
+in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [external_and_load_balancer_ips_answer_from_outside]);

@@ -12,11 +12,12 @@ use std::{
 };
 
 use svclb_tests::{
+    modes::Mode,
     agent::has_frontend,
     manifests::{self, ServicePort, SlicePort, Target},
     netns::NetNs,
     process::{self, Process},
-    sandbox::{POD_HTTP_PORT, Sandbox, TempDir},
+    sandbox::{POD_HTTP_PORT, TempDir},
     topology::{NODE_IP, Pod, pod_ip},
 };
 
@@ -126,9 +127,8 @@ fn curl(ns: &NetNs, host: &str, addr: Ipv4Addr, port: u16) -> (u16, String) {
     (code.trim().parse().unwrap(), body.trim().to_owned())
 }
 
-#[test]
-fn nodeport_to_nginx_to_clusterip_routes_by_host() {
-    let mut sb = Sandbox::with_backends(4).unwrap();
+fn nodeport_to_nginx_to_clusterip_routes_by_host(m: Mode) {
+    let mut sb = m.sandbox_with(4).unwrap();
     let dir = TempDir::named("nginx").unwrap();
     // The client pod (pod5) is nobody's backend: it becomes the ingress controller.
     let nginx_pod = sb.topo.pod(5);
@@ -144,7 +144,7 @@ fn nodeport_to_nginx_to_clusterip_routes_by_host() {
     }
 
     sb.manifests.write("ingress.yaml", &manifests()).unwrap();
-    sb.start_agent(&["--xdp-iface", "ext0"]).unwrap();
+    sb.start_agent(&m.args_with(&["--xdp-iface", "ext0"])).unwrap();
     sb.agent()
         .wait_dump("ingress frontends", SYNC, |d| {
             has_frontend(d, ALPHA_IP, 80, "TCP", 2)
@@ -173,3 +173,21 @@ fn nodeport_to_nginx_to_clusterip_routes_by_host() {
         404
     );
 }
+
+/// Once per data-path mode (see svclb_tests::modes): kube-proxy's iptables mode supports
+/// this scenario too.
+macro_rules! in_mode {
+    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($mode)
+                }
+            )*
+        }
+    };
+}
+
+in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [nodeport_to_nginx_to_clusterip_routes_by_host]);
+in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [nodeport_to_nginx_to_clusterip_routes_by_host]);

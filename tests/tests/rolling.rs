@@ -16,6 +16,7 @@ use std::{
 use serde_json::Value;
 use svclb_testapi::TestApiServer;
 use svclb_tests::{
+    modes::Mode,
     agent::frontend,
     manifests::{self, ServicePort, SlicePort, Target},
     netns::unique_name,
@@ -73,8 +74,8 @@ struct Env {
 }
 
 impl Env {
-    fn new(backends: u8, first: &[Ep]) -> Env {
-        let mut sb = Sandbox::with_backends(backends).unwrap();
+    fn new(m: Mode, backends: u8, first: &[Ep]) -> Env {
+        let mut sb = m.sandbox_with(backends).unwrap();
         let api = sb
             .topo
             .node
@@ -85,7 +86,7 @@ impl Env {
         std::fs::create_dir_all(&dir).unwrap();
         let kubeconfig = dir.join("kubeconfig");
         api.kubeconfig(&kubeconfig).unwrap();
-        sb.start_agent_kube(&kubeconfig, &["--hostname-override", NODE_NAME])
+        sb.start_agent_kube(&kubeconfig, &m.args_with(&["--hostname-override", NODE_NAME]))
             .unwrap();
         let env = Env {
             sb,
@@ -182,9 +183,8 @@ fn pods(list: &[u8]) -> BTreeSet<String> {
     list.iter().map(|n| format!("pod{n}")).collect()
 }
 
-#[test]
-fn terminating_endpoints_serve_only_when_no_ready_one_is_left() {
-    let mut env = Env::new(3, &ready(&[1, 2, 3]));
+fn terminating_endpoints_serve_only_when_no_ready_one_is_left(m: Mode) {
+    let mut env = Env::new(m, 3, &ready(&[1, 2, 3]));
     env.wait_backends(&[1, 2, 3], false);
     let hold = env
         .sb
@@ -262,10 +262,9 @@ fn terminating_endpoints_serve_only_when_no_ready_one_is_left() {
     assert!(held_report.ok >= 40, "{held_report:?}");
 }
 
-#[test]
-fn rolling_replacement_fails_no_request() {
+fn rolling_replacement_fails_no_request(m: Mode) {
     // Old pods 1-3 are replaced by new pods 4-6; pod7 is the client.
-    let mut env = Env::new(6, &ready(&[1, 2, 3]));
+    let mut env = Env::new(m, 6, &ready(&[1, 2, 3]));
     env.wait_backends(&[1, 2, 3], false);
     let lp = env
         .sb
@@ -335,3 +334,21 @@ fn rolling_replacement_fails_no_request() {
     assert_eq!(after.ok, 60, "{after:?}");
     assert_eq!(names(&after), pods(&[4, 5, 6]), "{after:?}");
 }
+
+/// Once per data-path mode (see svclb_tests::modes): kube-proxy's iptables mode supports
+/// this scenario too.
+macro_rules! in_mode {
+    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($mode)
+                }
+            )*
+        }
+    };
+}
+
+in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [terminating_endpoints_serve_only_when_no_ready_one_is_left, rolling_replacement_fails_no_request]);
+in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [terminating_endpoints_serve_only_when_no_ready_one_is_left, rolling_replacement_fails_no_request]);

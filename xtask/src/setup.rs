@@ -23,6 +23,8 @@ const APT_PACKAGES: &[&str] = &[
     "bind9-dnsutils",
     "nginx-light",
     "libcap2-bin",
+    // iptables mode: purging UDP flows of removed endpoints, as kube-proxy does.
+    "conntrack",
     "fonts-dejavu-core",
 ];
 

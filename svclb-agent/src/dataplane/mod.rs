@@ -5,6 +5,9 @@ use std::{collections::BTreeSet, time::Duration};
 use crate::model::{DesiredState, SetKey};
 
 pub mod ebpf;
+pub mod iptables;
+pub mod ipvs;
+pub mod select;
 
 /// What one sync did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,5 +36,15 @@ pub trait Dataplane {
     ) -> anyhow::Result<SyncReport> {
         let _ = changed;
         self.sync(desired)
+    }
+}
+
+/// The mode is chosen at start ([`select`]): the agent holds whichever it got.
+impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
+    fn mode(&self) -> &'static str {
+        (**self).mode()
+    }
+    fn sync(&mut self, desired: &DesiredState) -> anyhow::Result<SyncReport> {
+        (**self).sync(desired)
     }
 }

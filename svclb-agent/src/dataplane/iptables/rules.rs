@@ -1,0 +1,311 @@
+//! Pure rule generation: a [`DesiredState`] becomes kube-proxy's iptables chains. No
+//! I/O here, so the whole rule set is unit-tested byte for byte.
+//!
+//! Per backend set (one Service port and traffic scope):
+//! - `KUBE-SVC-…` (or `KUBE-SVL-…` under a Local policy: local endpoints only) picks an
+//!   endpoint with `-m statistic --mode random --probability 1/n, 1/(n-1), …, 1`, after
+//!   `-m recent --rcheck` rules that keep a client on its endpoint under ClientIP affinity;
+//! - `KUBE-SEP-…` per endpoint: hairpin masquerade, `-m recent --set`, DNAT;
+//! - `KUBE-EXT-…` for external frontends (NodePort, externalIPs, load balancer):
+//!   masquerade (Cluster policy: the reply must come back through this node) or keep the
+//!   client address (Local policy), then the set's chain;
+//! - frontends jump from `KUBE-SERVICES` (`KUBE-NODEPORTS` for NodePorts);
+//! - a set without endpoints gets REJECT rules in the filter table instead
+//!   (`KUBE-SERVICES` for cluster IPs, `KUBE-EXTERNAL-SERVICES` for the rest): a TCP
+//!   reset, or ICMP port unreachable for UDP.
+//!
+//! Maglev sets are programmed like the others (random choice): iptables has no
+//! consistent hashing.
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use super::names::SetName;
+use crate::model::{BackendSet, DesiredState, Endpoint, Frontend, FrontendKind, Proto, SetKey};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    Filter,
+    Nat,
+}
+
+impl Table {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Filter => "filter",
+            Table::Nat => "nat",
+        }
+    }
+}
+
+/// Chain → its rules, each the text after `-A CHAIN `.
+pub type Chains = BTreeMap<(Table, String), Vec<String>>;
+
+pub const SERVICES: &str = "KUBE-SERVICES";
+pub const NODEPORTS: &str = "KUBE-NODEPORTS";
+pub const EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
+pub const POSTROUTING: &str = "KUBE-POSTROUTING";
+pub const MARK_MASQ: &str = "KUBE-MARK-MASQ";
+/// kube-proxy's masquerade bit (its --iptables-masquerade-bit default, 14).
+pub const MASQ_MARK: &str = "0x4000";
+
+/// Chains every sync holds, even with no Service at all.
+pub const FIXED: &[(Table, &str)] = &[
+    (Table::Filter, SERVICES),
+    (Table::Filter, EXTERNAL_SERVICES),
+    (Table::Nat, SERVICES),
+    (Table::Nat, NODEPORTS),
+    (Table::Nat, POSTROUTING),
+    (Table::Nat, MARK_MASQ),
+];
+
+/// Prefixes of the per-Service chains.
+pub const PER_SERVICE: &[&str] = &["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-SEP-"];
+
+/// Whether `chain` is one this agent writes (fixed or per-Service).
+pub fn is_ours(table: Table, chain: &str) -> bool {
+    FIXED.contains(&(table, chain))
+        || (table == Table::Nat && PER_SERVICE.iter().any(|p| chain.starts_with(p)))
+}
+
+/// Jumps from the built-in chains into ours: (table, built-in chain, rule after `-A X `).
+/// Kept out of the restore payload (appending them there would duplicate them on every
+/// agent start); they are checked with `-C` and inserted with `-I`.
+pub const JUMPS: &[(Table, &str, &str)] = &[
+    (
+        Table::Nat,
+        "PREROUTING",
+        "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+    ),
+    (
+        Table::Nat,
+        "OUTPUT",
+        "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+    ),
+    (
+        Table::Nat,
+        "POSTROUTING",
+        "-m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
+    ),
+    (
+        Table::Filter,
+        "INPUT",
+        "-m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES",
+    ),
+    (
+        Table::Filter,
+        "FORWARD",
+        "-m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES",
+    ),
+    (
+        Table::Filter,
+        "FORWARD",
+        "-m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+    ),
+    (
+        Table::Filter,
+        "OUTPUT",
+        "-m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+    ),
+];
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RulesError {
+    #[error("backend set {0}: key is not namespace/name:port/PROTO")]
+    BadKey(SetKey),
+}
+
+/// How a frontend kind reads in comments (kube-proxy's words); `dump` parses them back.
+pub fn kind_words(kind: FrontendKind) -> &'static str {
+    match kind {
+        FrontendKind::ClusterIp => "cluster IP",
+        FrontendKind::NodePort => "nodePort",
+        FrontendKind::ExternalIp => "external IP",
+        FrontendKind::LoadBalancer => "loadbalancer IP",
+    }
+}
+
+fn proto_lower(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    }
+}
+
+/// `-d A/32 -p tcp -m comment --comment "…" -m tcp --dport P`
+fn match_frontend(fe: &Frontend, comment: &str) -> String {
+    let p = proto_lower(fe.proto);
+    format!(
+        "-d {}/32 -p {p} -m comment --comment \"{comment}\" -m {p} --dport {}",
+        fe.addr, fe.port
+    )
+}
+
+/// TCP gets a reset, UDP a port unreachable. (kube-proxy answers both with ICMP; the
+/// kernel rate-limits ICMP errors per destination, a burst of 6 then one a second, so a
+/// client retrying a Service without endpoints would wait seconds; a RST is not limited
+/// and refuses the connection just the same.)
+fn reject_with(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp-reset",
+        Proto::Udp => "icmp-port-unreachable",
+    }
+}
+
+/// `1/n` the way kube-proxy prints it.
+fn probability(n: usize) -> String {
+    format!("{:.10}", 1.0 / n as f64)
+}
+
+/// Every chain for `state`, fixed ones included.
+pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
+    let mut chains = Chains::new();
+    for (table, chain) in FIXED {
+        chains.insert((*table, (*chain).to_owned()), Vec::new());
+    }
+    let nat = |c: &str| (Table::Nat, c.to_owned());
+    let filter = |c: &str| (Table::Filter, c.to_owned());
+    chains.insert(
+        nat(MARK_MASQ),
+        vec![format!("-j MARK --or-mark {MASQ_MARK}")],
+    );
+    chains.insert(
+        nat(POSTROUTING),
+        vec![
+            format!("-m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN"),
+            format!("-j MARK --xor-mark {MASQ_MARK}"),
+            "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully".to_owned(),
+        ],
+    );
+    for (key, set) in &state.sets {
+        let name = SetName::parse(key).ok_or_else(|| RulesError::BadKey(key.clone()))?;
+        if set.endpoints.is_empty() {
+            for (fe, kind) in &set.frontends {
+                let chain = if *kind == FrontendKind::ClusterIp {
+                    SERVICES
+                } else {
+                    EXTERNAL_SERVICES
+                };
+                let comment = format!("{key} {} has no endpoints", kind_words(*kind));
+                chains
+                    .get_mut(&filter(chain))
+                    .expect("fixed chain")
+                    .push(format!(
+                        "{} -j REJECT --reject-with {}",
+                        match_frontend(fe, &comment),
+                        reject_with(fe.proto)
+                    ));
+            }
+            continue;
+        }
+        let set_chain = if set.local_policy {
+            name.svl_chain()
+        } else {
+            name.svc_chain()
+        };
+        set_rules(&mut chains, &name, set, &set_chain);
+        let mut external = false;
+        for (fe, kind) in &set.frontends {
+            let comment = format!("{key} {}", kind_words(*kind));
+            let (chain, target) = match kind {
+                FrontendKind::ClusterIp => (SERVICES, set_chain.clone()),
+                FrontendKind::NodePort => (NODEPORTS, name.ext_chain()),
+                FrontendKind::ExternalIp | FrontendKind::LoadBalancer => {
+                    (SERVICES, name.ext_chain())
+                }
+            };
+            external |= kind.is_external();
+            chains
+                .get_mut(&nat(chain))
+                .expect("fixed chain")
+                .push(format!("{} -j {target}", match_frontend(fe, &comment)));
+        }
+        if external {
+            let base = &name.base;
+            let rules = if set.local_policy {
+                // The client address is kept; only traffic from this node itself must
+                // be masqueraded (its source address would not route back from a pod).
+                vec![
+                    format!(
+                        "-m comment --comment \"masquerade LOCAL traffic for {base} external destinations\" -m addrtype --src-type LOCAL -j {MARK_MASQ}"
+                    ),
+                    format!("-j {set_chain}"),
+                ]
+            } else {
+                vec![
+                    format!(
+                        "-m comment --comment \"masquerade traffic for {base} external destinations\" -j {MARK_MASQ}"
+                    ),
+                    format!("-j {set_chain}"),
+                ]
+            };
+            chains.insert(nat(&name.ext_chain()), rules);
+        }
+    }
+    chains.get_mut(&nat(SERVICES)).expect("fixed chain").push(format!(
+        "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j {NODEPORTS}"
+    ));
+    Ok(chains)
+}
+
+/// What kube-proxy's `KUBE-SVC` comments do not say but `dump` shows: ` (terminating)`,
+/// ` (local)` or ` (terminating,local)` after `ns/svc:port -> ip:port`.
+pub fn endpoint_state(ep: &Endpoint) -> &'static str {
+    match (ep.terminating, ep.local) {
+        (false, false) => "",
+        (true, false) => " (terminating)",
+        (false, true) => " (local)",
+        (true, true) => " (terminating,local)",
+    }
+}
+
+/// The set's endpoint-choosing chain and one KUBE-SEP chain per endpoint.
+fn set_rules(chains: &mut Chains, name: &SetName, set: &BackendSet, set_chain: &str) {
+    let base = &name.base;
+    let n = set.endpoints.len();
+    let mut rules = Vec::new();
+    if let Some(timeout) = set.affinity_timeout_s {
+        for ep in &set.endpoints {
+            let sep = name.sep_chain(&ep.backend);
+            rules.push(format!(
+                "-m comment --comment \"{base} -> {}{}\" -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck --seconds {timeout} --reap -j {sep}",
+                ep.backend.socket(),
+                endpoint_state(ep)
+            ));
+        }
+    }
+    for (i, ep) in set.endpoints.iter().enumerate() {
+        let sep = name.sep_chain(&ep.backend);
+        let comment = format!(
+            "-m comment --comment \"{base} -> {}{}\"",
+            ep.backend.socket(),
+            endpoint_state(ep)
+        );
+        if i + 1 < n {
+            rules.push(format!(
+                "{comment} -m statistic --mode random --probability {} -j {sep}",
+                probability(n - i)
+            ));
+        } else {
+            rules.push(format!("{comment} -j {sep}"));
+        }
+        let p = proto_lower(ep.backend.proto);
+        let recent = if set.affinity_timeout_s.is_some() {
+            format!(" -m recent --name {sep} --mask 255.255.255.255 --rsource --set")
+        } else {
+            String::new()
+        };
+        // Shared by both scopes of a Service port (same name, same content).
+        chains.entry((Table::Nat, sep)).or_insert_with(|| {
+            vec![
+                // Hairpin: a pod reaching itself through the Service.
+                format!("-s {}/32 -m comment --comment \"{base}\" -j {MARK_MASQ}", ep.backend.addr),
+                format!(
+                    "-p {p} -m comment --comment \"{base}\"{recent} -m {p} -j DNAT --to-destination {}",
+                    ep.backend.socket()
+                ),
+            ]
+        });
+    }
+    chains.insert((Table::Nat, set_chain.to_owned()), rules);
+}
