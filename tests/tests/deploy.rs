@@ -421,3 +421,43 @@ fn kubectl_creates_deploy_against_the_test_apiserver() {
     assert!(err.contains("Bidirectional mount propagation is available only to privileged containers"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// deploy/kind: the cluster has no kube-proxy and two workers; the sample app parses
+/// into the k8s-openapi types and has what `cargo xtask kind-e2e` checks.
+#[test]
+fn kind_files_are_what_the_e2e_expects() {
+    use k8s_openapi::api::{apps::v1::Deployment, core::v1::{Pod, Service}};
+    let kind_dir = repo().join("deploy/kind");
+    let cluster: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(kind_dir.join("cluster.yaml")).unwrap()).unwrap();
+    assert_eq!(cluster["kind"].as_str(), Some("Cluster"));
+    assert_eq!(cluster["networking"]["kubeProxyMode"].as_str(), Some("none"));
+    let roles: Vec<&str> = cluster["nodes"].as_sequence().unwrap().iter().map(|n| n["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["control-plane", "worker", "worker"]);
+
+    let text = std::fs::read_to_string(kind_dir.join("sample-app.yaml")).unwrap();
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde_json::to_value(<serde_yaml_ng::Value as serde::Deserialize>::deserialize(d).unwrap()).unwrap())
+        .collect();
+    let mut services = BTreeMap::new();
+    for d in &docs {
+        match d["kind"].as_str().unwrap() {
+            "Namespace" => drop(typed::<Namespace>(d)),
+            "ConfigMap" => drop(typed::<ConfigMap>(d)),
+            "Pod" => drop(typed::<Pod>(d)),
+            "Deployment" => {
+                let dep: Deployment = typed(d);
+                assert_eq!(dep.spec.unwrap().replicas, Some(3));
+            }
+            "Service" => {
+                let s: Service = typed(d);
+                services.insert(s.metadata.name.clone().unwrap(), s.spec.unwrap());
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(services["web"].type_, None, "ClusterIP");
+    assert_eq!(services["web-nodeport"].type_.as_deref(), Some("NodePort"));
+    assert_eq!(services["web-nodeport"].ports.as_ref().unwrap()[0].node_port, Some(30080));
+    assert_eq!(services["web-affinity"].session_affinity.as_deref(), Some("ClientIP"));
+}
