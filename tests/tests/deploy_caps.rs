@@ -118,4 +118,11 @@ fn agent_serves_with_only_the_daemonsets_capabilities() {
             assert!(["pod1", "pod2", "pod3"].contains(&b.as_str()), "{target}: {r:?}");
         }
     }
+    // `dump` under the same capabilities, as `kubectl exec` into the agent's pod runs
+    // it (its text is what docs/operating.md shows).
+    let text = sb.agent().dump_text().unwrap();
+    for frontend in [format!("TCP  {WEB_IP}:80 "), format!("TCP  {NODE_IP}:{NODE_PORT} ")] {
+        assert!(text.contains(&frontend), "{frontend:?} in {text}");
+    }
+    println!("{text}");
 }
