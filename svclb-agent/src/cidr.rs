@@ -49,14 +49,23 @@ impl FromStr for Ipv4Cidr {
         let addr: Ipv4Addr = a.parse().map_err(|_| CidrError::Syntax(text.into()))?;
         let prefix: u32 = p.parse().map_err(|_| CidrError::Syntax(text.into()))?;
         if prefix > 32 {
-            return Err(CidrError::Prefix { text: text.into(), prefix });
+            return Err(CidrError::Prefix {
+                text: text.into(),
+                prefix,
+            });
         }
-        let cidr = Ipv4Cidr { addr, prefix: prefix as u8 };
+        let cidr = Ipv4Cidr {
+            addr,
+            prefix: prefix as u8,
+        };
         let network = Ipv4Addr::from(u32::from(addr) & cidr.mask());
         // kube-proxy (net.ParseCIDR) accepts host bits and drops them; refusing them
         // catches a mistyped prefix instead of silently widening or narrowing it.
         if network != addr {
-            return Err(CidrError::HostBits { text: text.into(), network: format!("{network}/{prefix}") });
+            return Err(CidrError::HostBits {
+                text: text.into(),
+                network: format!("{network}/{prefix}"),
+            });
         }
         Ok(cidr)
     }
@@ -87,11 +96,23 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_the_text() {
-        assert_eq!("10.0.0.0".parse::<Ipv4Cidr>(), Err(CidrError::Syntax("10.0.0.0".into())));
-        assert_eq!("fd00::/8".parse::<Ipv4Cidr>(), Err(CidrError::Ipv6("fd00::/8".into())));
-        assert!(matches!("10.0.0.0/33".parse::<Ipv4Cidr>(), Err(CidrError::Prefix { prefix: 33, .. })));
+        assert_eq!(
+            "10.0.0.0".parse::<Ipv4Cidr>(),
+            Err(CidrError::Syntax("10.0.0.0".into()))
+        );
+        assert_eq!(
+            "fd00::/8".parse::<Ipv4Cidr>(),
+            Err(CidrError::Ipv6("fd00::/8".into()))
+        );
+        assert!(matches!(
+            "10.0.0.0/33".parse::<Ipv4Cidr>(),
+            Err(CidrError::Prefix { prefix: 33, .. })
+        ));
         let e = "10.0.0.1/8".parse::<Ipv4Cidr>().unwrap_err();
-        assert_eq!(e.to_string(), "\"10.0.0.1/8\": host bits are set (did you mean 10.0.0.0/8?)");
+        assert_eq!(
+            e.to_string(),
+            "\"10.0.0.1/8\": host bits are set (did you mean 10.0.0.0/8?)"
+        );
         assert!("10.0.0.0/x".parse::<Ipv4Cidr>().is_err());
     }
 }

@@ -23,15 +23,27 @@ const NOT_IN_FILE: &[&str] = &["config", "check-config", "help", "version"];
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("--config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("--config {path}: not YAML: {source}")]
-    Yaml { path: String, source: serde_yaml_ng::Error },
+    Yaml {
+        path: String,
+        source: serde_yaml_ng::Error,
+    },
     #[error("--config {path}: expected a mapping of flag names to values")]
     NotMapping { path: String },
-    #[error("--config {path}: unknown key {key:?} (keys are `run` flag names, e.g. iface, nodeport-addresses)")]
+    #[error(
+        "--config {path}: unknown key {key:?} (keys are `run` flag names, e.g. iface, nodeport-addresses)"
+    )]
     UnknownKey { path: String, key: String },
     #[error("--config {path}: key {key:?}: {problem}")]
-    BadValue { path: String, key: String, problem: String },
+    BadValue {
+        path: String,
+        key: String,
+        problem: String,
+    },
 }
 
 /// A failed command line: clap's own errors print and exit as clap does (usage, `--help`,
@@ -72,8 +84,14 @@ pub fn parse(argv: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Pars
 /// Reads `path` as a YAML mapping (an empty file is an empty mapping).
 pub fn load(path: &Path) -> Result<Mapping, ConfigError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-    match serde_yaml_ng::from_str::<Value>(&text).map_err(|source| ConfigError::Yaml { path: shown.clone(), source })? {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    match serde_yaml_ng::from_str::<Value>(&text).map_err(|source| ConfigError::Yaml {
+        path: shown.clone(),
+        source,
+    })? {
         Value::Mapping(m) => Ok(m),
         Value::Null => Ok(Mapping::new()),
         _ => Err(ConfigError::NotMapping { path: shown }),
@@ -83,22 +101,39 @@ pub fn load(path: &Path) -> Result<Mapping, ConfigError> {
 /// The `--flag=value` arguments `file` adds to a command line whose `run` matches are
 /// `given`: one per key whose flag was not set on the command line or by its
 /// environment variable.
-pub fn file_args(path: &str, file: &Mapping, given: &ArgMatches) -> Result<Vec<OsString>, ConfigError> {
+pub fn file_args(
+    path: &str,
+    file: &Mapping,
+    given: &ArgMatches,
+) -> Result<Vec<OsString>, ConfigError> {
     let mut cmd = Cli::command();
     cmd.build();
     let run = cmd.find_subcommand("run").expect("run subcommand");
     let mut out = Vec::new();
     for (key, value) in file {
-        let bad = |problem: String| ConfigError::BadValue { path: path.into(), key: key_text(key), problem };
+        let bad = |problem: String| ConfigError::BadValue {
+            path: path.into(),
+            key: key_text(key),
+            problem,
+        };
         let Some(name) = key.as_str() else {
-            return Err(ConfigError::UnknownKey { path: path.into(), key: key_text(key) });
+            return Err(ConfigError::UnknownKey {
+                path: path.into(),
+                key: key_text(key),
+            });
         };
         let arg = run
             .get_arguments()
             .find(|a| a.get_long() == Some(name) && !NOT_IN_FILE.contains(&name))
-            .ok_or_else(|| ConfigError::UnknownKey { path: path.into(), key: name.into() })?;
+            .ok_or_else(|| ConfigError::UnknownKey {
+                path: path.into(),
+                key: name.into(),
+            })?;
         let id = arg.get_id().as_str();
-        if matches!(given.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+        if matches!(
+            given.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
             continue;
         }
         if !arg.get_action().takes_values() {
@@ -139,7 +174,10 @@ fn scalar(v: &Value) -> Result<String, String> {
 fn key_text(key: &Value) -> String {
     match key {
         Value::String(s) => s.clone(),
-        other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_string(),
+        other => serde_yaml_ng::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -150,15 +188,17 @@ pub fn check(args: &RunArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--service-node-port-range {e}"))?;
     nodeport::parse(&args.nodeport_addresses)?;
     for c in &args.cluster_cidr {
-        c.parse::<Ipv4Cidr>().map_err(|e| anyhow::anyhow!("--cluster-cidr {e}"))?;
+        c.parse::<Ipv4Cidr>()
+            .map_err(|e| anyhow::anyhow!("--cluster-cidr {e}"))?;
     }
     for (flag, addr) in [
         ("--metrics-bind-address", &args.metrics_bind_address),
         ("--healthz-bind-address", &args.healthz_bind_address),
     ] {
         if !addr.is_empty() {
-            addr.parse::<SocketAddr>()
-                .map_err(|e| anyhow::anyhow!("{flag} {addr:?}: {e} (expected IP:PORT, or empty to disable)"))?;
+            addr.parse::<SocketAddr>().map_err(|e| {
+                anyhow::anyhow!("{flag} {addr:?}: {e} (expected IP:PORT, or empty to disable)")
+            })?;
         }
     }
     for i in &args.iface {
@@ -183,8 +223,14 @@ pub fn effective(matches: &ArgMatches) -> String {
     let mut cmd = Cli::command();
     cmd.build();
     let mut out = Mapping::new();
-    for arg in cmd.find_subcommand("run").expect("run subcommand").get_arguments() {
-        let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else { continue };
+    for arg in cmd
+        .find_subcommand("run")
+        .expect("run subcommand")
+        .get_arguments()
+    {
+        let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
+            continue;
+        };
         if NOT_IN_FILE.contains(&long) {
             continue;
         }
@@ -219,7 +265,10 @@ mod tests {
 
     /// A unique file removed on drop (no extra crate for one test helper).
     mod tempfile_path {
-        use std::{path::PathBuf, sync::atomic::{AtomicU32, Ordering}};
+        use std::{
+            path::PathBuf,
+            sync::atomic::{AtomicU32, Ordering},
+        };
         static N: AtomicU32 = AtomicU32::new(0);
         pub struct TempFile(pub PathBuf);
         impl TempFile {
@@ -266,7 +315,11 @@ mod tests {
         assert_eq!(a.cluster_cidr, ["10.244.0.0/16"]);
 
         let a = run_args(&["run", &f.arg(), "--iface=lo", "--min-sync-period-ms", "7"]).unwrap();
-        assert_eq!(a.iface, ["lo"], "a list on the command line replaces the file's");
+        assert_eq!(
+            a.iface,
+            ["lo"],
+            "a list on the command line replaces the file's"
+        );
         assert_eq!(a.min_sync_period_ms, 7);
         assert_eq!(a.nodeport_addresses, ["10.0.0.0/8"]);
     }
@@ -275,8 +328,15 @@ mod tests {
     fn unknown_keys_and_bad_values_name_the_key() {
         let f = write("iface: auto\nnode-port-addresses: 10.0.0.0/8\n");
         let e = run_args(&["run", &f.arg()]).err().unwrap();
-        assert!(matches!(&e, CliError::Config(ConfigError::UnknownKey { key, .. }) if key == "node-port-addresses"), "{e}");
-        assert!(e.to_string().contains("unknown key \"node-port-addresses\""), "{e}");
+        assert!(
+            matches!(&e, CliError::Config(ConfigError::UnknownKey { key, .. }) if key == "node-port-addresses"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("unknown key \"node-port-addresses\""),
+            "{e}"
+        );
 
         for (text, key) in [
             ("iface: auto\nmaglev: yes please\n", "maglev"),
@@ -291,7 +351,10 @@ mod tests {
         // A value clap refuses is clap's error, naming the flag.
         let f = write("iface: auto\nxdp-mode: turbo\n");
         let e = run_args(&["run", &f.arg()]).err().unwrap();
-        assert!(matches!(e, CliError::Clap(_)) && e.to_string().contains("--xdp-mode"), "{e}");
+        assert!(
+            matches!(e, CliError::Clap(_)) && e.to_string().contains("--xdp-mode"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -300,10 +363,15 @@ mod tests {
         let e = run_args(&["run", &f.arg()]).err().unwrap();
         assert!(e.to_string().contains("--iface"), "{e}");
         assert!(run_args(&["run", "--iface", "lo"]).is_ok());
-        let e = run_args(&["run", "--config=/nonexistent/svclb.yaml"]).err().unwrap();
+        let e = run_args(&["run", "--config=/nonexistent/svclb.yaml"])
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("/nonexistent/svclb.yaml"), "{e}");
         let f = write("- iface\n");
-        assert!(matches!(run_args(&["run", &f.arg()]), Err(CliError::Config(ConfigError::NotMapping { .. }))));
+        assert!(matches!(
+            run_args(&["run", &f.arg()]),
+            Err(CliError::Config(ConfigError::NotMapping { .. }))
+        ));
     }
 
     #[test]
@@ -318,7 +386,10 @@ mod tests {
         assert!(a.maglev);
         assert_eq!(a.iface, ["eth0"]);
         assert_eq!(a.nodeport_addresses, ["primary"]);
-        assert_eq!(effective(&parse(["svclb-agent", "run", &again.arg()]).unwrap().matches), text);
+        assert_eq!(
+            effective(&parse(["svclb-agent", "run", &again.arg()]).unwrap().matches),
+            text
+        );
     }
 
     #[test]

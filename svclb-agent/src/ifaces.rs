@@ -63,7 +63,10 @@ pub fn select(values: &[String], present: &[Iface]) -> Result<Vec<String>, Iface
     }
     if out.is_empty() {
         let names: Vec<&str> = present.iter().map(|i| i.name.as_str()).collect();
-        return Err(IfaceError::NoMatch { value: values.join(","), present: names.join(",") });
+        return Err(IfaceError::NoMatch {
+            value: values.join(","),
+            present: names.join(","),
+        });
     }
     Ok(out)
 }
@@ -114,7 +117,9 @@ pub fn list() -> std::io::Result<Vec<Iface>> {
             continue;
         }
         // SAFETY: non-null, NUL-terminated name owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
         let flags = ifa.ifa_flags as libc::c_int;
         let pos = match out.iter().position(|i| i.name == name) {
             Some(p) => p,
@@ -129,9 +134,13 @@ pub fn list() -> std::io::Result<Vec<Iface>> {
             }
         };
         // SAFETY: ifa_addr is checked non-null; the family is checked before the cast.
-        if !ifa.ifa_addr.is_null() && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET {
+        if !ifa.ifa_addr.is_null()
+            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET
+        {
             let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            out[pos].ipv4.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            out[pos]
+                .ipv4
+                .push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
         }
     }
     // SAFETY: `head` came from getifaddrs.
@@ -144,7 +153,12 @@ mod tests {
     use super::*;
 
     fn iface(name: &str, up: bool) -> Iface {
-        Iface { name: name.into(), up, loopback: name == "lo", ipv4: Vec::new() }
+        Iface {
+            name: name.into(),
+            up,
+            loopback: name == "lo",
+            ipv4: Vec::new(),
+        }
     }
 
     fn v(list: &[&str]) -> Vec<String> {
@@ -168,13 +182,23 @@ mod tests {
 
     #[test]
     fn auto_takes_up_non_loopback_interfaces() {
-        let here = [iface("lo", true), iface("eth0", true), iface("eth1", false), iface("veth9", true)];
+        let here = [
+            iface("lo", true),
+            iface("eth0", true),
+            iface("eth1", false),
+            iface("veth9", true),
+        ];
         assert_eq!(select(&v(&["auto"]), &here).unwrap(), ["eth0", "veth9"]);
     }
 
     #[test]
     fn patterns_and_names_mix_without_duplicates() {
-        let here = [iface("lo", true), iface("eth0", true), iface("veth1", true), iface("veth2", true)];
+        let here = [
+            iface("lo", true),
+            iface("eth0", true),
+            iface("veth1", true),
+            iface("veth2", true),
+        ];
         assert_eq!(
             select(&v(&["eth0", "veth*", "eth*", "cni0"]), &here).unwrap(),
             ["eth0", "veth1", "veth2", "cni0"]
@@ -187,10 +211,20 @@ mod tests {
     fn nothing_selected_is_an_error_naming_what_exists() {
         let here = [iface("lo", true), iface("eth0", true)];
         let e = select(&v(&["wlan*"]), &here).unwrap_err();
-        assert_eq!(e.to_string(), "--iface \"wlan*\": no interface matches (interfaces here: lo,eth0)");
-        assert_eq!(select(&v(&["auto"]), &[iface("lo", true)]).unwrap_err().to_string(),
-            "--iface \"auto\": no interface matches (interfaces here: lo)");
-        assert!(matches!(select(&v(&[" "]), &here), Err(IfaceError::Empty(_))));
+        assert_eq!(
+            e.to_string(),
+            "--iface \"wlan*\": no interface matches (interfaces here: lo,eth0)"
+        );
+        assert_eq!(
+            select(&v(&["auto"]), &[iface("lo", true)])
+                .unwrap_err()
+                .to_string(),
+            "--iface \"auto\": no interface matches (interfaces here: lo)"
+        );
+        assert!(matches!(
+            select(&v(&[" "]), &here),
+            Err(IfaceError::Empty(_))
+        ));
     }
 
     #[test]
@@ -199,6 +233,10 @@ mod tests {
         let lo = here.iter().find(|i| i.name == "lo").expect("lo is listed");
         assert!(lo.loopback);
         assert!(lo.ipv4.contains(&Ipv4Addr::LOCALHOST));
-        assert!(!select(&v(&["auto"]), &here).unwrap_or_default().contains(&"lo".to_string()));
+        assert!(
+            !select(&v(&["auto"]), &here)
+                .unwrap_or_default()
+                .contains(&"lo".to_string())
+        );
     }
 }

@@ -27,7 +27,11 @@ pub enum NodePortError {
 }
 
 pub fn parse(values: &[String]) -> Result<NodePortAddresses, NodePortError> {
-    let values: Vec<&str> = values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()).collect();
+    let values: Vec<&str> = values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .collect();
     if values.is_empty() || values == [PRIMARY] {
         return Ok(NodePortAddresses::Primary);
     }
@@ -41,7 +45,10 @@ pub fn parse(values: &[String]) -> Result<NodePortAddresses, NodePortError> {
 /// The local addresses inside `cidrs`, sorted; an error when there are none, since
 /// NodePorts would then answer nowhere.
 pub fn local_in(cidrs: &[Ipv4Cidr], present: &[Iface]) -> Result<Vec<Ipv4Addr>, NodePortError> {
-    let local: Vec<Ipv4Addr> = present.iter().flat_map(|i| i.ipv4.iter().copied()).collect();
+    let local: Vec<Ipv4Addr> = present
+        .iter()
+        .flat_map(|i| i.ipv4.iter().copied())
+        .collect();
     let mut hits: Vec<Ipv4Addr> = local
         .iter()
         .copied()
@@ -73,31 +80,53 @@ mod tests {
         assert_eq!(parse(&s(&["primary"])).unwrap(), NodePortAddresses::Primary);
         assert_eq!(
             parse(&s(&["10.0.0.0/8", "192.168.1.0/24"])).unwrap(),
-            NodePortAddresses::Cidrs(vec!["10.0.0.0/8".parse().unwrap(), "192.168.1.0/24".parse().unwrap()])
+            NodePortAddresses::Cidrs(vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "192.168.1.0/24".parse().unwrap()
+            ])
         );
-        assert_eq!(parse(&s(&["primary", "10.0.0.0/8"])), Err(NodePortError::PrimaryWithCidrs));
+        assert_eq!(
+            parse(&s(&["primary", "10.0.0.0/8"])),
+            Err(NodePortError::PrimaryWithCidrs)
+        );
         let e = parse(&s(&["10.0.0.0"])).unwrap_err();
-        assert_eq!(e.to_string(), "--nodeport-addresses \"10.0.0.0\": expected an IPv4 CIDR like 10.0.0.0/8");
+        assert_eq!(
+            e.to_string(),
+            "--nodeport-addresses \"10.0.0.0\": expected an IPv4 CIDR like 10.0.0.0/8"
+        );
     }
 
     #[test]
     fn local_addresses_inside_the_ranges() {
         let present = vec![
-            Iface { name: "lo".into(), up: true, loopback: true, ipv4: vec![Ipv4Addr::LOCALHOST] },
+            Iface {
+                name: "lo".into(),
+                up: true,
+                loopback: true,
+                ipv4: vec![Ipv4Addr::LOCALHOST],
+            },
             Iface {
                 name: "eth0".into(),
                 up: true,
                 loopback: false,
                 ipv4: vec![Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(192, 168, 1, 7)],
             },
-            Iface { name: "eth1".into(), up: false, loopback: false, ipv4: vec![Ipv4Addr::new(10, 9, 0, 1)] },
+            Iface {
+                name: "eth1".into(),
+                up: false,
+                loopback: false,
+                ipv4: vec![Ipv4Addr::new(10, 9, 0, 1)],
+            },
         ];
         let c = |t: &str| -> Ipv4Cidr { t.parse().unwrap() };
         assert_eq!(
             local_in(&[c("10.0.0.0/8")], &present).unwrap(),
             [Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 9, 0, 1)]
         );
-        assert_eq!(local_in(&[c("127.0.0.0/8")], &present).unwrap(), [Ipv4Addr::LOCALHOST]);
+        assert_eq!(
+            local_in(&[c("127.0.0.0/8")], &present).unwrap(),
+            [Ipv4Addr::LOCALHOST]
+        );
         let e = local_in(&[c("172.16.0.0/12")], &present).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -25,7 +25,10 @@ use svclb_testapi::TestApiServer;
 use svclb_tests::process::bin_path;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn kubectl_bin() -> &'static str {
@@ -39,7 +42,11 @@ fn render(sub: &str) -> Vec<Value> {
         .arg(repo().join("deploy").join(sub))
         .output()
         .expect("running kubectl (cargo xtask setup installs it)");
-    assert!(out.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl kustomize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| {
@@ -59,7 +66,12 @@ fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 fn typed<T: DeserializeOwned + serde::Serialize>(doc: &Value) -> T {
     let t: T = serde_path_to_error::deserialize(doc)
         .unwrap_or_else(|e| panic!("{} {}: {e}", doc["kind"], doc["metadata"]["name"]));
-    assert_eq!(&serde_json::to_value(&t).unwrap(), doc, "{} survives a typed round trip", doc["kind"]);
+    assert_eq!(
+        &serde_json::to_value(&t).unwrap(),
+        doc,
+        "{} survives a typed round trip",
+        doc["kind"]
+    );
     t
 }
 
@@ -77,7 +89,15 @@ fn rendered(sub: &str) -> Rendered {
     let kinds: BTreeSet<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Namespace", "ServiceAccount"].into()
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet",
+            "Namespace",
+            "ServiceAccount"
+        ]
+        .into()
     );
     assert_eq!(docs.len(), 6);
     Rendered {
@@ -114,12 +134,22 @@ fn daemonset_runs_everywhere_with_four_capabilities() {
     );
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.host_network, Some(true));
-    assert_eq!(pod.priority_class_name.as_deref(), Some("system-node-critical"));
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
     assert_eq!(pod.service_account_name, r.sa.metadata.name);
     // One toleration of everything: control-plane and tainted nodes too.
     let tol = pod.tolerations.as_ref().unwrap();
     assert_eq!(tol.len(), 1);
-    assert_eq!((tol[0].operator.as_deref(), tol[0].key.as_deref(), tol[0].effect.as_deref()), (Some("Exists"), None, None));
+    assert_eq!(
+        (
+            tol[0].operator.as_deref(),
+            tol[0].key.as_deref(),
+            tol[0].effect.as_deref()
+        ),
+        (Some("Exists"), None, None)
+    );
 
     let c = agent_container(&r.ds);
     let sc = c.security_context.as_ref().unwrap();
@@ -130,36 +160,68 @@ fn daemonset_runs_everywhere_with_four_capabilities() {
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
 
     let env = c.env.as_ref().unwrap();
-    let node = env.iter().find(|e| e.name == "NODE_NAME").expect("NODE_NAME");
-    assert_eq!(node.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path, "spec.nodeName");
+    let node = env
+        .iter()
+        .find(|e| e.name == "NODE_NAME")
+        .expect("NODE_NAME");
+    assert_eq!(
+        node.value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "spec.nodeName"
+    );
 
     // Probes on the healthz port the config file sets.
     let cfg: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&r.config.data.as_ref().unwrap()["config.yaml"]).unwrap();
     let healthz = cfg["healthz-bind-address"].as_str().unwrap();
     let port: i32 = healthz.rsplit_once(':').unwrap().1.parse().unwrap();
-    for (probe, path) in [(&c.liveness_probe, "/livez"), (&c.readiness_probe, "/healthz")] {
+    for (probe, path) in [
+        (&c.liveness_probe, "/livez"),
+        (&c.readiness_probe, "/healthz"),
+    ] {
         let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(get.path.as_deref(), Some(path));
-        assert_eq!(get.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port));
+        assert_eq!(
+            get.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port)
+        );
     }
 
     // bpffs from the host; the config file from the ConfigMap, at the path --config names.
     let mounts = c.volume_mounts.as_ref().unwrap();
     let volumes = pod.volumes.as_ref().unwrap();
-    let bpffs = mounts.iter().find(|m| m.mount_path == "/sys/fs/bpf").unwrap();
+    let bpffs = mounts
+        .iter()
+        .find(|m| m.mount_path == "/sys/fs/bpf")
+        .unwrap();
     assert_eq!(bpffs.mount_propagation.as_deref(), Some("HostToContainer"));
     let vol = volumes.iter().find(|v| v.name == bpffs.name).unwrap();
     assert_eq!(vol.host_path.as_ref().unwrap().path, "/sys/fs/bpf");
-    let config_arg = c.args.iter().flatten().find_map(|a| a.strip_prefix("--config=")).unwrap();
+    let config_arg = c
+        .args
+        .iter()
+        .flatten()
+        .find_map(|a| a.strip_prefix("--config="))
+        .unwrap();
     let (dir, file) = config_arg.rsplit_once('/').unwrap();
     let mount = mounts.iter().find(|m| m.mount_path == dir).unwrap();
     let vol = volumes.iter().find(|v| v.name == mount.name).unwrap();
-    assert_eq!(vol.config_map.as_ref().unwrap().name, r.config.metadata.name.clone().unwrap());
+    assert_eq!(
+        vol.config_map.as_ref().unwrap().name,
+        r.config.metadata.name.clone().unwrap()
+    );
     assert!(r.config.data.as_ref().unwrap().contains_key(file));
 
     // The binding gives the role to the DaemonSet's service account.
-    assert_eq!(r.binding.role_ref.name, r.role.metadata.name.clone().unwrap());
+    assert_eq!(
+        r.binding.role_ref.name,
+        r.role.metadata.name.clone().unwrap()
+    );
     let subjects = r.binding.subjects.as_ref().unwrap();
     assert_eq!(subjects.len(), 1);
     assert_eq!(subjects[0].kind, "ServiceAccount");
@@ -174,8 +236,17 @@ fn privileged_overlay_differs_only_in_privilege() {
     let c = agent_container(&over.ds);
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!(sc.privileged, Some(true));
-    assert_eq!(sc.allow_privilege_escalation, Some(true), "false is invalid with privileged");
-    let bpffs = c.volume_mounts.iter().flatten().find(|m| m.mount_path == "/sys/fs/bpf").unwrap();
+    assert_eq!(
+        sc.allow_privilege_escalation,
+        Some(true),
+        "false is invalid with privileged"
+    );
+    let bpffs = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/sys/fs/bpf")
+        .unwrap();
     assert_eq!(bpffs.mount_propagation.as_deref(), Some("Bidirectional"));
 
     // Everything else is the base's.
@@ -184,10 +255,16 @@ fn privileged_overlay_differs_only_in_privilege() {
     for v in [&mut a, &mut b] {
         let c = &mut v["spec"]["template"]["spec"]["containers"][0];
         c.as_object_mut().unwrap().remove("securityContext");
-        c["volumeMounts"][0].as_object_mut().unwrap().remove("mountPropagation");
+        c["volumeMounts"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("mountPropagation");
     }
     assert_eq!(a, b);
-    assert_eq!(serde_json::to_value(&base.role).unwrap(), serde_json::to_value(&over.role).unwrap());
+    assert_eq!(
+        serde_json::to_value(&base.role).unwrap(),
+        serde_json::to_value(&over.role).unwrap()
+    );
 }
 
 /// (API group, resource, verb) of one apiserver request, as the apiserver's authorizer
@@ -205,7 +282,9 @@ fn access_of(req: &http::Request<kube::client::Body>) -> (String, String, String
         ["namespaces", _, tail @ ..] if !tail.is_empty() => tail,
         other => other,
     };
-    let watch = query.split('&').any(|p| p == "watch=true" || p == "watch=1");
+    let watch = query
+        .split('&')
+        .any(|p| p == "watch=true" || p == "watch=1");
     let verb = match (req.method().as_str(), rest.len(), watch) {
         ("GET", 1, true) => "watch",
         ("GET", 1, false) => "list",
@@ -234,17 +313,24 @@ fn cluster_role_is_exactly_what_the_agent_requests() {
     // apiserver, every request recorded, until they have listed and are watching.
     let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
     let seen: Arc<Mutex<BTreeSet<(String, String, String)>>> = Arc::default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let kc = kube::config::Kubeconfig::from_yaml(&server.kubeconfig_yaml()).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
         let record = seen.clone();
         let client = kube::client::ClientBuilder::try_from(config)
             .unwrap()
-            .with_layer(&tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-                record.lock().unwrap().insert(access_of(&req));
-                req
-            }))
+            .with_layer(&tower::util::MapRequestLayer::new(
+                move |req: http::Request<kube::client::Body>| {
+                    record.lock().unwrap().insert(access_of(&req));
+                    req
+                },
+            ))
             .build();
         let (metrics, _registry) = svclb_agent::metrics::Metrics::new();
         let opts = svclb_agent::source::kube::KubeOptions {
@@ -257,7 +343,14 @@ fn cluster_role_is_exactly_what_the_agent_requests() {
             .expect("the watches list within 20 s");
         // The watch requests follow the lists; wait (bounded) until every one is open.
         for _ in 0..200 {
-            if seen.lock().unwrap().iter().filter(|a| a.2 == "watch").count() >= 3 {
+            if seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|a| a.2 == "watch")
+                .count()
+                >= 3
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -265,8 +358,7 @@ fn cluster_role_is_exactly_what_the_agent_requests() {
     });
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
-        seen,
-        granted,
+        seen, granted,
         "the ClusterRole grants exactly the requests the agent makes (left: made, right: granted)"
     );
 }
@@ -292,7 +384,12 @@ fn check_config(r: &Rendered, dir: &Path) -> BTreeMap<String, serde_yaml_ng::Val
     let mut cmd = Command::new(bin_path("svclb-agent").expect("cargo build --bins first"));
     cmd.args(&args).env_remove("SVCLB_LOG");
     for e in c.env.iter().flatten() {
-        cmd.env(&e.name, e.value.clone().unwrap_or_else(|| "node-from-downward-api".into()));
+        cmd.env(
+            &e.name,
+            e.value
+                .clone()
+                .unwrap_or_else(|| "node-from-downward-api".into()),
+        );
     }
     let out = cmd.output().unwrap();
     assert!(
@@ -314,13 +411,23 @@ fn every_flag_and_config_key_is_accepted_by_the_agent() {
     for (key, value) in &file {
         let got = &effective[key];
         let as_text = |v: &serde_yaml_ng::Value| match v {
-            serde_yaml_ng::Value::Sequence(s) => s.iter().map(|x| serde_yaml_ng::to_string(x).unwrap()).collect::<Vec<_>>(),
+            serde_yaml_ng::Value::Sequence(s) => s
+                .iter()
+                .map(|x| serde_yaml_ng::to_string(x).unwrap())
+                .collect::<Vec<_>>(),
             other => vec![serde_yaml_ng::to_string(other).unwrap()],
         };
-        let norm = |v: Vec<String>| -> Vec<String> { v.into_iter().map(|s| s.trim().trim_matches('\'').to_string()).collect() };
+        let norm = |v: Vec<String>| -> Vec<String> {
+            v.into_iter()
+                .map(|s| s.trim().trim_matches('\'').to_string())
+                .collect()
+        };
         assert_eq!(norm(as_text(got)), norm(as_text(value)), "config key {key}");
     }
-    assert_eq!(effective["hostname-override"].as_str(), Some("node-from-downward-api"));
+    assert_eq!(
+        effective["hostname-override"].as_str(),
+        Some("node-from-downward-api")
+    );
     let over = rendered("overlays/privileged");
     assert_eq!(check_config(&over, &dir), effective);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -336,7 +443,10 @@ impl Kubectl {
         std::fs::create_dir_all(dir).unwrap();
         let kubeconfig = dir.join("kubeconfig");
         server.kubeconfig(&kubeconfig).unwrap();
-        Kubectl { kubeconfig, cache: dir.join("cache") }
+        Kubectl {
+            kubeconfig,
+            cache: dir.join("cache"),
+        }
     }
 
     fn run(&self, args: &[&str]) -> Result<String, String> {
@@ -350,8 +460,13 @@ impl Kubectl {
             .env_remove("KUBECONFIG")
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        if out.status.success() { Ok(text) } else { Err(text) }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        }
     }
 }
 
@@ -370,12 +485,24 @@ fn kubectl_creates_deploy_against_the_test_apiserver() {
     // (`kubectl create namespace` would send protobuf, which the test apiserver does
     // not speak.)
     let ns = dir.join("ns.json");
-    std::fs::write(&ns, r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"svclb-system"}}"#).unwrap();
+    std::fs::write(
+        &ns,
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"svclb-system"}}"#,
+    )
+    .unwrap();
     k.run(&["create", "-f", ns.to_str().unwrap()]).unwrap();
     let out = k.run(&["apply", "--dry-run=server", "-k", base]).unwrap();
-    assert!(out.contains("daemonset.apps/svclb-agent created (server dry run)"), "{out}");
-    assert!(k.run(&["-n", "svclb-system", "get", "daemonset", "svclb-agent"]).is_err(), "dry run stored nothing");
-    k.run(&["apply", "--dry-run=server", "-k", overlay]).unwrap();
+    assert!(
+        out.contains("daemonset.apps/svclb-agent created (server dry run)"),
+        "{out}"
+    );
+    assert!(
+        k.run(&["-n", "svclb-system", "get", "daemonset", "svclb-agent"])
+            .is_err(),
+        "dry run stored nothing"
+    );
+    k.run(&["apply", "--dry-run=server", "-k", overlay])
+        .unwrap();
     drop(server);
 
     // The real thing on a fresh cluster: every object created, as rendered.
@@ -393,16 +520,39 @@ fn kubectl_creates_deploy_against_the_test_apiserver() {
         assert!(out.contains(line), "{line:?} in {out}");
     }
     let o = server.objects();
-    let ds: DaemonSet = serde_json::from_value(o.get("DaemonSet", Some("svclb-system"), "svclb-agent").unwrap()).unwrap();
-    assert_eq!(agent_container(&ds).image.as_deref(), Some("svclb/svclb-agent:0.1.0"));
+    let ds: DaemonSet = serde_json::from_value(
+        o.get("DaemonSet", Some("svclb-system"), "svclb-agent")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        agent_container(&ds).image.as_deref(),
+        Some("svclb/svclb-agent:0.1.0")
+    );
     o.get("ClusterRole", None, "svclb-agent").unwrap();
 
     // The overlay over it, dry run: accepted (privileged may use Bidirectional), and the
     // stored DaemonSet is still the unprivileged one.
-    let out = k.run(&["apply", "--dry-run=server", "-k", overlay]).unwrap();
-    assert!(out.contains("daemonset.apps/svclb-agent configured (server dry run)"), "{out}");
-    let ds: DaemonSet = serde_json::from_value(o.get("DaemonSet", Some("svclb-system"), "svclb-agent").unwrap()).unwrap();
-    assert_eq!(agent_container(&ds).security_context.as_ref().unwrap().privileged, None);
+    let out = k
+        .run(&["apply", "--dry-run=server", "-k", overlay])
+        .unwrap();
+    assert!(
+        out.contains("daemonset.apps/svclb-agent configured (server dry run)"),
+        "{out}"
+    );
+    let ds: DaemonSet = serde_json::from_value(
+        o.get("DaemonSet", Some("svclb-system"), "svclb-agent")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        agent_container(&ds)
+            .security_context
+            .as_ref()
+            .unwrap()
+            .privileged,
+        None
+    );
 
     // And the apiserver refuses what the base avoids: Bidirectional without privileged.
     let broken = serde_json::to_string(&serde_json::json!({
@@ -417,8 +567,13 @@ fn kubectl_creates_deploy_against_the_test_apiserver() {
     .unwrap();
     let path = dir.join("broken.json");
     std::fs::write(&path, broken).unwrap();
-    let err = k.run(&["create", "--dry-run=server", "-f", path.to_str().unwrap()]).unwrap_err();
-    assert!(err.contains("Bidirectional mount propagation is available only to privileged containers"), "{err}");
+    let err = k
+        .run(&["create", "--dry-run=server", "-f", path.to_str().unwrap()])
+        .unwrap_err();
+    assert!(
+        err.contains("Bidirectional mount propagation is available only to privileged containers"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -426,18 +581,35 @@ fn kubectl_creates_deploy_against_the_test_apiserver() {
 /// into the k8s-openapi types and has what `cargo xtask kind-e2e` checks.
 #[test]
 fn kind_files_are_what_the_e2e_expects() {
-    use k8s_openapi::api::{apps::v1::Deployment, core::v1::{Pod, Service}};
+    use k8s_openapi::api::{
+        apps::v1::Deployment,
+        core::v1::{Pod, Service},
+    };
     let kind_dir = repo().join("deploy/kind");
     let cluster: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(kind_dir.join("cluster.yaml")).unwrap()).unwrap();
+        serde_yaml_ng::from_str(&std::fs::read_to_string(kind_dir.join("cluster.yaml")).unwrap())
+            .unwrap();
     assert_eq!(cluster["kind"].as_str(), Some("Cluster"));
-    assert_eq!(cluster["networking"]["kubeProxyMode"].as_str(), Some("none"));
-    let roles: Vec<&str> = cluster["nodes"].as_sequence().unwrap().iter().map(|n| n["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        cluster["networking"]["kubeProxyMode"].as_str(),
+        Some("none")
+    );
+    let roles: Vec<&str> = cluster["nodes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|n| n["role"].as_str().unwrap())
+        .collect();
     assert_eq!(roles, ["control-plane", "worker", "worker"]);
 
     let text = std::fs::read_to_string(kind_dir.join("sample-app.yaml")).unwrap();
     let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| serde_json::to_value(<serde_yaml_ng::Value as serde::Deserialize>::deserialize(d).unwrap()).unwrap())
+        .map(|d| {
+            serde_json::to_value(
+                <serde_yaml_ng::Value as serde::Deserialize>::deserialize(d).unwrap(),
+            )
+            .unwrap()
+        })
         .collect();
     let mut services = BTreeMap::new();
     for d in &docs {
@@ -458,6 +630,12 @@ fn kind_files_are_what_the_e2e_expects() {
     }
     assert_eq!(services["web"].type_, None, "ClusterIP");
     assert_eq!(services["web-nodeport"].type_.as_deref(), Some("NodePort"));
-    assert_eq!(services["web-nodeport"].ports.as_ref().unwrap()[0].node_port, Some(30080));
-    assert_eq!(services["web-affinity"].session_affinity.as_deref(), Some("ClientIP"));
+    assert_eq!(
+        services["web-nodeport"].ports.as_ref().unwrap()[0].node_port,
+        Some(30080)
+    );
+    assert_eq!(
+        services["web-affinity"].session_affinity.as_deref(),
+        Some("ClientIP")
+    );
 }

@@ -79,13 +79,27 @@ mod tests {
 
     #[test]
     fn every_missing_piece_is_named() {
-        let progs = [("docker", "Docker Engine"), ("kind", "k"), ("kubectl", "setup")];
+        let progs = [
+            ("docker", "Docker Engine"),
+            ("kind", "k"),
+            ("kubectl", "setup"),
+        ];
         assert!(problems(&progs, |_| true, || true).is_empty());
         // This machine: a docker client without an engine, no kind.
         let p = problems(&progs, |p| p != "kind", || false);
-        assert_eq!(p, ["`kind` is not installed (k)".to_string(), NO_ENGINE.to_string()]);
+        assert_eq!(
+            p,
+            [
+                "`kind` is not installed (k)".to_string(),
+                NO_ENGINE.to_string()
+            ]
+        );
         // No docker at all: the engine is not asked.
-        let p = problems(&progs, |p| p == "kubectl", || panic!("engine asked without a client"));
+        let p = problems(
+            &progs,
+            |p| p == "kubectl",
+            || panic!("engine asked without a client"),
+        );
         assert_eq!(p.len(), 2);
     }
 }

@@ -59,9 +59,15 @@ impl Cluster {
         check_interrupt()?;
         let mut c = self.kubectl();
         c.args(args);
-        let out = c.output().with_context(|| format!("running {}", cmd::describe(&c)))?;
+        let out = c
+            .output()
+            .with_context(|| format!("running {}", cmd::describe(&c)))?;
         if !out.status.success() {
-            bail!("`{}` failed: {}", cmd::describe(&c), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "`{}` failed: {}",
+                cmd::describe(&c),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -78,9 +84,15 @@ fn check_interrupt() -> Result<()> {
 fn docker(args: &[&str]) -> Result<String> {
     let mut c = Command::new("docker");
     c.args(args);
-    let out = c.output().with_context(|| format!("running {}", cmd::describe(&c)))?;
+    let out = c
+        .output()
+        .with_context(|| format!("running {}", cmd::describe(&c)))?;
     if !out.status.success() {
-        bail!("`{}` failed: {}", cmd::describe(&c), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{}` failed: {}",
+            cmd::describe(&c),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -90,12 +102,17 @@ pub fn run() -> Result<()> {
         "cargo xtask kind-e2e",
         &[
             ("kind", "https://kind.sigs.k8s.io"),
-            ("kubectl", "`cargo xtask setup` installs Debian's kubernetes-client"),
+            (
+                "kubectl",
+                "`cargo xtask setup` installs Debian's kubernetes-client",
+            ),
         ],
     )?;
     let clusters = cmd::output(Command::new("kind").args(["get", "clusters"])).unwrap_or_default();
     if clusters.lines().any(|l| l.trim() == CLUSTER) {
-        bail!("a kind cluster named {CLUSTER} exists already; delete it first (kind delete cluster --name {CLUSTER})");
+        bail!(
+            "a kind cluster named {CLUSTER} exists already; delete it first (kind delete cluster --name {CLUSTER})"
+        );
     }
     // A handler, not SIG_IGN: children (kind, kubectl, docker) still die on Ctrl-C, the
     // step fails, and the cluster guard deletes the cluster.
@@ -104,8 +121,11 @@ pub fn run() -> Result<()> {
 
     let root = cmd::workspace_root();
     docker::build_image()?;
-    let kubeconfig = std::env::temp_dir().join(format!("svclb-kind-e2e-{}.kubeconfig", std::process::id()));
-    let cluster = Cluster { kubeconfig: kubeconfig.clone() };
+    let kubeconfig =
+        std::env::temp_dir().join(format!("svclb-kind-e2e-{}.kubeconfig", std::process::id()));
+    let cluster = Cluster {
+        kubeconfig: kubeconfig.clone(),
+    };
     cmd::run(
         Command::new("kind")
             .args(["create", "cluster", "--name", CLUSTER, "--config"])
@@ -114,7 +134,13 @@ pub fn run() -> Result<()> {
             .arg(&kubeconfig),
     )?;
     check_interrupt()?;
-    cmd::run(Command::new("kind").args(["load", "docker-image", docker::IMAGE, "--name", CLUSTER]))?;
+    cmd::run(Command::new("kind").args([
+        "load",
+        "docker-image",
+        docker::IMAGE,
+        "--name",
+        CLUSTER,
+    ]))?;
 
     let nodes: Vec<String> = cluster
         .kubectl_out(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"])?
@@ -127,11 +153,26 @@ pub fn run() -> Result<()> {
     let mut node_ips = Vec::new();
     for node in &nodes {
         // The agent pins under /sys/fs/bpf: make sure bpffs is mounted in the node.
-        docker(&["exec", node, "sh", "-c", "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf"])?;
-        node_ips.push(docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", node])?);
+        docker(&[
+            "exec",
+            node,
+            "sh",
+            "-c",
+            "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
+        ])?;
+        node_ips.push(docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            node,
+        ])?);
     }
     let control_plane = format!("{CLUSTER}-control-plane");
-    let cp_ip = node_ips[nodes.iter().position(|n| *n == control_plane).context("no control-plane node")?].clone();
+    let cp_ip = node_ips[nodes
+        .iter()
+        .position(|n| *n == control_plane)
+        .context("no control-plane node")?]
+    .clone();
 
     // With no kube-proxy, the agent cannot reach the apiserver through the `kubernetes`
     // Service before it has programmed that Service itself: point it at the real
@@ -148,25 +189,73 @@ pub fn run() -> Result<()> {
     ])?;
     let deploy = root.join("deploy");
     cluster.kubectl_run(&["apply", "-k", deploy.to_str().context("path")?])?;
-    cluster.kubectl_run(&["-n", "svclb-system", "rollout", "status", "ds/svclb-agent", "--timeout=300s"])?;
+    cluster.kubectl_run(&[
+        "-n",
+        "svclb-system",
+        "rollout",
+        "status",
+        "ds/svclb-agent",
+        "--timeout=300s",
+    ])?;
 
     let app = root.join("deploy/kind/sample-app.yaml");
     cluster.kubectl_run(&["apply", "-f", app.to_str().context("path")?])?;
-    cluster.kubectl_run(&["-n", NS, "rollout", "status", "deploy/web", "--timeout=300s"])?;
-    cluster.kubectl_run(&["-n", NS, "wait", "--for=condition=Ready", "pod/client", "--timeout=300s"])?;
+    cluster.kubectl_run(&[
+        "-n",
+        NS,
+        "rollout",
+        "status",
+        "deploy/web",
+        "--timeout=300s",
+    ])?;
+    cluster.kubectl_run(&[
+        "-n",
+        NS,
+        "wait",
+        "--for=condition=Ready",
+        "pod/client",
+        "--timeout=300s",
+    ])?;
     // The agent attaches to the interfaces present when it starts (`iface: auto`): the
     // pods' links are new, so restart it once they exist (docs/operating.md).
     cluster.kubectl_run(&["-n", "svclb-system", "rollout", "restart", "ds/svclb-agent"])?;
-    cluster.kubectl_run(&["-n", "svclb-system", "rollout", "status", "ds/svclb-agent", "--timeout=300s"])?;
+    cluster.kubectl_run(&[
+        "-n",
+        "svclb-system",
+        "rollout",
+        "status",
+        "ds/svclb-agent",
+        "--timeout=300s",
+    ])?;
 
     let mut results: Vec<(String, Result<String>)> = Vec::new();
-    let cluster_ip = cluster.kubectl_out(&["-n", NS, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"])?;
+    let cluster_ip = cluster.kubectl_out(&[
+        "-n",
+        NS,
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?;
     let in_pod = |url: &str| -> Result<String> {
-        cluster.kubectl_out(&["-n", NS, "exec", "client", "--", "curl", "-sS", "--max-time", "5", url])
+        cluster.kubectl_out(&[
+            "-n",
+            NS,
+            "exec",
+            "client",
+            "--",
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            url,
+        ])
     };
     results.push((
         format!("pod → ClusterIP {cluster_ip}:80 reaches all 3 replicas"),
-        spread(REQUESTS, || in_pod(&format!("http://{cluster_ip}/"))).and_then(|names| expect_count(names, 3)),
+        spread(REQUESTS, || in_pod(&format!("http://{cluster_ip}/")))
+            .and_then(|names| expect_count(names, 3)),
     ));
     results.push((
         "pod → web.svclb-e2e.svc (DNS through the kube-dns ClusterIP)".into(),
@@ -174,8 +263,10 @@ pub fn run() -> Result<()> {
     ));
     results.push((
         "pod → web-affinity (ClientIP): one replica for every request".into(),
-        spread(REQUESTS, || in_pod(&format!("http://web-affinity.{NS}.svc.cluster.local/")))
-            .and_then(|names| expect_count(names, 1)),
+        spread(REQUESTS, || {
+            in_pod(&format!("http://web-affinity.{NS}.svc.cluster.local/"))
+        })
+        .and_then(|names| expect_count(names, 1)),
     ));
     for (node, ip) in nodes.iter().zip(&node_ips) {
         let url = format!("http://{ip}:{NODE_PORT}/");
@@ -191,7 +282,15 @@ pub fn run() -> Result<()> {
             docker(&["exec", from, "curl", "-sS", "--max-time", "5", &url]),
         ));
     }
-    let dump = cluster.kubectl_out(&["-n", "svclb-system", "exec", "ds/svclb-agent", "--", "svclb-agent", "dump"]);
+    let dump = cluster.kubectl_out(&[
+        "-n",
+        "svclb-system",
+        "exec",
+        "ds/svclb-agent",
+        "--",
+        "svclb-agent",
+        "dump",
+    ]);
 
     println!("\nkind-e2e results:");
     let mut failed = 0;
@@ -229,7 +328,10 @@ fn spread(n: usize, mut request: impl FnMut() -> Result<String>) -> Result<BTree
 fn expect_count(names: BTreeSet<String>, want: usize) -> Result<String> {
     let list = names.iter().cloned().collect::<Vec<_>>().join(", ");
     if names.len() != want {
-        bail!("{} distinct replicas answered ({list}), expected {want}", names.len());
+        bail!(
+            "{} distinct replicas answered ({list}), expected {want}",
+            names.len()
+        );
     }
     Ok(list)
 }

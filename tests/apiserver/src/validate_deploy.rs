@@ -25,7 +25,10 @@ pub fn daemon_set(obj: &Value, causes: &mut Vec<Cause>) {
         Some(sel) => {
             let want = sel.get("matchLabels").and_then(Value::as_object);
             let empty = want.is_none_or(|m| m.is_empty())
-                && sel.get("matchExpressions").and_then(Value::as_array).is_none_or(|a| a.is_empty());
+                && sel
+                    .get("matchExpressions")
+                    .and_then(Value::as_array)
+                    .is_none_or(|a| a.is_empty());
             if empty {
                 causes.push(Cause::invalid(
                     "spec.selector",
@@ -33,7 +36,10 @@ pub fn daemon_set(obj: &Value, causes: &mut Vec<Cause>) {
                     "empty selector is invalid for daemonset",
                 ));
             }
-            let matches = want.into_iter().flatten().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+            let matches = want
+                .into_iter()
+                .flatten()
+                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
             if !matches {
                 causes.push(Cause::invalid(
                     "spec.template.metadata.labels",
@@ -43,10 +49,17 @@ pub fn daemon_set(obj: &Value, causes: &mut Vec<Cause>) {
             }
         }
     }
-    let pod = obj.pointer("/spec/template/spec").cloned().unwrap_or(Value::Null);
+    let pod = obj
+        .pointer("/spec/template/spec")
+        .cloned()
+        .unwrap_or(Value::Null);
     let restart = s(&pod, "/restartPolicy");
     if !restart.is_empty() && restart != "Always" {
-        causes.push(Cause::not_supported("spec.template.spec.restartPolicy", restart, &["Always"]));
+        causes.push(Cause::not_supported(
+            "spec.template.spec.restartPolicy",
+            restart,
+            &["Always"],
+        ));
     }
     let volumes: Vec<&str> = pod
         .get("volumes")
@@ -55,7 +68,11 @@ pub fn daemon_set(obj: &Value, causes: &mut Vec<Cause>) {
         .flatten()
         .map(|v| s(v, "/name"))
         .collect();
-    let containers = pod.get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let containers = pod
+        .get("containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if containers.is_empty() {
         causes.push(Cause::required("spec.template.spec.containers"));
     }
@@ -89,7 +106,13 @@ pub fn daemon_set(obj: &Value, causes: &mut Vec<Cause>) {
                 ));
             }
         }
-        for (j, m) in c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (j, m) in c
+            .get("volumeMounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let name = s(m, "/name");
             if !volumes.contains(&name) {
                 causes.push(not_found(format!("{at}.volumeMounts[{j}].name"), name));
@@ -115,8 +138,19 @@ pub fn daemon_set(obj: &Value, causes: &mut Vec<Cause>) {
 }
 
 pub fn cluster_role(obj: &Value, causes: &mut Vec<Cause>) {
-    for (i, rule) in obj.get("rules").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        let list = |k: &str| rule.get(k).and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+    for (i, rule) in obj
+        .get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let list = |k: &str| {
+            rule.get(k)
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .unwrap_or(0)
+        };
         if list("verbs") == 0 {
             causes.push(Cause::required(format!("rules[{i}].verbs")));
         }
@@ -139,7 +173,11 @@ pub fn cluster_role(obj: &Value, causes: &mut Vec<Cause>) {
 pub fn cluster_role_binding(obj: &Value, causes: &mut Vec<Cause>) {
     let group = s(obj, "/roleRef/apiGroup");
     if group != "rbac.authorization.k8s.io" {
-        causes.push(Cause::not_supported("roleRef.apiGroup", group, &["rbac.authorization.k8s.io"]));
+        causes.push(Cause::not_supported(
+            "roleRef.apiGroup",
+            group,
+            &["rbac.authorization.k8s.io"],
+        ));
     }
     let kind = s(obj, "/roleRef/kind");
     if kind != "ClusterRole" {
@@ -148,7 +186,13 @@ pub fn cluster_role_binding(obj: &Value, causes: &mut Vec<Cause>) {
     if s(obj, "/roleRef/name").is_empty() {
         causes.push(Cause::required("roleRef.name"));
     }
-    for (i, sub) in obj.get("subjects").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, sub) in obj
+        .get("subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let at = format!("subjects[{i}]");
         if s(sub, "/name").is_empty() {
             causes.push(Cause::required(format!("{at}.name")));

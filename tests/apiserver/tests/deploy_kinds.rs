@@ -38,7 +38,13 @@ fn causes(r: &Resp) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| format!("{}: {}", c["field"].as_str().unwrap(), c["message"].as_str().unwrap()))
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["field"].as_str().unwrap(),
+                c["message"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -46,7 +52,12 @@ fn causes(r: &Resp) -> Vec<String> {
 fn discovery_lists_the_deploy_kinds() {
     let s = server();
     let core = get(s.addr(), "/api/v1").json();
-    let names: Vec<&str> = core["resources"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    let names: Vec<&str> = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
     for n in ["serviceaccounts", "configmaps"] {
         assert!(names.contains(&n), "{names:?}");
     }
@@ -61,34 +72,79 @@ fn discovery_lists_the_deploy_kinds() {
         .iter()
         .map(|g| g["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(groups, ["discovery.k8s.io", "apps", "rbac.authorization.k8s.io"]);
+    assert_eq!(
+        groups,
+        ["discovery.k8s.io", "apps", "rbac.authorization.k8s.io"]
+    );
 }
 
 #[test]
 fn create_get_and_dry_run() {
     let s = server();
-    let r = send_json(s.addr(), "POST", &format!("{DS}?dryRun=All"), &daemon_set("a"));
+    let r = send_json(
+        s.addr(),
+        "POST",
+        &format!("{DS}?dryRun=All"),
+        &daemon_set("a"),
+    );
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    assert!(r.json()["metadata"]["uid"].is_string(), "a dry run answers the stamped object");
-    assert_eq!(get(s.addr(), &format!("{DS}/a")).status, 404, "a dry run stores nothing");
+    assert!(
+        r.json()["metadata"]["uid"].is_string(),
+        "a dry run answers the stamped object"
+    );
+    assert_eq!(
+        get(s.addr(), &format!("{DS}/a")).status,
+        404,
+        "a dry run stores nothing"
+    );
 
     let r = send_json(s.addr(), "POST", DS, &daemon_set("a"));
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let got = get(s.addr(), &format!("{DS}/a")).json();
-    assert_eq!(got["spec"]["template"]["spec"]["containers"][0]["image"], "example/agent:1");
-    assert_eq!(send_json(s.addr(), "POST", DS, &daemon_set("a")).status, 409);
+    assert_eq!(
+        got["spec"]["template"]["spec"]["containers"][0]["image"],
+        "example/agent:1"
+    );
+    assert_eq!(
+        send_json(s.addr(), "POST", DS, &daemon_set("a")).status,
+        409
+    );
 
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}});
-    assert_eq!(send_json(s.addr(), "POST", "/api/v1/namespaces/default/configmaps", &cm).status, 201);
+    assert_eq!(
+        send_json(
+            s.addr(),
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            &cm
+        )
+        .status,
+        201
+    );
     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"}});
-    assert_eq!(send_json(s.addr(), "POST", "/api/v1/namespaces/default/serviceaccounts", &sa).status, 201);
-    assert_eq!(s.objects().get("ConfigMap", Some("default"), "c").unwrap()["data"]["k"], "v");
+    assert_eq!(
+        send_json(
+            s.addr(),
+            "POST",
+            "/api/v1/namespaces/default/serviceaccounts",
+            &sa
+        )
+        .status,
+        201
+    );
+    assert_eq!(
+        s.objects().get("ConfigMap", Some("default"), "c").unwrap()["data"]["k"],
+        "v"
+    );
 
     let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": "system:x"},
         "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["list"]}]});
     assert_eq!(send_json(s.addr(), "POST", CR, &role).status, 201);
-    assert_eq!(get(s.addr(), &format!("{CR}/system:x")).json()["rules"][0]["verbs"], json!(["list"]));
+    assert_eq!(
+        get(s.addr(), &format!("{CR}/system:x")).json()["rules"][0]["verbs"],
+        json!(["list"])
+    );
 }
 
 #[test]
@@ -98,17 +154,27 @@ fn daemon_set_checks() {
     ds["spec"]["selector"]["matchLabels"]["app"] = json!("other");
     assert_eq!(
         causes(&send_json(s.addr(), "POST", DS, &ds)),
-        ["spec.template.metadata.labels: Invalid value: {\"app\":\"d\"}: `selector` does not match template `labels`"]
+        [
+            "spec.template.metadata.labels: Invalid value: {\"app\":\"d\"}: `selector` does not match template `labels`"
+        ]
     );
 
     let mut ds = daemon_set("d");
-    ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["mountPropagation"] = json!("Bidirectional");
+    ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["mountPropagation"] =
+        json!("Bidirectional");
     assert_eq!(
         causes(&send_json(s.addr(), "POST", DS, &ds)),
-        ["spec.template.spec.containers[0].volumeMounts.mountPropagation: Forbidden: Bidirectional mount propagation is available only to privileged containers"]
+        [
+            "spec.template.spec.containers[0].volumeMounts.mountPropagation: Forbidden: Bidirectional mount propagation is available only to privileged containers"
+        ]
     );
-    ds["spec"]["template"]["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
-    assert_eq!(send_json(s.addr(), "POST", DS, &ds).status, 201, "privileged may use Bidirectional");
+    ds["spec"]["template"]["spec"]["containers"][0]["securityContext"] =
+        json!({"privileged": true});
+    assert_eq!(
+        send_json(s.addr(), "POST", DS, &ds).status,
+        201,
+        "privileged may use Bidirectional"
+    );
 
     let mut ds = daemon_set("e");
     let c = &mut ds["spec"]["template"]["spec"]["containers"][0];
@@ -133,7 +199,10 @@ fn rbac_checks() {
         "rules": [{"resources": ["services"], "verbs": []}]});
     assert_eq!(
         causes(&send_json(s.addr(), "POST", CR, &role)),
-        ["rules[0].verbs: Required value", "rules[0].apiGroups: Required value"]
+        [
+            "rules[0].verbs: Required value",
+            "rules[0].apiGroups: Required value"
+        ]
     );
     let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": "b"},
