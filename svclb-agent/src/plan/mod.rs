@@ -8,10 +8,12 @@ pub mod errors;
 pub mod ids;
 pub mod image;
 pub mod maglev;
+pub mod planner;
 mod service;
 pub mod validate;
 
 pub use desired::{NodeInfo, Plan, PlanOptions, plan};
+pub use planner::{Planner, Update};
 pub use errors::{ErrorKind, PlanError};
 pub use service::{ANNOTATION_LB_ALGORITHM, DEFAULT_AFFINITY_TIMEOUT_S};
 

@@ -4,6 +4,7 @@ mod conflicts;
 mod determinism;
 mod endpoints;
 mod frontends;
+mod incremental;
 mod policies;
 
 use std::net::Ipv4Addr;
