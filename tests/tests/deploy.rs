@@ -135,6 +135,11 @@ fn daemonset_runs_everywhere_with_four_capabilities() {
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.host_network, Some(true));
     assert_eq!(
+        pod.dns_policy.as_deref(),
+        Some("Default"),
+        "cluster DNS is a ClusterIP the node cannot use"
+    );
+    assert_eq!(
         pod.priority_class_name.as_deref(),
         Some("system-node-critical")
     );
