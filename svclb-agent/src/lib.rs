@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod dataplane;
 pub mod dump;
+pub mod flow;
 pub mod health;
 pub mod http;
 pub mod ifaces;

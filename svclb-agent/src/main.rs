@@ -2,7 +2,7 @@ use anyhow::Result;
 use svclb_agent::{
     cli::Command,
     config::{self, CliError},
-    dataplane, dump, run,
+    dataplane, dump, flow, run,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +27,15 @@ fn main() -> Result<()> {
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(run::run(args))
+        }
+        Command::Dump(args) if args.flow.is_some() => {
+            let view = flow::read(&args.bpffs, args.flow.as_ref().expect("checked"))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{}", flow::render_text(&view));
+            }
+            Ok(())
         }
         Command::Dump(args) => {
             let view = dump::read(&args.bpffs)?;

@@ -24,11 +24,7 @@ use super::{Dataplane, SyncReport};
 use crate::{
     model::DesiredState,
     netif,
-    plan::{
-        diff::diff,
-        ids::IdAllocator,
-        image::{MapImage, compile},
-    },
+    plan::{applied::Applied, ids::IdAllocator},
 };
 
 #[derive(Clone, Debug)]
@@ -45,7 +41,7 @@ pub struct EbpfOptions {
 pub struct EbpfDataplane {
     maps: Maps,
     ids: IdAllocator,
-    image: MapImage,
+    applied: Applied,
     /// Keeps the programs loaded for the agent's life (links are pinned anyway).
     _ebpf: aya::Ebpf,
 }
@@ -124,7 +120,7 @@ impl EbpfDataplane {
             );
         }
         let ids = IdAllocator::adopt(&image);
-        Ok(EbpfDataplane { maps, ids, image, _ebpf: ebpf })
+        Ok(EbpfDataplane { maps, ids, applied: Applied::adopt(image), _ebpf: ebpf })
     }
 
     pub fn maps(&self) -> &Maps {
@@ -138,35 +134,37 @@ impl Dataplane for EbpfDataplane {
     }
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport> {
-        let (target, fresh) = compile(desired, &mut self.ids, &self.image)?;
-        let delta = diff(&self.image, &target, &fresh);
+        let pending = self.applied.delta(desired, &mut self.ids)?;
+        let delta = &pending.delta;
         if delta.is_empty() {
             return Ok(SyncReport::default());
         }
         let start = Instant::now();
-        if let Err(e) = self.maps.write(&delta) {
+        if let Err(e) = self.maps.write(delta) {
             // We no longer know what the maps hold: read them back so the next sync
             // computes its delta from the truth.
             match self.maps.read_image() {
-                Ok(img) => self.image = img,
+                Ok(img) => self.applied.reset(img),
                 Err(re) => warn!(error = %re, "re-reading the maps after a failed write"),
             }
             return Err(e);
         }
+        let image = self.applied.image();
         let udp_pairs: Vec<(u32, u32)> = delta
             .purge
             .iter()
             .copied()
-            .filter(|(_, b)| self.image.backends.get(b).is_some_and(|be| be.proto == PROTO_UDP))
+            .filter(|(_, b)| image.backends.get(b).is_some_and(|be| be.proto == PROTO_UDP))
             .collect();
-        let purged = self.maps.purge(&udp_pairs, &delta.purge)?;
-        let duration = start.elapsed();
-        // The maps now hold exactly `target` (apply_to_image(current, delta) == target is
-        // a planner invariant, unit-tested), so adopt it without replaying the delta.
-        let _old = std::mem::replace(&mut self.image, target);
+        let writes = delta.writes();
         self.ids.release(&delta.del_names, &delta.del_backends);
-        debug!(writes = delta.writes(), purged, "map delta applied");
-        Ok(SyncReport { writes: delta.writes(), purged, duration })
+        let gone = delta.purge.clone();
+        // The maps hold the target now, whatever the purge below does.
+        self.applied.commit(pending);
+        let purged = self.maps.purge(&udp_pairs, &gone)?;
+        let duration = start.elapsed();
+        debug!(writes, purged, "map delta applied");
+        Ok(SyncReport { writes, purged, duration })
     }
 }
 
