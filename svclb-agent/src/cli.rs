@@ -44,7 +44,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Interfaces that get the TC ingress program (every interface traffic to or from
-    /// Services enters by: pod links and external links).
+    /// Services enters by: pod links and external links). Besides names: `auto` (every
+    /// interface that is up, except loopback) and patterns (`eth*`, `veth*`), resolved
+    /// when the agent starts (interfaces created later are not attached until a restart).
     #[arg(long, value_delimiter = ',', required = true)]
     pub iface: Vec<String>,
     /// Node addresses NodePort answers on. Default: the InternalIP and ExternalIP
@@ -56,6 +58,7 @@ pub struct RunArgs {
     /// veth/netkit links, whose senders' partial checksums XDP cannot update.
     #[arg(long, value_delimiter = ',')]
     pub xdp_iface: Option<Vec<String>>,
+    /// How the XDP program is attached.
     #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
     pub xdp_mode: XdpModeArg,
     /// bpffs directory for pinned maps and links.
@@ -103,6 +106,25 @@ pub struct RunArgs {
     /// IPVS scheduler in ipvs mode (rr, lc, dh, sh, sed, nq, wrr, …).
     #[arg(long, default_value = "rr")]
     pub ipvs_scheduler: String,
+    /// kube-proxy's --nodeport-addresses: NodePorts answer only on this node's local
+    /// IPv4 addresses (any interface) inside these CIDRs. `primary` (the default): the
+    /// Node's InternalIP/ExternalIP addresses, else the addresses of --iface.
+    #[arg(long, value_delimiter = ',', conflicts_with = "node_ip")]
+    pub nodeport_addresses: Vec<String>,
+    /// kube-proxy's --cluster-cidr (pod CIDRs). Checked and logged, otherwise unused:
+    /// kube-proxy's iptables mode uses it to tell pod traffic from external traffic for
+    /// masquerading; svclb's eBPF data path does not masquerade.
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_cidr: Vec<String>,
+    /// YAML file of `run` flags: keys are the long flag names (`iface: auto`,
+    /// `nodeport-addresses: [10.0.0.0/8]`, `maglev: true`). Flags given on the command
+    /// line (or by their environment variable) override the file; unknown keys are errors.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Check the flags and --config, print the effective configuration (as a --config
+    /// file) and exit, touching nothing.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -124,6 +146,7 @@ pub struct DumpArgs {
     /// chain, IPVS virtual servers).
     #[arg(long, visible_alias = "proxy-mode", value_enum, default_value_t = ModeArg::Auto)]
     pub mode: ModeArg,
+    /// bpffs directory the agent pinned its maps under (its --bpffs).
     #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
     pub bpffs: PathBuf,
     /// Explain one flow instead: `SRC:PORT-DST:PORT/PROTO` (e.g.
@@ -135,6 +158,7 @@ pub struct DumpArgs {
 
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
+    /// bpffs directory the agent pinned its maps and links under (its --bpffs).
     #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
     pub bpffs: PathBuf,
 }

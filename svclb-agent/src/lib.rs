@@ -1,14 +1,18 @@
 //! svclb node agent as a library: the binary in main.rs is a thin CLI over it, and the
 //! integration tests and benchmarks drive the same code.
+pub mod cidr;
 pub mod cli;
+pub mod config;
 pub mod dataplane;
 pub mod dump;
 pub mod flow;
 pub mod health;
 pub mod http;
+pub mod ifaces;
 pub mod metrics;
 pub mod model;
 pub mod netif;
+pub mod nodeport;
 pub mod plan;
 pub mod run;
 pub mod source;

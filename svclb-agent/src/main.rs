@@ -1,13 +1,17 @@
 use anyhow::Result;
-use clap::Parser as _;
 use svclb_agent::{
-    cli::{Cli, Command},
+    cli::Command,
+    config::{self, CliError},
     dataplane, dump, flow, run,
 };
 use tracing_subscriber::EnvFilter;
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let (cli, matches) = match config::parse(std::env::args_os()) {
+        Ok(p) => (p.cli, p.matches),
+        Err(CliError::Clap(e)) => e.exit(),
+        Err(CliError::Config(e)) => return Err(e.into()),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log_level)?)
         .with_writer(std::io::stderr)
@@ -15,6 +19,11 @@ fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.cmd {
+        Command::Run(args) if args.check_config => {
+            config::check(&args)?;
+            print!("{}", config::effective(&matches));
+            Ok(())
+        }
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(run::run(args))

@@ -86,7 +86,19 @@ impl Source {
     }
 }
 
-pub async fn run(args: RunArgs) -> Result<()> {
+pub async fn run(mut args: RunArgs) -> Result<()> {
+    crate::config::check(&args)?;
+    let present = crate::ifaces::list().context("listing interfaces")?;
+    args.iface = crate::ifaces::select(&args.iface, &present)?;
+    if let crate::nodeport::NodePortAddresses::Cidrs(cidrs) =
+        crate::nodeport::parse(&args.nodeport_addresses)?
+    {
+        // Fixed addresses, exactly as if given with --node-ip (they conflict).
+        args.node_ip = crate::nodeport::local_in(&cidrs, &present)?;
+    }
+    if !args.cluster_cidr.is_empty() {
+        info!(cluster_cidr = ?args.cluster_cidr, "--cluster-cidr is not used by the eBPF data path (it never masquerades)");
+    }
     let node_port_range = parse_port_range(&args.service_node_port_range)
         .map_err(|e| anyhow::anyhow!("--service-node-port-range {e}"))?;
     if let Some(dir) = &args.manifests

@@ -139,6 +139,12 @@ impl Sandbox {
         &self.bins
     }
 
+    /// Runs `bin` as the agent from now on (e.g. a wrapper that drops capabilities and
+    /// execs the real one, which stays in [`Bins::locate`]'s place).
+    pub fn set_agent_bin(&mut self, bin: PathBuf) {
+        self.bins.agent = bin;
+    }
+
     pub fn pins(&self) -> &Path {
         self.pins.path()
     }

@@ -4,6 +4,8 @@ mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
+mod docker;
+mod kind;
 mod setup;
 mod test;
 mod toolchain;
@@ -38,6 +40,11 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Build the agent's container image (deploy/Dockerfile) with Docker.
+    Image,
+    /// kind cluster without kube-proxy: install svclb from deploy/, check a sample app
+    /// from a pod and from the host, delete the cluster (needs Docker, kind, kubectl).
+    KindE2e,
 }
 
 fn main() -> Result<()> {
@@ -47,5 +54,7 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo => demo::run(),
         Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Image => docker::image(),
+        Cmd::KindE2e => kind::run(),
     }
 }

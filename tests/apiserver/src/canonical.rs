@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::resource::{self, ResourceType};
-use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
+use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, discovery::v1 as discovery, rbac::v1 as rbac};
 
 /// How unknown fields are treated (`fieldValidation` query parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,6 +73,11 @@ pub fn decode(resource: &'static ResourceType, body: &Value) -> Result<Decoded, 
         "Node" => round_trip::<core::Node>(resource, body)?,
         "Namespace" => round_trip::<core::Namespace>(resource, body)?,
         "EndpointSlice" => round_trip::<discovery::EndpointSlice>(resource, body)?,
+        "ServiceAccount" => round_trip::<core::ServiceAccount>(resource, body)?,
+        "ConfigMap" => round_trip::<core::ConfigMap>(resource, body)?,
+        "DaemonSet" => round_trip::<apps::DaemonSet>(resource, body)?,
+        "ClusterRole" => round_trip::<rbac::ClusterRole>(resource, body)?,
+        "ClusterRoleBinding" => round_trip::<rbac::ClusterRoleBinding>(resource, body)?,
         other => unreachable!("no decoder for served kind {other}"),
     };
     let mut unknown_fields = Vec::new();

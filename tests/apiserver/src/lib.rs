@@ -2,7 +2,8 @@
 //! kubectl and kube-rs work against it over plain HTTP.
 //!
 //! Serves Services, Endpoints, Nodes, Namespaces (core/v1) and EndpointSlices
-//! (discovery.k8s.io/v1): discovery (legacy and aggregated), create / get / list /
+//! (discovery.k8s.io/v1), and stores the kinds svclb's deploy/ creates (ServiceAccount,
+//! ConfigMap, apps/v1 DaemonSet, rbac ClusterRole and ClusterRoleBinding): discovery (legacy and aggregated), create / get / list /
 //! replace / patch (merge, JSON, strategic for the keyed lists) / delete /
 //! deletecollection, `/status` subresources, watches with resource versions, bookmarks,
 //! timeouts and 410 Expired, server-side field validation, Tables for `kubectl get`.
@@ -32,6 +33,7 @@ pub mod store;
 pub mod strategic;
 pub mod table;
 pub mod validate;
+pub mod validate_deploy;
 pub mod watch;
 
 pub use alloc::Ipv4Cidr;

@@ -106,11 +106,100 @@ pub static ENDPOINT_SLICES: ResourceType = ResourceType {
     field_labels: &["addressType"],
 };
 
+// The kinds svclb's deploy/ manifests create (stored as they are, with the checks in
+// validate_deploy.rs): what `kubectl create -k deploy/` needs.
+
+pub static SERVICE_ACCOUNTS: ResourceType = ResourceType {
+    group: "",
+    version: "v1",
+    plural: "serviceaccounts",
+    singular: "serviceaccount",
+    kind: "ServiceAccount",
+    namespaced: true,
+    short_names: &["sa"],
+    categories: &[],
+    has_status: false,
+    create_on_update: false,
+    field_labels: &[],
+};
+
+pub static CONFIG_MAPS: ResourceType = ResourceType {
+    group: "",
+    version: "v1",
+    plural: "configmaps",
+    singular: "configmap",
+    kind: "ConfigMap",
+    namespaced: true,
+    short_names: &["cm"],
+    categories: &[],
+    has_status: false,
+    create_on_update: false,
+    field_labels: &[],
+};
+
+pub static DAEMON_SETS: ResourceType = ResourceType {
+    group: "apps",
+    version: "v1",
+    plural: "daemonsets",
+    singular: "daemonset",
+    kind: "DaemonSet",
+    namespaced: true,
+    short_names: &["ds"],
+    categories: &["all"],
+    has_status: true,
+    create_on_update: false,
+    field_labels: &[],
+};
+
+pub static CLUSTER_ROLES: ResourceType = ResourceType {
+    group: "rbac.authorization.k8s.io",
+    version: "v1",
+    plural: "clusterroles",
+    singular: "clusterrole",
+    kind: "ClusterRole",
+    namespaced: false,
+    short_names: &[],
+    categories: &[],
+    has_status: false,
+    create_on_update: false,
+    field_labels: &[],
+};
+
+pub static CLUSTER_ROLE_BINDINGS: ResourceType = ResourceType {
+    group: "rbac.authorization.k8s.io",
+    version: "v1",
+    plural: "clusterrolebindings",
+    singular: "clusterrolebinding",
+    kind: "ClusterRoleBinding",
+    namespaced: false,
+    short_names: &[],
+    categories: &[],
+    has_status: false,
+    create_on_update: false,
+    field_labels: &[],
+};
+
 /// Every served type; the index in this table is the storage key's first part.
-pub static ALL: &[&ResourceType] = &[&SERVICES, &ENDPOINTS, &NODES, &NAMESPACES, &ENDPOINT_SLICES];
+pub static ALL: &[&ResourceType] = &[
+    &SERVICES,
+    &ENDPOINTS,
+    &NODES,
+    &NAMESPACES,
+    &ENDPOINT_SLICES,
+    &SERVICE_ACCOUNTS,
+    &CONFIG_MAPS,
+    &DAEMON_SETS,
+    &CLUSTER_ROLES,
+    &CLUSTER_ROLE_BINDINGS,
+];
 
 /// Group versions served, in discovery order: (group, version).
-pub const GROUP_VERSIONS: &[(&str, &str)] = &[("", "v1"), ("discovery.k8s.io", "v1")];
+pub const GROUP_VERSIONS: &[(&str, &str)] = &[
+    ("", "v1"),
+    ("discovery.k8s.io", "v1"),
+    ("apps", "v1"),
+    ("rbac.authorization.k8s.io", "v1"),
+];
 
 impl ResourceType {
     /// `v1` or `discovery.k8s.io/v1`, as in an object's `apiVersion`.

@@ -16,6 +16,14 @@ const MERGE_LISTS: &[(&str, Option<&str>)] = &[
     ("spec.finalizers", None),
     ("status.addresses", Some("type")),
     ("status.conditions", Some("type")),
+    // Pod templates (DaemonSet), with the Pod API's patch merge keys.
+    ("spec.template.spec.containers", Some("name")),
+    ("spec.template.spec.initContainers", Some("name")),
+    ("spec.template.spec.containers.env", Some("name")),
+    ("spec.template.spec.containers.ports", Some("containerPort")),
+    ("spec.template.spec.containers.volumeMounts", Some("mountPath")),
+    ("spec.template.spec.volumes", Some("name")),
+    ("spec.template.spec.imagePullSecrets", Some("name")),
 ];
 
 /// Applies `patch` to `doc`.

@@ -25,6 +25,9 @@ pub fn object(kind: &str, obj: &Value) -> Vec<Cause> {
         "Service" => service(obj, &mut causes),
         "EndpointSlice" => endpoint_slice(obj, &mut causes),
         "Endpoints" => endpoints(obj, &mut causes),
+        "DaemonSet" => crate::validate_deploy::daemon_set(obj, &mut causes),
+        "ClusterRole" => crate::validate_deploy::cluster_role(obj, &mut causes),
+        "ClusterRoleBinding" => crate::validate_deploy::cluster_role_binding(obj, &mut causes),
         _ => {}
     }
     causes
@@ -84,6 +87,11 @@ fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
         let (ok, rule) = match kind {
             "Service" => (is_dns1035_label(name), DNS1035_LABEL),
             "Namespace" => (is_dns1123_label(name), DNS1123_LABEL),
+            // RBAC names are path segments (`system:node-proxier`).
+            "ClusterRole" | "ClusterRoleBinding" => (
+                !name.contains(['/', '%']) && name != "." && name != "..",
+                "may not contain '/' or '%', or be '.' or '..'",
+            ),
             _ => (is_dns1123_subdomain(name), DNS1123_SUBDOMAIN),
         };
         if !ok {

@@ -14,7 +14,7 @@
 //! agent and pod binaries next to this binary.
 use std::{
     fmt::Write as _,
-    io::{Read, Write},
+    io::Read,
     net::{Ipv4Addr, SocketAddrV4, TcpStream},
     path::PathBuf,
     time::{Duration, Instant},
