@@ -4,6 +4,7 @@ pub mod bpffs;
 pub mod demo;
 pub mod http;
 pub mod manifests;
+pub mod multinode;
 pub mod netns;
 pub mod packet;
 pub mod process;

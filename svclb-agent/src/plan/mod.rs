@@ -8,7 +8,9 @@ pub mod errors;
 pub mod ids;
 pub mod image;
 pub mod maglev;
+mod policy_flags;
 mod service;
+mod source_ranges;
 pub mod validate;
 
 pub use desired::{NodeInfo, Plan, PlanOptions, plan};

@@ -15,9 +15,11 @@ pub mod attach;
 pub mod batch;
 pub mod maps;
 pub mod pins;
+pub mod src_ranges;
 
 use self::{
     maps::Maps,
+    src_ranges::SrcRanges,
     pins::{Hook, PinLayout},
 };
 use super::{Dataplane, SyncReport};
@@ -46,6 +48,7 @@ pub struct EbpfDataplane {
     maps: Maps,
     ids: IdAllocator,
     image: MapImage,
+    src_ranges: SrcRanges,
     /// Keeps the programs loaded for the agent's life (links are pinned anyway).
     _ebpf: aya::Ebpf,
 }
@@ -78,6 +81,7 @@ impl EbpfDataplane {
         }
         // Maps the programs read are filled before any program is attached.
         let mut maps = Maps::open(&mut ebpf)?;
+        let src_ranges = SrcRanges::open(&mut ebpf)?;
         let mut ifaces = Vec::new();
         for iface in &tc_ifaces {
             let idx = netif::ifindex(iface).with_context(|| format!("interface {iface}"))?;
@@ -124,7 +128,7 @@ impl EbpfDataplane {
             );
         }
         let ids = IdAllocator::adopt(&image);
-        Ok(EbpfDataplane { maps, ids, image, _ebpf: ebpf })
+        Ok(EbpfDataplane { maps, ids, image, src_ranges, _ebpf: ebpf })
     }
 
     pub fn maps(&self) -> &Maps {
@@ -139,9 +143,13 @@ impl Dataplane for EbpfDataplane {
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport> {
         let (target, fresh) = compile(desired, &mut self.ids, &self.image)?;
+        // Allow-list prefixes go in before the frontends that check them, out after.
+        let ranges = SrcRanges::wanted(desired, &self.ids);
+        let ranges_added = self.src_ranges.add(&ranges)?;
         let delta = diff(&self.image, &target, &fresh);
         if delta.is_empty() {
-            return Ok(SyncReport::default());
+            let writes = ranges_added + self.src_ranges.remove_stale(&ranges)?;
+            return Ok(SyncReport { writes, ..SyncReport::default() });
         }
         let start = Instant::now();
         if let Err(e) = self.maps.write(&delta) {
@@ -160,13 +168,15 @@ impl Dataplane for EbpfDataplane {
             .filter(|(_, b)| self.image.backends.get(b).is_some_and(|be| be.proto == PROTO_UDP))
             .collect();
         let purged = self.maps.purge(&udp_pairs, &delta.purge)?;
+        let ranges_removed = self.src_ranges.remove_stale(&ranges)?;
         let duration = start.elapsed();
         // The maps now hold exactly `target` (apply_to_image(current, delta) == target is
         // a planner invariant, unit-tested), so adopt it without replaying the delta.
         let _old = std::mem::replace(&mut self.image, target);
         self.ids.release(&delta.del_names, &delta.del_backends);
         debug!(writes = delta.writes(), purged, "map delta applied");
-        Ok(SyncReport { writes: delta.writes(), purged, duration })
+        let writes = delta.writes() + ranges_added + ranges_removed;
+        Ok(SyncReport { writes, purged, duration })
     }
 }
 

@@ -5,6 +5,7 @@ mod determinism;
 mod endpoints;
 mod frontends;
 mod policies;
+mod datapath_policies;
 
 use std::net::Ipv4Addr;
 
