@@ -215,18 +215,15 @@ fn external_policy_local_keeps_the_client_and_drops_without_local_endpoint() -> 
 fn internal_policy_local_stays_on_the_node() -> Result<()> {
     let vip = Ipv4Addr::new(198, 18, 0, 13);
     let mut t = TwoNodes::new(2)?;
+    let only_b = Ipv4Addr::new(198, 18, 0, 16);
     let (a2, b2) = (t.a.pod(2).ip, t.b.pod(2).ip);
-    t.manifests.write(
-        "svc.yaml",
-        &service(
-            "itp",
-            vip,
-            None,
-            "  internalTrafficPolicy: Local\n",
-            "",
-            &[(a2, "node-a"), (b2, "node-b")],
-        ),
-    )?;
+    let itp = "  internalTrafficPolicy: Local\n";
+    let manifest = [
+        service("itp", vip, None, itp, "", &[(a2, "node-a"), (b2, "node-b")]),
+        service("itp-b", only_b, None, itp, "", &[(b2, "node-b")]),
+    ]
+    .join("---\n");
+    t.manifests.write("svc.yaml", &manifest)?;
     t.start_agents(&[], &[])?;
     wait_programmed(&mut t, vip, vip, 80)?;
     for (node, client, want) in [('a', &t.a.pod(1), "a-p2"), ('b', &t.b.pod(1), "b-p2")] {
@@ -241,7 +238,13 @@ fn internal_policy_local_stays_on_the_node() -> Result<()> {
             }
         }
     }
-    Ok(())
+    // No endpoint on A: A's pods are dropped (kube-proxy), B's are served.
+    wait_programmed(&mut t, only_b, only_b, 80)?;
+    let before = counter(&t, 'a', "no_local_drop")?;
+    expect_silence(&t.a.pod(1).ns, SocketAddrV4::new(only_b, 80))?;
+    ensure!(counter(&t, 'a', "no_local_drop")? > before);
+    let answers = ask_both(&t.b.pod(1).ns, SocketAddrV4::new(only_b, 80))?;
+    expect_from(&answers, "b-p2", t.b.pod(1).ip)
 }
 
 #[test]
