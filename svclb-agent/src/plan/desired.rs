@@ -11,17 +11,18 @@ use std::{
     ops::RangeInclusive,
 };
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::{
-    conflicts::{self, Claim},
+    conflicts::{Claim, Priority},
     endpoints::{self, SliceIndex},
     errors::{ErrorKind, Invalid, PlanError},
+    planner::Planner,
     service::{self, Outcome, PortView, ServiceView},
 };
 use crate::{
     model::{BackendSet, DesiredState, Frontend, FrontendKind, SetKey},
-    source::objects::{self, Objects},
+    source::objects::Objects,
 };
 
 /// The node the agent runs on.
@@ -64,90 +65,75 @@ pub struct Plan {
     pub ignored: Vec<(String, &'static str)>,
 }
 
+/// Plans `objects` from scratch; [`Planner`] does the same incrementally.
 pub fn plan(objects: &Objects, node: &NodeInfo, opts: &PlanOptions) -> Plan {
-    let mut errors = Vec::new();
-    let mut ignored = Vec::new();
-    let slices = endpoints::index_slices(&objects.slices, node.name.as_deref(), &mut errors);
-    let node_addrs: BTreeSet<Ipv4Addr> = node.addresses.iter().copied().collect();
-    let mut sets = BTreeMap::new();
-    let mut claims = Vec::new();
-    for (rank, svc) in by_priority(&objects.services, &mut errors)
-        .into_iter()
-        .enumerate()
-    {
-        let errors_before = errors.len();
-        let view = match service::parse(svc, opts, &mut errors) {
-            Outcome::Plan(view) => view,
-            Outcome::Ignored(reason) => {
-                ignored.push((objects::key(&svc.metadata), reason));
-                continue;
-            }
-            Outcome::Rejected => continue,
-        };
-        let ctx = Ctx {
-            view: &view,
-            rank,
-            slices: &slices,
-            node_addrs: &node_addrs,
-        };
-        let claimed = ports_of(&ctx, &mut sets, &mut claims, &mut errors);
-        if !claimed && errors.len() == errors_before {
-            let no_ports = svc
-                .spec
-                .as_ref()
-                .and_then(|s| s.ports.as_ref())
-                .is_none_or(Vec::is_empty);
-            ignored.push((
-                objects::key(&svc.metadata),
-                if no_ports {
-                    "no ports"
-                } else {
-                    "no frontend address"
-                },
-            ));
-        }
-    }
-    conflicts::resolve(claims, &mut sets, &mut errors);
-    // A set whose frontends were all lost, or that only one scope needed, serves nothing.
-    sets.retain(|_, set| !set.frontends.is_empty());
-    errors.sort();
-    errors.dedup();
-    ignored.sort();
-    Plan {
-        state: DesiredState { sets },
-        errors,
-        ignored,
-    }
+    let mut planner = Planner::new(opts.clone());
+    planner.update(objects, node);
+    planner.into_plan()
 }
 
-/// Services in conflict-priority order: older creationTimestamp first (unset counts
-/// as newest), then namespace/name. A second object with the same namespace/name is
-/// reported and dropped.
-fn by_priority<'a>(services: &'a [Service], errors: &mut Vec<PlanError>) -> Vec<&'a Service> {
-    let mut sorted: Vec<&Service> = services.iter().collect();
-    sorted.sort_by_cached_key(|s| {
-        let created = s.metadata.creation_timestamp.clone();
-        (created.is_none(), created, objects::key(&s.metadata))
-    });
-    let mut seen = BTreeSet::new();
-    sorted.retain(|s| {
-        let key = objects::key(&s.metadata);
-        if seen.insert(key.clone()) {
-            return true;
+/// What one Service (with its EndpointSlices) contributes, before frontend conflicts
+/// between Services are resolved. A slice group whose Service does not exist
+/// contributes only the errors of its slices.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ServicePlan {
+    /// Backend sets with no frontends yet: the claims say which they want.
+    pub sets: Vec<(SetKey, BackendSet)>,
+    pub claims: Vec<Claim>,
+    pub errors: Vec<PlanError>,
+    /// Why the Service gets no data path by design, if so.
+    pub ignored: Option<&'static str>,
+}
+
+/// Plans one Service and the slices labelled with its name (sorted by name).
+pub(crate) fn plan_service(
+    svc: Option<&Service>,
+    slices: &[&EndpointSlice],
+    node: &NodeInfo,
+    node_addrs: &BTreeSet<Ipv4Addr>,
+    opts: &PlanOptions,
+) -> ServicePlan {
+    let mut out = ServicePlan::default();
+    let index = endpoints::index_slices(slices.iter().copied(), node.name.as_deref(), &mut out.errors);
+    let Some(svc) = svc else {
+        return out;
+    };
+    let view = match service::parse(svc, opts, &mut out.errors) {
+        Outcome::Plan(view) => view,
+        Outcome::Ignored(reason) => {
+            out.ignored = Some(reason);
+            return out;
         }
-        let e = Invalid::new(
-            ErrorKind::Duplicate,
-            "Service defined more than once; the older definition is used",
-        );
-        errors.push(e.at(&format!("Service {key}"), "metadata.name"));
-        false
-    });
-    sorted
+        Outcome::Rejected => return out,
+    };
+    let errors_before = out.errors.len();
+    let ctx = Ctx {
+        view: &view,
+        priority: Priority::of(&svc.metadata),
+        slices: &index,
+        node_addrs,
+    };
+    let mut sets = BTreeMap::new();
+    let claimed = ports_of(&ctx, &mut sets, &mut out.claims, &mut out.errors);
+    if !claimed && out.errors.len() == errors_before {
+        let no_ports = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .is_none_or(Vec::is_empty);
+        out.ignored = Some(if no_ports {
+            "no ports"
+        } else {
+            "no frontend address"
+        });
+    }
+    out.sets = sets.into_iter().collect();
+    out
 }
 
 struct Ctx<'a> {
     view: &'a ServiceView,
-    rank: usize,
+    priority: Priority,
     slices: &'a SliceIndex,
     node_addrs: &'a BTreeSet<Ipv4Addr>,
 }
@@ -237,7 +223,7 @@ fn ports_of(
                 frontend,
                 kind,
                 set: key.clone(),
-                rank: ctx.rank,
+                priority: ctx.priority.clone(),
                 port_index: port.index,
                 object: view.object.clone(),
                 addr_field,

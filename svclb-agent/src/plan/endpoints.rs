@@ -44,14 +44,14 @@ pub(crate) type SliceIndex = BTreeMap<(String, String), Vec<SliceView>>;
 
 /// Validates every slice once (so a bad field is reported once, not once per Service
 /// port) and groups them by Service.
-pub(crate) fn index_slices(
-    slices: &[EndpointSlice],
+pub(crate) fn index_slices<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
     node_name: Option<&str>,
     errors: &mut Vec<PlanError>,
 ) -> SliceIndex {
     let mut index = SliceIndex::new();
     let mut seen = BTreeSet::new();
-    let mut sorted: Vec<&EndpointSlice> = slices.iter().collect();
+    let mut sorted: Vec<&EndpointSlice> = slices.into_iter().collect();
     sorted.sort_by_key(|s| {
         (
             objects::namespace(&s.metadata),

@@ -8,12 +8,14 @@ pub mod errors;
 pub mod ids;
 pub mod image;
 pub mod maglev;
+pub mod planner;
 mod policy_flags;
 mod service;
 mod source_ranges;
 pub mod validate;
 
 pub use desired::{NodeInfo, Plan, PlanOptions, plan};
+pub use planner::{Planner, Update};
 pub use errors::{ErrorKind, PlanError};
 pub use service::{ANNOTATION_LB_ALGORITHM, DEFAULT_AFFINITY_TIMEOUT_S};
 

@@ -8,15 +8,16 @@ use std::{
 
 use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::{
     dataplane::Dataplane,
     health::Health,
     metrics::Metrics,
-    model::DesiredState,
+    model::{DesiredState, SetKey},
     plan::{
-        desired::{NodeInfo, PlanOptions, plan},
+        Planner,
+        desired::{NodeInfo, PlanOptions},
         errors::PlanError,
     },
     source::{Objects, kube::node::NodeView},
@@ -37,7 +38,8 @@ pub struct Reconciler<D> {
     pub health: Arc<Health>,
     pub node_name: Option<String>,
     pub addresses: NodeAddresses,
-    pub opts: PlanOptions,
+    /// Keeps each Service's plan between reconciles (see [`Planner`]).
+    planner: Planner,
     /// The last plan's errors and ignored Services: only new ones are logged, so a
     /// level-based reconcile does not repeat every complaint on every change.
     errors: BTreeSet<PlanError>,
@@ -63,7 +65,7 @@ impl<D: Dataplane> Reconciler<D> {
             health,
             node_name,
             addresses,
-            opts,
+            planner: Planner::new(opts),
             errors: BTreeSet::new(),
             ignored: BTreeSet::new(),
             noticed: None,
@@ -101,13 +103,21 @@ impl<D: Dataplane> Reconciler<D> {
                     .clone(),
             },
         };
-        let planned = plan(objects, &node, &self.opts);
-        self.report(planned.errors, planned.ignored);
-        match self.dp.sync(&planned.state) {
+        let update = self.planner.update(objects, &node);
+        debug!(
+            replanned = update.replanned,
+            removed = update.removed,
+            "planned"
+        );
+        self.report(self.planner.errors(), self.planner.ignored());
+        match self.dp.sync(self.planner.state()) {
             Ok(r) => {
                 let elapsed = started.elapsed();
                 self.metrics.sync_duration.observe(elapsed.as_secs_f64());
-                self.observe_state(&planned.state);
+                let state = self.planner.state();
+                Self::observe_state(&self.metrics, state);
+                let (sets, frontends, endpoints) =
+                    (state.sets.len(), state.frontend_count(), state.endpoint_count());
                 self.metrics.map_writes.inc_by(r.writes as u64);
                 self.metrics.flows_purged.inc_by(r.purged as u64);
                 let unix = SystemTime::now()
@@ -117,12 +127,11 @@ impl<D: Dataplane> Reconciler<D> {
                 self.observe_latency();
                 self.health.updated();
                 self.failed = false;
-                let frontends = planned.state.frontend_count();
                 if r.writes > 0 || r.purged > 0 {
                     info!(
-                        sets = planned.state.sets.len(),
+                        sets,
                         frontends,
-                        endpoints = planned.state.endpoint_count(),
+                        endpoints,
                         writes = r.writes,
                         purged = r.purged,
                         map_us = r.duration.as_micros() as u64,
@@ -157,15 +166,23 @@ impl<D: Dataplane> Reconciler<D> {
         self.ignored = ignored;
     }
 
-    fn observe_state(&self, state: &DesiredState) {
-        let services: BTreeSet<&str> = state
-            .sets
-            .keys()
-            .map(|k| k.0.split_once(':').map_or(k.0.as_str(), |(svc, _)| svc))
-            .collect();
-        self.metrics.services.set(services.len() as i64);
-        self.metrics.frontends.set(state.frontend_count() as i64);
-        self.metrics.endpoints.set(state.endpoint_count() as i64);
+    fn observe_state(metrics: &Metrics, state: &DesiredState) {
+        // Set keys start with `namespace/name:`, so one Service's sets are adjacent.
+        fn service(k: &SetKey) -> &str {
+            k.0.split_once(':').map_or(k.0.as_str(), |(svc, _)| svc)
+        }
+        let mut services = 0;
+        let mut last = None;
+        for key in state.sets.keys() {
+            let s = service(key);
+            if last != Some(s) {
+                services += 1;
+                last = Some(s);
+            }
+        }
+        metrics.services.set(services);
+        metrics.frontends.set(state.frontend_count() as i64);
+        metrics.endpoints.set(state.endpoint_count() as i64);
     }
 
     /// Change → data path latency: from each changed object's own change time where

@@ -4,6 +4,7 @@ mod conflicts;
 mod determinism;
 mod endpoints;
 mod frontends;
+mod incremental;
 mod policies;
 mod datapath_policies;
 

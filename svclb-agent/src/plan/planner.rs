@@ -1,0 +1,394 @@
+//! [`Planner`]: the planner kept between reconciles, so that one changed object costs
+//! about one Service's planning, not a re-plan of every Service.
+//!
+//! Each Service is planned together with the EndpointSlices labelled with its name
+//! ([`plan_service`]) and the result is cached under the uids and resourceVersions it
+//! was planned from. An update compares versions (a scan without allocation per
+//! object), re-plans only the groups whose versions moved, and re-resolves only the
+//! frontends their claims touch. Objects without a resourceVersion (read from
+//! manifests) cannot be compared cheaply and are re-planned every time. The result
+//! equals [`super::plan`] of the same objects, which is built on this type; the
+//! equivalence after arbitrary change sequences is unit-tested.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    fmt::Write as _,
+    net::Ipv4Addr,
+};
+
+use k8s_openapi::{
+    api::{core::v1::Service, discovery::v1::EndpointSlice},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use tracing::debug;
+
+use super::{
+    conflicts::{Claim, Losses, Priority},
+    desired::{NodeInfo, Plan, PlanOptions, ServicePlan, plan_service},
+    errors::{ErrorKind, Invalid, PlanError},
+};
+use crate::{
+    model::{BackendSet, DesiredState, Frontend, SetKey},
+    source::objects::{self, LABEL_SERVICE_NAME, Objects},
+};
+
+pub struct Planner {
+    opts: PlanOptions,
+    /// The node the cache was planned for; a different one invalidates it all.
+    node: Option<NodeInfo>,
+    node_addrs: BTreeSet<Ipv4Addr>,
+    /// Per `namespace/name`: a Service and its slices, or slices without a Service.
+    units: HashMap<String, Unit>,
+    /// Every claim on each frontend, sorted by [`Claim::order`] (the first wins).
+    claims: BTreeMap<Frontend, Vec<Claim>>,
+    /// The set each frontend was given to.
+    winners: HashMap<Frontend, SetKey>,
+    /// Frontends claimed by more than one backend set: the conflict errors.
+    contested: BTreeSet<Frontend>,
+    /// Objects defined twice (only possible with manifests).
+    duplicates: Vec<PlanError>,
+    state: DesiredState,
+    generation: u64,
+}
+
+struct Unit {
+    /// None: cannot be compared (no resourceVersion, or duplicated objects).
+    versions: Option<Versions>,
+    plan: ServicePlan,
+    /// The last update that saw this unit's objects.
+    seen: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Version {
+    uid: Option<String>,
+    resource_version: String,
+}
+
+impl Version {
+    fn of(meta: &ObjectMeta) -> Option<Self> {
+        Some(Version {
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone()?,
+        })
+    }
+
+    fn same(&self, meta: &ObjectMeta) -> bool {
+        meta.resource_version.as_deref() == Some(self.resource_version.as_str())
+            && meta.uid == self.uid
+    }
+}
+
+/// What a unit was planned from: its Service and its slices (sorted by name).
+#[derive(Debug, PartialEq, Eq)]
+struct Versions {
+    service: Option<Version>,
+    slices: Vec<(String, Version)>,
+}
+
+impl Versions {
+    fn of(group: &Group) -> Option<Self> {
+        if group.services.len() > 1 {
+            return None;
+        }
+        let service = match group.services.first() {
+            Some(s) => Some(Version::of(&s.metadata)?),
+            None => None,
+        };
+        let slices = group
+            .slices
+            .iter()
+            .map(|s| Some((s.metadata.name.clone()?, Version::of(&s.metadata)?)))
+            .collect::<Option<_>>()?;
+        Some(Versions { service, slices })
+    }
+
+    fn matches(&self, group: &Group) -> bool {
+        let service_same = match (&self.service, group.services.as_slice()) {
+            (None, []) => true,
+            (Some(v), [s]) => v.same(&s.metadata),
+            _ => false,
+        };
+        service_same
+            && self.slices.len() == group.slices.len()
+            && self.slices.iter().zip(&group.slices).all(|((name, v), s)| {
+                s.metadata.name.as_deref() == Some(name.as_str()) && v.same(&s.metadata)
+            })
+    }
+}
+
+/// The objects of one `namespace/name` in this update.
+#[derive(Default)]
+struct Group<'a> {
+    services: Vec<&'a Service>,
+    slices: Vec<&'a EndpointSlice>,
+}
+
+/// What one update did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Update {
+    /// Services (or slice groups) planned again.
+    pub replanned: usize,
+    /// Services (or slice groups) gone.
+    pub removed: usize,
+}
+
+impl Planner {
+    pub fn new(opts: PlanOptions) -> Self {
+        Planner {
+            opts,
+            node: None,
+            node_addrs: BTreeSet::new(),
+            units: HashMap::new(),
+            claims: BTreeMap::new(),
+            winners: HashMap::new(),
+            contested: BTreeSet::new(),
+            duplicates: Vec::new(),
+            state: DesiredState::default(),
+            generation: 0,
+        }
+    }
+
+    /// The desired state for the objects of the last update.
+    pub fn state(&self) -> &DesiredState {
+        &self.state
+    }
+
+    /// Brings the plan up to `objects` on `node`.
+    pub fn update(&mut self, objects: &Objects, node: &NodeInfo) -> Update {
+        if self.node.as_ref() != Some(node) {
+            // Locality and NodePort addresses of every Service depend on the node.
+            *self = Planner::new(self.opts.clone());
+            self.node_addrs = node.addresses.iter().copied().collect();
+            self.node = Some(node.clone());
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let groups = self.group(objects);
+
+        let mut changes: Vec<(String, Option<Unit>)> = Vec::new();
+        let mut key = String::new();
+        let mut seen = 0;
+        for ((namespace, name), group) in &groups {
+            key.clear();
+            let _ = write!(key, "{namespace}/{name}");
+            if let Some(unit) = self.units.get_mut(key.as_str()) {
+                // Seen either way: replaced below, not removed.
+                unit.seen = generation;
+                seen += 1;
+                if unit.versions.as_ref().is_some_and(|v| v.matches(group)) {
+                    continue;
+                }
+            }
+            let plan = self.plan_group(group);
+            let unit = Unit {
+                versions: Versions::of(group),
+                plan,
+                seen: generation,
+            };
+            changes.push((key.clone(), Some(unit)));
+        }
+        let replanned = changes.len();
+        if self.units.len() > seen {
+            changes.extend(
+                self.units
+                    .iter()
+                    .filter(|(_, u)| u.seen != generation)
+                    .map(|(k, _)| (k.clone(), None)),
+            );
+        }
+        let removed = changes.len() - replanned;
+        drop(groups);
+
+        let mut touched = BTreeSet::new();
+        for (key, unit) in changes {
+            if let Some(old) = self.units.remove(&key) {
+                self.retract(&key, &old.plan, &mut touched);
+            }
+            if let Some(unit) = unit {
+                self.install(&unit.plan, &mut touched);
+                self.units.insert(key, unit);
+            }
+        }
+        for fe in touched {
+            self.resolve(fe);
+        }
+        Update { replanned, removed }
+    }
+
+    /// Groups the objects by `namespace/name` (slices by their Service label) and notes
+    /// objects defined twice.
+    fn group<'a>(&mut self, objects: &'a Objects) -> HashMap<(&'a str, &'a str), Group<'a>> {
+        self.duplicates.clear();
+        let mut groups: HashMap<(&str, &str), Group> =
+            HashMap::with_capacity(objects.services.len());
+        for svc in &objects.services {
+            let name = svc.metadata.name.as_deref().unwrap_or("");
+            let group = groups
+                .entry((objects::namespace(&svc.metadata), name))
+                .or_default();
+            group.services.push(svc);
+        }
+        let mut seen_slices = HashSet::with_capacity(objects.slices.len());
+        for slice in &objects.slices {
+            let namespace = objects::namespace(&slice.metadata);
+            let Some(service) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_SERVICE_NAME))
+            else {
+                debug!(slice = %objects::key(&slice.metadata), "no {LABEL_SERVICE_NAME} label: belongs to no Service");
+                continue;
+            };
+            let name = slice.metadata.name.as_deref().unwrap_or("");
+            if !seen_slices.insert((namespace, name)) {
+                let e = Invalid::new(
+                    ErrorKind::Duplicate,
+                    "defined more than once; the first definition is used",
+                );
+                let object = format!("EndpointSlice {}", objects::key(&slice.metadata));
+                self.duplicates.push(e.at(&object, "metadata.name"));
+                continue;
+            }
+            groups
+                .entry((namespace, service.as_str()))
+                .or_default()
+                .slices
+                .push(slice);
+        }
+        for group in groups.values_mut() {
+            if group.slices.len() > 1 {
+                group.slices.sort_by_key(|s| s.metadata.name.as_deref());
+            }
+            if group.services.len() > 1 {
+                group.services.sort_by_cached_key(|s| Priority::of(&s.metadata));
+                for _ in &group.services[1..] {
+                    let key = objects::key(&group.services[0].metadata);
+                    let e = Invalid::new(
+                        ErrorKind::Duplicate,
+                        "Service defined more than once; the older definition is used",
+                    );
+                    self.duplicates
+                        .push(e.at(&format!("Service {key}"), "metadata.name"));
+                }
+            }
+        }
+        groups
+    }
+
+    fn plan_group(&self, group: &Group) -> ServicePlan {
+        let node = self.node.as_ref().expect("set by update");
+        plan_service(
+            group.services.first().copied(),
+            &group.slices,
+            node,
+            &self.node_addrs,
+            &self.opts,
+        )
+    }
+
+    fn retract(&mut self, key: &str, plan: &ServicePlan, touched: &mut BTreeSet<Frontend>) {
+        for claim in &plan.claims {
+            if let Some(group) = self.claims.get_mut(&claim.frontend) {
+                group.retain(|c| c.priority.key != key);
+                if group.is_empty() {
+                    self.claims.remove(&claim.frontend);
+                }
+            }
+            touched.insert(claim.frontend);
+        }
+        for (set, _) in &plan.sets {
+            self.state.sets.remove(set);
+        }
+    }
+
+    fn install(&mut self, plan: &ServicePlan, touched: &mut BTreeSet<Frontend>) {
+        for claim in &plan.claims {
+            let group = self.claims.entry(claim.frontend).or_default();
+            let at = group.partition_point(|c| c.order(claim).is_le());
+            group.insert(at, claim.clone());
+            touched.insert(claim.frontend);
+        }
+    }
+
+    /// Gives `fe` to its winning claim, if any is left.
+    fn resolve(&mut self, fe: Frontend) {
+        if let Some(old) = self.winners.remove(&fe)
+            && let Some(set) = self.state.sets.get_mut(&old)
+        {
+            set.frontends.remove(&fe);
+            if set.frontends.is_empty() {
+                self.state.sets.remove(&old);
+            }
+        }
+        let Some(group) = self.claims.get(&fe) else {
+            self.contested.remove(&fe);
+            return;
+        };
+        let winner = &group[0];
+        if group.iter().any(|c| c.set != winner.set) {
+            self.contested.insert(fe);
+        } else {
+            self.contested.remove(&fe);
+        }
+        let set = match self.state.sets.get_mut(&winner.set) {
+            Some(set) => set,
+            None => {
+                let planned = self
+                    .units
+                    .get(&winner.priority.key)
+                    .and_then(|u| u.plan.sets.iter().find(|(k, _)| *k == winner.set))
+                    .map(|(_, s)| s.clone())
+                    .expect("a claim's set is planned by its Service");
+                self.state
+                    .sets
+                    .entry(winner.set.clone())
+                    .or_insert(BackendSet {
+                        frontends: BTreeMap::new(),
+                        ..planned
+                    })
+            }
+        };
+        set.frontends.insert(fe, winner.kind);
+        self.winners.insert(fe, winner.set.clone());
+    }
+
+    /// Every problem found, sorted: each one log line.
+    pub fn errors(&self) -> Vec<PlanError> {
+        let mut losses = Losses::default();
+        for fe in &self.contested {
+            losses.add(&self.claims[fe]);
+        }
+        let mut errors: Vec<PlanError> = self
+            .units
+            .values()
+            .flat_map(|u| u.plan.errors.iter().cloned())
+            .chain(self.duplicates.iter().cloned())
+            .chain(losses.errors())
+            .collect();
+        errors.sort();
+        errors.dedup();
+        errors
+    }
+
+    /// Services that get no data path by design, sorted.
+    pub fn ignored(&self) -> Vec<(String, &'static str)> {
+        let mut ignored: Vec<_> = self
+            .units
+            .iter()
+            .filter_map(|(k, u)| Some((k.clone(), u.plan.ignored?)))
+            .collect();
+        ignored.sort();
+        ignored
+    }
+
+    pub fn into_plan(self) -> Plan {
+        let errors = self.errors();
+        let ignored = self.ignored();
+        Plan {
+            state: self.state,
+            errors,
+            ignored,
+        }
+    }
+}
