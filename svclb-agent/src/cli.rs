@@ -110,6 +110,11 @@ pub struct DumpArgs {
     pub json: bool,
     #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
     pub bpffs: PathBuf,
+    /// Explain one flow instead: `SRC:PORT-DST:PORT/PROTO` (e.g.
+    /// 198.19.4.2:40000-198.18.0.10:80/tcp) gets which backend, and why (conntrack,
+    /// affinity, Maglev slot, random candidates, reject). Reads the maps only.
+    #[arg(long, value_name = "SRC:PORT-DST:PORT/PROTO")]
+    pub flow: Option<crate::flow::FlowSpec>,
 }
 
 #[derive(Debug, Args)]

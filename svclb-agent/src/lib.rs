@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod dataplane;
 pub mod dump;
+pub mod flow;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -2,7 +2,7 @@ use anyhow::Result;
 use clap::Parser as _;
 use svclb_agent::{
     cli::{Cli, Command},
-    dataplane, dump, run,
+    dataplane, dump, flow, run,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +18,15 @@ fn main() -> Result<()> {
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(run::run(args))
+        }
+        Command::Dump(args) if args.flow.is_some() => {
+            let view = flow::read(&args.bpffs, args.flow.as_ref().expect("checked"))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{}", flow::render_text(&view));
+            }
+            Ok(())
         }
         Command::Dump(args) => {
             let view = dump::read(&args.bpffs)?;

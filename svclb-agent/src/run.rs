@@ -21,7 +21,7 @@ use crate::{
     http,
     metrics::Metrics,
     netif,
-    plan::desired::PlanOptions,
+    plan::{Lookup, Touched, desired::PlanOptions},
     source::{
         Objects,
         change::Change,
@@ -71,6 +71,15 @@ impl Source {
         match self {
             Source::Manifests(_) => None,
             Source::Kube(s) => s.node(),
+        }
+    }
+
+    /// The objects the last change covered, with a way to look them up; None when
+    /// everything must be looked at (manifests are re-read whole).
+    fn touched(&self) -> Option<(&dyn Lookup, &Touched)> {
+        match self {
+            Source::Manifests(_) => None,
+            Source::Kube(s) => Some((s as &dyn Lookup, s.touched()?)),
         }
     }
 }
@@ -179,7 +188,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             Change::Unchanged => {}
             Change::Changed { noticed, triggered } => {
                 rec.queue(noticed, triggered);
-                if rec.reconcile(source.objects(), source.node()) {
+                if rec.reconcile_touched(source.objects(), source.node(), source.touched()) {
                     retry = RETRY_MIN;
                     retry_at = None;
                 } else {

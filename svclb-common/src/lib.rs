@@ -8,9 +8,11 @@
 #![no_std]
 
 pub mod flags;
+pub mod hash;
 pub mod maps;
 pub mod types;
 
 pub use flags::*;
+pub use hash::{flow_hash, fmix};
 pub use maps::*;
 pub use types::*;

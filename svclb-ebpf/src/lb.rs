@@ -186,7 +186,7 @@ fn affinity(akey: &AffinityKey, svc: &ServiceValue, now: u64) -> Option<(u32, Ba
 fn pick_slot(p: &Parsed, svc: &ServiceValue) -> Option<(u32, Backend)> {
     let n = u32::from(svc.backend_count);
     let r = if svc.flags & SVC_F_MAGLEV != 0 {
-        flow_hash(p)
+        svclb_common::flow_hash(p.saddr, p.daddr, p.sport, p.dport, p.proto)
     } else {
         unsafe { bpf_get_prandom_u32() }
     };
@@ -197,24 +197,6 @@ fn pick_slot(p: &Parsed, svc: &ServiceValue) -> Option<(u32, Backend)> {
     let id = *unsafe { SLOTS.get(slot) }?;
     let be = *unsafe { BACKENDS.get(id) }?;
     Some((id, be))
-}
-
-/// Hash of the 5-tuple for Maglev tables (murmur3's finalizer over each word).
-#[inline(always)]
-fn flow_hash(p: &Parsed) -> u32 {
-    let mut h = fmix(p.saddr ^ 0x9e37_79b9);
-    h = fmix(h ^ p.daddr);
-    h = fmix(h ^ (u32::from(p.sport) << 16 | u32::from(p.dport)));
-    fmix(h ^ u32::from(p.proto))
-}
-
-#[inline(always)]
-fn fmix(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
 }
 
 #[inline(always)]

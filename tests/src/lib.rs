@@ -10,5 +10,6 @@ pub mod packet;
 pub mod process;
 pub mod report;
 pub mod sandbox;
+pub mod semantics;
 pub mod topology;
 pub mod synthetic;

@@ -20,6 +20,7 @@ const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "curl",
     "dnsmasq",
+    "bind9-dnsutils",
     "nginx-light",
     "libcap2-bin",
 ];

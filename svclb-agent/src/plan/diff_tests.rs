@@ -155,3 +155,62 @@ fn maglev_sets_hold_a_table_and_removal_rewrites_about_one_nth() {
     assert_eq!(d.purge, vec![(1, 5)]);
     assert_eq!(d.del_backends, vec![5]);
 }
+
+/// [`super::applied::Applied`] against a full compile + diff after every step of
+/// pseudo-random sequences: sets added, removed and changed, backends shared between
+/// sets, frontends moving between sets, Maglev tables.
+#[test]
+fn incremental_delta_equals_the_full_delta() {
+    use super::applied::Applied;
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for _round in 0..30 {
+        let mut applied = Applied::adopt(MapImage::default());
+        let mut ids = IdAllocator::default();
+        let mut desired = DesiredState::default();
+        for step in 0..40 {
+            for _ in 0..1 + next(3) {
+                let key = SetKey(format!("ns/svc-{}:http/TCP", next(6)));
+                if next(5) == 0 {
+                    desired.sets.remove(&key);
+                    continue;
+                }
+                let mut set = BackendSet {
+                    endpoints: (0..next(5)).map(|_| ep(1 + next(6) as u8)).collect(),
+                    maglev: next(4) == 0,
+                    affinity_timeout_s: (next(3) == 0).then_some(30),
+                    ..Default::default()
+                };
+                set.endpoints.sort();
+                set.endpoints.dedup();
+                // Frontends are exclusive: take them from whichever set had them.
+                for _ in 0..1 + next(2) {
+                    let fe = vip(next(8) as u8);
+                    for other in desired.sets.values_mut() {
+                        other.frontends.remove(&fe);
+                    }
+                    set.frontends.insert(fe, FrontendKind::ClusterIp);
+                }
+                desired.sets.insert(key, set);
+            }
+            desired.sets.retain(|_, s| !s.frontends.is_empty());
+
+            let before = applied.image().clone();
+            let mut full_ids = ids.clone();
+            let (target, fresh) = compile(&desired, &mut full_ids, &before).unwrap();
+            let full = diff(&before, &target, &fresh);
+            let pending = applied.delta(&desired, &mut ids).unwrap();
+            assert_eq!(pending.delta, full, "step {step}");
+            let (del_names, del_backends) = (pending.delta.del_names.clone(), pending.delta.del_backends.clone());
+            applied.commit(pending);
+            assert_eq!(applied.image(), &target, "step {step}");
+            ids.release(&del_names, &del_backends);
+            full_ids.release(&del_names, &del_backends);
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Pure planning: Kubernetes objects → [`crate::model::DesiredState`] → map delta.
 //! No aya, no kube client, no I/O.
 mod conflicts;
+pub mod applied;
 pub mod desired;
 pub mod diff;
 mod endpoints;
@@ -15,7 +16,7 @@ mod source_ranges;
 pub mod validate;
 
 pub use desired::{NodeInfo, Plan, PlanOptions, plan};
-pub use planner::{Planner, Update};
+pub use planner::{Lookup, Planner, Touched, Update};
 pub use errors::{ErrorKind, PlanError};
 pub use service::{ANNOTATION_LB_ALGORITHM, DEFAULT_AFFINITY_TIMEOUT_S};
 

@@ -46,6 +46,8 @@ pub struct Planner {
     contested: BTreeSet<Frontend>,
     /// Objects defined twice (only possible with manifests).
     duplicates: Vec<PlanError>,
+    /// Slice `namespace/name` → the unit it was planned in.
+    slice_units: HashMap<String, String>,
     state: DesiredState,
     generation: u64,
 }
@@ -53,6 +55,8 @@ pub struct Planner {
 struct Unit {
     /// None: cannot be compared (no resourceVersion, or duplicated objects).
     versions: Option<Versions>,
+    /// `namespace/name` of the slices planned with it.
+    slices: Vec<String>,
     plan: ServicePlan,
     /// The last update that saw this unit's objects.
     seen: u64,
@@ -123,6 +127,25 @@ struct Group<'a> {
     slices: Vec<&'a EndpointSlice>,
 }
 
+/// Objects by `namespace/name`, as the source holds them now.
+pub trait Lookup {
+    fn service(&self, key: &str) -> Option<&Service>;
+    fn slice(&self, key: &str) -> Option<&EndpointSlice>;
+}
+
+/// `namespace/name` of the objects changed (or deleted) since the last update.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub services: Vec<String>,
+    pub slices: Vec<String>,
+}
+
+/// The unit (`namespace/service`) a slice belongs to, by its Service label.
+fn slice_unit(slice: &EndpointSlice) -> Option<String> {
+    let service = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
+    Some(format!("{}/{service}", objects::namespace(&slice.metadata)))
+}
+
 /// What one update did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Update {
@@ -143,6 +166,7 @@ impl Planner {
             winners: HashMap::new(),
             contested: BTreeSet::new(),
             duplicates: Vec::new(),
+            slice_units: HashMap::new(),
             state: DesiredState::default(),
             generation: 0,
         }
@@ -179,13 +203,7 @@ impl Planner {
                     continue;
                 }
             }
-            let plan = self.plan_group(group);
-            let unit = Unit {
-                versions: Versions::of(group),
-                plan,
-                seen: generation,
-            };
-            changes.push((key.clone(), Some(unit)));
+            changes.push((key.clone(), Some(self.plan_unit(group, generation))));
         }
         let replanned = changes.len();
         if self.units.len() > seen {
@@ -198,21 +216,98 @@ impl Planner {
         }
         let removed = changes.len() - replanned;
         drop(groups);
+        self.apply(changes);
+        Update { replanned, removed }
+    }
 
+    /// Like [`Planner::update`], looking at only the objects in `touched` (everything
+    /// else is as in the last update). None when that cannot be done: nothing was
+    /// planned yet, or the node changed; then use [`Planner::update`].
+    pub fn update_touched(
+        &mut self,
+        lookup: &dyn Lookup,
+        node: &NodeInfo,
+        touched: &Touched,
+    ) -> Option<Update> {
+        if self.node.as_ref() != Some(node) {
+            return None;
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        // Units whose objects may have changed, with slices that may now belong to them.
+        let mut affected: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+        for key in &touched.services {
+            affected.entry(key.clone()).or_default();
+        }
+        for key in &touched.slices {
+            if let Some(old) = self.slice_units.get(key.as_str()) {
+                affected.entry(old.clone()).or_default();
+            }
+            if let Some(unit) = lookup.slice(key).and_then(slice_unit) {
+                affected.entry(unit).or_default().insert(key);
+            }
+        }
+        let mut changes = Vec::new();
+        let mut removed = 0;
+        for (key, mut slice_keys) in affected {
+            let old = self.units.get(&key);
+            slice_keys.extend(old.iter().flat_map(|u| u.slices.iter().map(String::as_str)));
+            let mut group = Group::default();
+            group.services.extend(lookup.service(&key));
+            for sk in slice_keys {
+                if let Some(slice) = lookup.slice(sk)
+                    && slice_unit(slice).as_deref() == Some(key.as_str())
+                {
+                    group.slices.push(slice);
+                }
+            }
+            group.slices.sort_by_key(|s| s.metadata.name.as_deref());
+            if group.services.is_empty() && group.slices.is_empty() {
+                if old.is_some() {
+                    removed += 1;
+                    changes.push((key, None));
+                }
+                continue;
+            }
+            if old.is_some_and(|u| u.versions.as_ref().is_some_and(|v| v.matches(&group))) {
+                continue;
+            }
+            let unit = self.plan_unit(&group, generation);
+            changes.push((key, Some(unit)));
+        }
+        let replanned = changes.len() - removed;
+        self.apply(changes);
+        Some(Update { replanned, removed })
+    }
+
+    fn plan_unit(&self, group: &Group, generation: u64) -> Unit {
+        Unit {
+            versions: Versions::of(group),
+            slices: group
+                .slices
+                .iter()
+                .map(|s| objects::key(&s.metadata))
+                .collect(),
+            plan: self.plan_group(group),
+            seen: generation,
+        }
+    }
+
+    /// Replaces (None: removes) units and gives every frontend they touch to its winner.
+    fn apply(&mut self, changes: Vec<(String, Option<Unit>)>) {
         let mut touched = BTreeSet::new();
         for (key, unit) in changes {
             if let Some(old) = self.units.remove(&key) {
-                self.retract(&key, &old.plan, &mut touched);
+                self.retract(&key, &old, &mut touched);
             }
             if let Some(unit) = unit {
-                self.install(&unit.plan, &mut touched);
+                self.install(&key, &unit, &mut touched);
                 self.units.insert(key, unit);
             }
         }
         for fe in touched {
             self.resolve(fe);
         }
-        Update { replanned, removed }
     }
 
     /// Groups the objects by `namespace/name` (slices by their Service label) and notes
@@ -287,8 +382,8 @@ impl Planner {
         )
     }
 
-    fn retract(&mut self, key: &str, plan: &ServicePlan, touched: &mut BTreeSet<Frontend>) {
-        for claim in &plan.claims {
+    fn retract(&mut self, key: &str, unit: &Unit, touched: &mut BTreeSet<Frontend>) {
+        for claim in &unit.plan.claims {
             if let Some(group) = self.claims.get_mut(&claim.frontend) {
                 group.retain(|c| c.priority.key != key);
                 if group.is_empty() {
@@ -297,17 +392,25 @@ impl Planner {
             }
             touched.insert(claim.frontend);
         }
-        for (set, _) in &plan.sets {
+        for (set, _) in &unit.plan.sets {
             self.state.sets.remove(set);
+        }
+        for slice in &unit.slices {
+            if self.slice_units.get(slice).is_some_and(|u| u == key) {
+                self.slice_units.remove(slice);
+            }
         }
     }
 
-    fn install(&mut self, plan: &ServicePlan, touched: &mut BTreeSet<Frontend>) {
-        for claim in &plan.claims {
+    fn install(&mut self, key: &str, unit: &Unit, touched: &mut BTreeSet<Frontend>) {
+        for claim in &unit.plan.claims {
             let group = self.claims.entry(claim.frontend).or_default();
             let at = group.partition_point(|c| c.order(claim).is_le());
             group.insert(at, claim.clone());
             touched.insert(claim.frontend);
+        }
+        for slice in &unit.slices {
+            self.slice_units.insert(slice.clone(), key.to_string());
         }
     }
 

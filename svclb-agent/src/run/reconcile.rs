@@ -16,7 +16,7 @@ use crate::{
     metrics::Metrics,
     model::{DesiredState, SetKey},
     plan::{
-        Planner,
+        Lookup, Planner, Touched,
         desired::{NodeInfo, PlanOptions},
         errors::PlanError,
     },
@@ -90,6 +90,17 @@ impl<D: Dataplane> Reconciler<D> {
 
     /// Plans `objects` and syncs the data path; false when programming failed.
     pub fn reconcile(&mut self, objects: &Objects, node: Option<&NodeView>) -> bool {
+        self.reconcile_touched(objects, node, None)
+    }
+
+    /// Like [`Reconciler::reconcile`]; when `touched` says which objects changed, only
+    /// those are planned again.
+    pub fn reconcile_touched(
+        &mut self,
+        objects: &Objects,
+        node: Option<&NodeView>,
+        touched: Option<(&dyn Lookup, &Touched)>,
+    ) -> bool {
         let started = Instant::now();
         self.health.set_node_eligible(node.map(|n| n.eligible));
         let node = NodeInfo {
@@ -103,7 +114,10 @@ impl<D: Dataplane> Reconciler<D> {
                     .clone(),
             },
         };
-        let update = self.planner.update(objects, &node);
+        let update = touched
+            .and_then(|(lookup, keys)| self.planner.update_touched(lookup, &node, keys))
+            .unwrap_or_else(|| self.planner.update(objects, &node));
+        let planned = started.elapsed();
         debug!(
             replanned = update.replanned,
             removed = update.removed,
@@ -134,6 +148,7 @@ impl<D: Dataplane> Reconciler<D> {
                         endpoints,
                         writes = r.writes,
                         purged = r.purged,
+                        plan_us = planned.as_micros() as u64,
                         map_us = r.duration.as_micros() as u64,
                         total_us = elapsed.as_micros() as u64,
                         "synced"

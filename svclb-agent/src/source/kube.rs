@@ -29,6 +29,7 @@ use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use tracing::{debug, info, warn};
 
 use super::{Objects, change::Change};
+use crate::plan::{Lookup, Touched as PlanTouched};
 use crate::metrics::Metrics;
 
 pub mod client;
@@ -116,6 +117,9 @@ pub struct KubeSource {
     slice_mirror: Mirror<EndpointSlice>,
     objects: Objects,
     node: Option<NodeView>,
+    /// What the last [`KubeSource::next`] change covered; None after a (re)list or a
+    /// Node change, when every object counts as touched.
+    touched: Option<PlanTouched>,
 }
 
 impl KubeSource {
@@ -184,6 +188,7 @@ impl KubeSource {
             slice_mirror: Mirror::new("EndpointSlice"),
             objects: Objects::default(),
             node: None,
+            touched: None,
         }
     }
 
@@ -200,6 +205,11 @@ impl KubeSource {
     /// The agent's Node as of the last [`Change`], when it exists.
     pub fn node(&self) -> Option<&NodeView> {
         self.node.as_ref()
+    }
+
+    /// The objects the last change covered, when known object by object.
+    pub fn touched(&self) -> Option<&PlanTouched> {
+        self.touched.as_ref()
     }
 
     /// The next change. The first one is the initial state, once every store has
@@ -274,6 +284,8 @@ impl KubeSource {
     /// Re-reads the stores; `None` when nothing changed, else the changed objects'
     /// own change times.
     fn read_stores(&mut self) -> Option<Vec<k8s_openapi::jiff::Timestamp>> {
+        let all = matches!(self.touched_services, Touched::All)
+            || matches!(self.touched_slices, Touched::All);
         let services = read_touched(
             &mut self.service_mirror,
             &self.services,
@@ -302,6 +314,10 @@ impl KubeSource {
         if services.is_empty() && slices.is_empty() && !node_changed {
             return None;
         }
+        self.touched = (!all && !node_changed).then(|| PlanTouched {
+            services: services.keys,
+            slices: slices.keys,
+        });
         let mut triggered = services.trigger_times;
         triggered.extend(slices.trigger_times);
         Some(triggered)
@@ -317,6 +333,15 @@ impl KubeSource {
                 None
             }
         }
+    }
+}
+
+impl Lookup for KubeSource {
+    fn service(&self, key: &str) -> Option<&Service> {
+        self.service_mirror.get(key, &self.objects.services)
+    }
+    fn slice(&self, key: &str) -> Option<&EndpointSlice> {
+        self.slice_mirror.get(key, &self.objects.slices)
     }
 }
 

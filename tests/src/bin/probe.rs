@@ -4,7 +4,8 @@
 //! - `tcp`: `--count` new TCP connections, one `GET /` each (`Connection: close`).
 //! - `udp`: `--count` datagrams, each from a new socket (a new flow).
 //! - `hold`: one connection kept open, a request every `--interval-ms` for
-//!   `--duration-ms`; prints `backend NAME` as soon as the first answer arrives, and stops
+//!   `--duration-ms`; prints `local ADDR:PORT` and `backend NAME` as soon as the first
+//!   answer arrives, and stops
 //!   at the first failure.
 //!
 //! Bounded: every request has `--timeout-ms`, the whole run `--deadline-ms`.
@@ -225,6 +226,10 @@ fn hold(
         if let Ok(answer) = &result
             && !announced
         {
+            // The source port names the flow (`svclb-agent dump --flow`).
+            if let Ok(local) = stream.local_addr() {
+                println!("local {local}");
+            }
             println!("backend {}", answer.backend);
             let _ = io::stdout().flush();
             announced = true;

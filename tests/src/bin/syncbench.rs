@@ -7,7 +7,9 @@
 //!    from its first "synced" log line.
 //! 2. Change latency: C single changes (one EndpointSlice loses or regains an endpoint);
 //!    each is timed from the apiserver write to the moment the frontend's backend count
-//!    in the map shows it (event → data path).
+//!    in the map shows it (event → data path). Changes are spaced by a quiet gap
+//!    longer than the agent's --min-sync-period-ms (20 ms), so each one is a single
+//!    change, not part of a batch that the agent would deliberately hold back.
 //! 3. Agent RSS after the initial sync and after the changes.
 //!
 //! Everything runs in a private network namespace with a veth pair; pins go to a
@@ -85,7 +87,13 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Longer than the agent's default --min-sync-period-ms (20 ms).
+const QUIET_GAP: Duration = Duration::from_millis(25);
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
@@ -161,6 +169,7 @@ fn main() -> Result<()> {
     for c in 0..changes {
         let i = (c.wrapping_mul(2_654_435_761) >> 7) % n;
         let want = if state[i as usize] == e { e - 1 } else { e };
+        thread::sleep(QUIET_GAP);
         let t0 = Instant::now();
         objects.replace(&slice(i, want)).map_err(|err| anyhow::anyhow!("replace slice {i}: {err}"))?;
         loop {
@@ -177,6 +186,20 @@ fn main() -> Result<()> {
     }
     let rss_after = rss_kib(agent.pid());
     agent.terminate(Duration::from_secs(5));
+    // The agent's own share of each change: its reconcile (plan + map writes), from
+    // the `synced` lines after the initial one.
+    let agent_log = std::fs::read_to_string(&log).unwrap_or_default();
+    if let Some(keep) = std::env::var_os("SYNCBENCH_KEEP_LOG") {
+        std::fs::write(&keep, &agent_log)?;
+    }
+    let mut reconcile_ms: Vec<f64> = agent_log
+        .lines()
+        .filter(|l| l.contains(" synced") && l.contains("total_us="))
+        .skip(1)
+        .filter_map(|l| l.split("total_us=").nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|us| us / 1e3)
+        .collect();
+    reconcile_ms.sort_by(f64::total_cmp);
     drop(services);
     drop(pins);
     drop(server);
@@ -187,11 +210,20 @@ fn main() -> Result<()> {
     println!("initial sync, agent start → all {n} frontends in the map: {:.3} s", initial.as_secs_f64());
     println!("  of which map programming (agent's first sync, map_us): {}", map_us.map_or("?".into(), |u| format!("{:.3} s", u as f64 / 1e6)));
     println!("change → data path over {changes} changes: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
+    if !reconcile_ms.is_empty() {
+        println!(
+            "  of which the agent's reconcile (plan + map writes) over {} syncs: p50 {:.2} ms, p99 {:.2} ms",
+            reconcile_ms.len(),
+            percentile(&reconcile_ms, 0.5),
+            percentile(&reconcile_ms, 0.99)
+        );
+    }
     println!("agent RSS: {} MiB after the initial sync, {} MiB after the changes", rss_initial / 1024, rss_after / 1024);
     if let Some(path) = json_out {
         let v = json!({"services": n, "endpoints": e, "initial_sync_s": initial.as_secs_f64(),
             "map_programming_s": map_us.map(|u| u as f64 / 1e6),
             "change_latency_ms": {"p50": p50, "p99": p99, "max": max, "count": changes},
+            "agent_reconcile_ms": {"p50": percentile(&reconcile_ms, 0.5), "p99": percentile(&reconcile_ms, 0.99), "count": reconcile_ms.len()},
             "agent_rss_kib": {"initial": rss_initial, "after_changes": rss_after}});
         std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
     }

@@ -26,11 +26,7 @@ use super::{Dataplane, SyncReport};
 use crate::{
     model::DesiredState,
     netif,
-    plan::{
-        diff::diff,
-        ids::IdAllocator,
-        image::{MapImage, compile},
-    },
+    plan::{applied::Applied, ids::IdAllocator},
 };
 
 #[derive(Clone, Debug)]
@@ -47,7 +43,7 @@ pub struct EbpfOptions {
 pub struct EbpfDataplane {
     maps: Maps,
     ids: IdAllocator,
-    image: MapImage,
+    applied: Applied,
     src_ranges: SrcRanges,
     /// Keeps the programs loaded for the agent's life (links are pinned anyway).
     _ebpf: aya::Ebpf,
@@ -128,7 +124,7 @@ impl EbpfDataplane {
             );
         }
         let ids = IdAllocator::adopt(&image);
-        Ok(EbpfDataplane { maps, ids, image, src_ranges, _ebpf: ebpf })
+        Ok(EbpfDataplane { maps, ids, applied: Applied::adopt(image), src_ranges, _ebpf: ebpf })
     }
 
     pub fn maps(&self) -> &Maps {
@@ -142,40 +138,42 @@ impl Dataplane for EbpfDataplane {
     }
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport> {
-        let (target, fresh) = compile(desired, &mut self.ids, &self.image)?;
+        let pending = self.applied.delta(desired, &mut self.ids)?;
+        let delta = &pending.delta;
         // Allow-list prefixes go in before the frontends that check them, out after.
         let ranges = SrcRanges::wanted(desired, &self.ids);
         let ranges_added = self.src_ranges.add(&ranges)?;
-        let delta = diff(&self.image, &target, &fresh);
         if delta.is_empty() {
             let writes = ranges_added + self.src_ranges.remove_stale(&ranges)?;
             return Ok(SyncReport { writes, ..SyncReport::default() });
         }
         let start = Instant::now();
-        if let Err(e) = self.maps.write(&delta) {
+        if let Err(e) = self.maps.write(delta) {
             // We no longer know what the maps hold: read them back so the next sync
             // computes its delta from the truth.
             match self.maps.read_image() {
-                Ok(img) => self.image = img,
+                Ok(img) => self.applied.reset(img),
                 Err(re) => warn!(error = %re, "re-reading the maps after a failed write"),
             }
             return Err(e);
         }
+        let image = self.applied.image();
         let udp_pairs: Vec<(u32, u32)> = delta
             .purge
             .iter()
             .copied()
-            .filter(|(_, b)| self.image.backends.get(b).is_some_and(|be| be.proto == PROTO_UDP))
+            .filter(|(_, b)| image.backends.get(b).is_some_and(|be| be.proto == PROTO_UDP))
             .collect();
-        let purged = self.maps.purge(&udp_pairs, &delta.purge)?;
+        let writes = delta.writes();
+        self.ids.release(&delta.del_names, &delta.del_backends);
+        let gone = delta.purge.clone();
+        // The maps hold the target now, whatever the purge below does.
+        self.applied.commit(pending);
+        let purged = self.maps.purge(&udp_pairs, &gone)?;
         let ranges_removed = self.src_ranges.remove_stale(&ranges)?;
         let duration = start.elapsed();
-        // The maps now hold exactly `target` (apply_to_image(current, delta) == target is
-        // a planner invariant, unit-tested), so adopt it without replaying the delta.
-        let _old = std::mem::replace(&mut self.image, target);
-        self.ids.release(&delta.del_names, &delta.del_backends);
-        debug!(writes = delta.writes(), purged, "map delta applied");
-        let writes = delta.writes() + ranges_added + ranges_removed;
+        debug!(writes, purged, "map delta applied");
+        let writes = writes + ranges_added + ranges_removed;
         Ok(SyncReport { writes, purged, duration })
     }
 }

@@ -51,10 +51,10 @@ impl SrcRanges {
     /// The prefixes `desired` asks for, under the ids its sets have in `ids`.
     pub fn wanted(desired: &DesiredState, ids: &IdAllocator) -> BTreeSet<Range> {
         let mut out = BTreeSet::new();
+        // Few sets have ranges: the id lookup is only paid for those.
         for (key, set) in &desired.sets {
-            let (Some(ranges), Some(id)) = (&set.source_ranges, ids.set_id(key)) else {
-                continue;
-            };
+            let Some(ranges) = &set.source_ranges else { continue };
+            let Some(id) = ids.set_id(key) else { continue };
             out.extend(ranges.iter().map(|&(addr, len)| (id, addr, len)));
         }
         out

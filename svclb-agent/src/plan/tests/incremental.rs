@@ -7,7 +7,22 @@ use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use serde_json::json;
 
 use super::{NodeInfo, PlanOptions, plan};
-use crate::{plan::Planner, source::Objects};
+use crate::{
+    plan::{Lookup, Planner, Touched},
+    source::{Objects, objects::key},
+};
+
+/// A source's view by key, as the kube source's mirrors provide it.
+struct ByKey<'a>(&'a Objects);
+
+impl Lookup for ByKey<'_> {
+    fn service(&self, k: &str) -> Option<&Service> {
+        self.0.services.iter().find(|s| key(&s.metadata) == k)
+    }
+    fn slice(&self, k: &str) -> Option<&EndpointSlice> {
+        self.0.slices.iter().find(|s| key(&s.metadata) == k)
+    }
+}
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
@@ -101,10 +116,14 @@ fn incremental_plan_equals_a_full_plan_after_every_change() {
     for seed in 1..=40u64 {
         let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut planner = Planner::new(opts.clone());
+        // Fed only the keys each step touched, as the kube source does.
+        let mut by_events = Planner::new(opts.clone());
         let mut objects = Objects::default();
         let mut version = 0;
         let mut node_n = 0;
         for step in 0..60 {
+            let mut touched = Touched::default();
+            let node_before = node_n;
             // One to three changes per step, as one batched reconcile would see them.
             for _ in 0..1 + r.below(3) {
                 version += 1;
@@ -112,6 +131,7 @@ fn incremental_plan_equals_a_full_plan_after_every_change() {
                     0..=2 => {
                         let name = r.below(8);
                         let svc = service(&mut r, name, version);
+                        touched.services.push(key(&svc.metadata));
                         let key = (svc.metadata.namespace.clone(), svc.metadata.name.clone());
                         objects.services.retain(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()) != key);
                         objects.services.push(svc);
@@ -119,17 +139,18 @@ fn incremental_plan_equals_a_full_plan_after_every_change() {
                     3..=5 => {
                         let name = r.below(12);
                         let s = slice(&mut r, name, version);
+                        touched.slices.push(key(&s.metadata));
                         let key = (s.metadata.namespace.clone(), s.metadata.name.clone());
                         objects.slices.retain(|o| (o.metadata.namespace.clone(), o.metadata.name.clone()) != key);
                         objects.slices.push(s);
                     }
                     6 if !objects.services.is_empty() => {
                         let i = r.below(objects.services.len() as u64) as usize;
-                        objects.services.remove(i);
+                        touched.services.push(key(&objects.services.remove(i).metadata));
                     }
                     7 if !objects.slices.is_empty() => {
                         let i = r.below(objects.slices.len() as u64) as usize;
-                        objects.slices.remove(i);
+                        touched.slices.push(key(&objects.slices.remove(i).metadata));
                     }
                     8 if r.chance(20) => node_n += 1,
                     _ => {}
@@ -141,11 +162,21 @@ fn incremental_plan_equals_a_full_plan_after_every_change() {
                 objects.slices.reverse();
             }
             planner.update(&objects, &node(node_n));
+            // The first update and node changes need the full path.
+            let events = (step > 0 && node_n == node_before)
+                .then(|| by_events.update_touched(&ByKey(&objects), &node(node_n), &touched))
+                .flatten();
+            if events.is_none() {
+                by_events.update(&objects, &node(node_n));
+            }
             let full = plan(&objects, &node(node_n), &opts);
             let ctx = format!("seed {seed} step {step}");
             assert_eq!(planner.state(), &full.state, "{ctx}: state");
             assert_eq!(planner.errors(), full.errors, "{ctx}: errors");
             assert_eq!(planner.ignored(), full.ignored, "{ctx}: ignored");
+            assert_eq!(by_events.state(), &full.state, "{ctx}: state from events");
+            assert_eq!(by_events.errors(), full.errors, "{ctx}: errors from events");
+            assert_eq!(by_events.ignored(), full.ignored, "{ctx}: ignored from events");
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct MirrorDelta {
     /// New or modified objects (valid or not).
     pub changed: usize,
     pub removed: usize,
+    /// Keys of the objects changed or removed (not filled by `update_all`).
+    pub keys: Vec<String>,
     /// Newly seen objects that did not decode: (`Kind ns/name`, error). Each version
     /// is reported once.
     pub invalid: Vec<(String, String)>,
@@ -80,6 +82,7 @@ impl MirrorDelta {
     pub fn add(&mut self, other: MirrorDelta) {
         self.changed += other.changed;
         self.removed += other.removed;
+        self.keys.extend(other.keys);
         self.invalid.extend(other.invalid);
         self.trigger_times.extend(other.trigger_times);
     }
@@ -157,6 +160,7 @@ impl<K: Resource + Clone> Mirror<K> {
         let Some(obj) = current else {
             if let Some(seen) = self.index.remove(key) {
                 delta.removed = 1;
+                delta.keys.push(key.to_string());
                 if let Some(p) = seen.pos {
                     self.remove_at(p, items);
                 }
@@ -170,6 +174,7 @@ impl<K: Resource + Clone> Mirror<K> {
             None => None,
         };
         self.note_change(key, obj, &mut delta);
+        delta.keys.push(key.to_string());
         let pos = match (obj.valid(), old_pos) {
             (Some(k), Some(p)) => {
                 items[p] = k.clone();
@@ -194,6 +199,11 @@ impl<K: Resource + Clone> Mirror<K> {
             },
         );
         delta
+    }
+
+    /// The object with `key` in `items` (which this mirror keeps).
+    pub fn get<'a>(&self, key: &str, items: &'a [K]) -> Option<&'a K> {
+        items.get(self.index.get(key)?.pos?)
     }
 
     fn remove_at(&mut self, p: usize, items: &mut Vec<K>) {
