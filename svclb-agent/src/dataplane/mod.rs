@@ -1,8 +1,8 @@
 //! Dataplane backends. They take a [`crate::model::DesiredState`] and know nothing of
 //! Kubernetes objects.
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
-use crate::model::DesiredState;
+use crate::model::{DesiredState, SetKey};
 
 pub mod ebpf;
 
@@ -23,4 +23,15 @@ pub trait Dataplane {
     /// Make the kernel state equal to `desired` with minimal, make-before-break writes.
     /// Re-applying an unchanged state writes nothing.
     fn sync(&mut self, desired: &DesiredState) -> anyhow::Result<SyncReport>;
+
+    /// Like [`Dataplane::sync`], told which sets may have changed since the last
+    /// successful sync (None: unknown), so that it need not compare the others.
+    fn sync_changed(
+        &mut self,
+        desired: &DesiredState,
+        changed: Option<&BTreeSet<SetKey>>,
+    ) -> anyhow::Result<SyncReport> {
+        let _ = changed;
+        self.sync(desired)
+    }
 }

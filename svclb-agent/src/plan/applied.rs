@@ -53,9 +53,15 @@ impl Applied {
         &self.image
     }
 
-    /// The delta that turns the maps into `desired`. Nothing changes until
+    /// The delta that turns the maps into `desired`. `hint` lists the sets that may
+    /// differ from the last committed ones (None: compare all). Nothing changes until
     /// [`Applied::commit`] says it was written.
-    pub fn delta(&self, desired: &DesiredState, ids: &mut IdAllocator) -> Result<Pending, IdError> {
+    pub fn delta(
+        &self,
+        desired: &DesiredState,
+        hint: Option<&BTreeSet<SetKey>>,
+        ids: &mut IdAllocator,
+    ) -> Result<Pending, IdError> {
         let Some(applied) = &self.sets else {
             let (target, fresh) = compile(desired, ids, &self.image)?;
             let delta = diff(&self.image, &target, &fresh);
@@ -64,7 +70,14 @@ impl Applied {
                 after: After::Full(target, desired.sets.clone()),
             });
         };
-        let changed = changed_sets(applied, &desired.sets);
+        let changed = match hint {
+            Some(keys) => keys
+                .iter()
+                .filter(|k| applied.get(*k) != desired.sets.get(*k))
+                .cloned()
+                .collect(),
+            None => changed_sets(applied, &desired.sets),
+        };
         let mut old = MapImage::default();
         let mut new = DesiredState::default();
         for key in &changed {

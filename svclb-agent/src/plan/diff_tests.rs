@@ -174,8 +174,10 @@ fn incremental_delta_equals_the_full_delta() {
         let mut ids = IdAllocator::default();
         let mut desired = DesiredState::default();
         for step in 0..40 {
+            let mut touched = BTreeSet::new();
             for _ in 0..1 + next(3) {
                 let key = SetKey(format!("ns/svc-{}:http/TCP", next(6)));
+                touched.insert(key.clone());
                 if next(5) == 0 {
                     desired.sets.remove(&key);
                     continue;
@@ -191,8 +193,10 @@ fn incremental_delta_equals_the_full_delta() {
                 // Frontends are exclusive: take them from whichever set had them.
                 for _ in 0..1 + next(2) {
                     let fe = vip(next(8) as u8);
-                    for other in desired.sets.values_mut() {
-                        other.frontends.remove(&fe);
+                    for (k, other) in desired.sets.iter_mut() {
+                        if other.frontends.remove(&fe).is_some() {
+                            touched.insert(k.clone());
+                        }
                     }
                     set.frontends.insert(fe, FrontendKind::ClusterIp);
                 }
@@ -204,8 +208,11 @@ fn incremental_delta_equals_the_full_delta() {
             let mut full_ids = ids.clone();
             let (target, fresh) = compile(&desired, &mut full_ids, &before).unwrap();
             let full = diff(&before, &target, &fresh);
-            let pending = applied.delta(&desired, &mut ids).unwrap();
+            // With the hint (the keys this step touched) and without, the same delta.
+            let unhinted = applied.delta(&desired, None, &mut ids.clone()).unwrap();
+            let pending = applied.delta(&desired, Some(&touched), &mut ids).unwrap();
             assert_eq!(pending.delta, full, "step {step}");
+            assert_eq!(unhinted.delta, full, "step {step} without a hint");
             let (del_names, del_backends) = (pending.delta.del_names.clone(), pending.delta.del_backends.clone());
             applied.commit(pending);
             assert_eq!(applied.image(), &target, "step {step}");

@@ -49,6 +49,15 @@ pub struct Planner {
     /// Slice `namespace/name` → the unit it was planned in.
     slice_units: HashMap<String, String>,
     state: DesiredState,
+    /// Sets that may differ from what [`Planner::take_changed`] last reported; None
+    /// when unknown (nothing reported yet, or the node changed).
+    changed: Option<BTreeSet<SetKey>>,
+    /// Units with errors, and units ignored by design: the report walks only these.
+    with_errors: BTreeSet<String>,
+    ignored: BTreeSet<String>,
+    /// Sets in the state per Service (`namespace/name`), and endpoints over all sets.
+    sets_per_service: HashMap<String, usize>,
+    endpoints: usize,
     generation: u64,
 }
 
@@ -146,6 +155,11 @@ fn slice_unit(slice: &EndpointSlice) -> Option<String> {
     Some(format!("{}/{service}", objects::namespace(&slice.metadata)))
 }
 
+/// `namespace/name` of a set key (`namespace/name:port/PROTO`).
+fn service_of(key: &SetKey) -> &str {
+    key.0.split_once(':').map_or(key.0.as_str(), |(svc, _)| svc)
+}
+
 /// What one update did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Update {
@@ -168,6 +182,11 @@ impl Planner {
             duplicates: Vec::new(),
             slice_units: HashMap::new(),
             state: DesiredState::default(),
+            changed: None,
+            with_errors: BTreeSet::new(),
+            ignored: BTreeSet::new(),
+            sets_per_service: HashMap::new(),
+            endpoints: 0,
             generation: 0,
         }
     }
@@ -175,6 +194,18 @@ impl Planner {
     /// The desired state for the objects of the last update.
     pub fn state(&self) -> &DesiredState {
         &self.state
+    }
+
+    /// Keys of the sets that may have changed since the last call (a superset); None
+    /// when unknown, i.e. compare them all.
+    pub fn take_changed(&mut self) -> Option<BTreeSet<SetKey>> {
+        std::mem::replace(&mut self.changed, Some(BTreeSet::new()))
+    }
+
+    fn mark(&mut self, set: &SetKey) {
+        if let Some(changed) = &mut self.changed {
+            changed.insert(set.clone());
+        }
     }
 
     /// Brings the plan up to `objects` on `node`.
@@ -393,13 +424,16 @@ impl Planner {
             touched.insert(claim.frontend);
         }
         for (set, _) in &unit.plan.sets {
-            self.state.sets.remove(set);
+            self.remove_set(set);
+            self.mark(set);
         }
         for slice in &unit.slices {
             if self.slice_units.get(slice).is_some_and(|u| u == key) {
                 self.slice_units.remove(slice);
             }
         }
+        self.with_errors.remove(key);
+        self.ignored.remove(key);
     }
 
     fn install(&mut self, key: &str, unit: &Unit, touched: &mut BTreeSet<Frontend>) {
@@ -412,16 +446,45 @@ impl Planner {
         for slice in &unit.slices {
             self.slice_units.insert(slice.clone(), key.to_string());
         }
+        for (set, _) in &unit.plan.sets {
+            self.mark(set);
+        }
+        if !unit.plan.errors.is_empty() {
+            self.with_errors.insert(key.to_string());
+        }
+        if unit.plan.ignored.is_some() {
+            self.ignored.insert(key.to_string());
+        }
+    }
+
+    fn remove_set(&mut self, key: &SetKey) {
+        let Some(set) = self.state.sets.remove(key) else {
+            return;
+        };
+        self.endpoints -= set.endpoints.len();
+        let service = service_of(key);
+        if let Some(n) = self.sets_per_service.get_mut(service) {
+            *n -= 1;
+            if *n == 0 {
+                self.sets_per_service.remove(service);
+            }
+        }
+    }
+
+    /// (Services, frontends, endpoints) in the state, counted as it changes.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.sets_per_service.len(), self.winners.len(), self.endpoints)
     }
 
     /// Gives `fe` to its winning claim, if any is left.
     fn resolve(&mut self, fe: Frontend) {
-        if let Some(old) = self.winners.remove(&fe)
-            && let Some(set) = self.state.sets.get_mut(&old)
-        {
-            set.frontends.remove(&fe);
-            if set.frontends.is_empty() {
-                self.state.sets.remove(&old);
+        if let Some(old) = self.winners.remove(&fe) {
+            self.mark(&old);
+            if let Some(set) = self.state.sets.get_mut(&old) {
+                set.frontends.remove(&fe);
+                if set.frontends.is_empty() {
+                    self.remove_set(&old);
+                }
             }
         }
         let Some(group) = self.claims.get(&fe) else {
@@ -443,6 +506,11 @@ impl Planner {
                     .and_then(|u| u.plan.sets.iter().find(|(k, _)| *k == winner.set))
                     .map(|(_, s)| s.clone())
                     .expect("a claim's set is planned by its Service");
+                self.endpoints += planned.endpoints.len();
+                *self
+                    .sets_per_service
+                    .entry(service_of(&winner.set).to_string())
+                    .or_default() += 1;
                 self.state
                     .sets
                     .entry(winner.set.clone())
@@ -453,7 +521,9 @@ impl Planner {
             }
         };
         set.frontends.insert(fe, winner.kind);
-        self.winners.insert(fe, winner.set.clone());
+        let key = winner.set.clone();
+        self.mark(&key);
+        self.winners.insert(fe, key);
     }
 
     /// Every problem found, sorted: each one log line.
@@ -463,9 +533,9 @@ impl Planner {
             losses.add(&self.claims[fe]);
         }
         let mut errors: Vec<PlanError> = self
-            .units
-            .values()
-            .flat_map(|u| u.plan.errors.iter().cloned())
+            .with_errors
+            .iter()
+            .flat_map(|k| self.units[k].plan.errors.iter().cloned())
             .chain(self.duplicates.iter().cloned())
             .chain(losses.errors())
             .collect();
@@ -476,13 +546,11 @@ impl Planner {
 
     /// Services that get no data path by design, sorted.
     pub fn ignored(&self) -> Vec<(String, &'static str)> {
-        let mut ignored: Vec<_> = self
-            .units
+        // Sorted already: a BTreeSet walk.
+        self.ignored
             .iter()
-            .filter_map(|(k, u)| Some((k.clone(), u.plan.ignored?)))
-            .collect();
-        ignored.sort();
-        ignored
+            .filter_map(|k| Some((k.clone(), self.units[k].plan.ignored?)))
+            .collect()
     }
 
     pub fn into_plan(self) -> Plan {

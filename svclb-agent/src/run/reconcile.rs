@@ -14,7 +14,7 @@ use crate::{
     dataplane::Dataplane,
     health::Health,
     metrics::Metrics,
-    model::{DesiredState, SetKey},
+    model::SetKey,
     plan::{
         Lookup, Planner, Touched,
         desired::{NodeInfo, PlanOptions},
@@ -48,6 +48,8 @@ pub struct Reconciler<D> {
     noticed: Option<Instant>,
     triggered: Vec<Timestamp>,
     failed: bool,
+    /// Sets changed since the last successful sync (None: unknown, compare all).
+    unsynced: Option<BTreeSet<SetKey>>,
 }
 
 impl<D: Dataplane> Reconciler<D> {
@@ -71,6 +73,7 @@ impl<D: Dataplane> Reconciler<D> {
             noticed: None,
             triggered: Vec::new(),
             failed: false,
+            unsynced: None,
         }
     }
 
@@ -124,14 +127,22 @@ impl<D: Dataplane> Reconciler<D> {
             "planned"
         );
         self.report(self.planner.errors(), self.planner.ignored());
-        match self.dp.sync(self.planner.state()) {
+        // A failed sync's changes are owed to the next one.
+        self.unsynced = match (self.unsynced.take(), self.planner.take_changed()) {
+            (Some(mut owed), Some(new)) => {
+                owed.extend(new);
+                Some(owed)
+            }
+            _ => None,
+        };
+        match self.dp.sync_changed(self.planner.state(), self.unsynced.as_ref()) {
             Ok(r) => {
+                self.unsynced = Some(BTreeSet::new());
                 let elapsed = started.elapsed();
                 self.metrics.sync_duration.observe(elapsed.as_secs_f64());
-                let state = self.planner.state();
-                Self::observe_state(&self.metrics, state);
-                let (sets, frontends, endpoints) =
-                    (state.sets.len(), state.frontend_count(), state.endpoint_count());
+                Self::observe_state(&self.metrics, &self.planner);
+                let sets = self.planner.state().sets.len();
+                let (_, frontends, endpoints) = self.planner.counts();
                 self.metrics.map_writes.inc_by(r.writes as u64);
                 self.metrics.flows_purged.inc_by(r.purged as u64);
                 let unix = SystemTime::now()
@@ -181,23 +192,11 @@ impl<D: Dataplane> Reconciler<D> {
         self.ignored = ignored;
     }
 
-    fn observe_state(metrics: &Metrics, state: &DesiredState) {
-        // Set keys start with `namespace/name:`, so one Service's sets are adjacent.
-        fn service(k: &SetKey) -> &str {
-            k.0.split_once(':').map_or(k.0.as_str(), |(svc, _)| svc)
-        }
-        let mut services = 0;
-        let mut last = None;
-        for key in state.sets.keys() {
-            let s = service(key);
-            if last != Some(s) {
-                services += 1;
-                last = Some(s);
-            }
-        }
-        metrics.services.set(services);
-        metrics.frontends.set(state.frontend_count() as i64);
-        metrics.endpoints.set(state.endpoint_count() as i64);
+    fn observe_state(metrics: &Metrics, planner: &Planner) {
+        let (services, frontends, endpoints) = planner.counts();
+        metrics.services.set(services as i64);
+        metrics.frontends.set(frontends as i64);
+        metrics.endpoints.set(endpoints as i64);
     }
 
     /// Change → data path latency: from each changed object's own change time where
@@ -227,7 +226,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::{dataplane::SyncReport, metrics};
+    use crate::{dataplane::SyncReport, metrics, model::DesiredState};
 
     /// Records what it was asked to hold; fails while `fail` is set.
     #[derive(Default)]

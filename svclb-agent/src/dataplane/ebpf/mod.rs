@@ -1,6 +1,6 @@
 //! The eBPF backend: loads the embedded object with its maps pinned, attaches TC and
 //! XDP through pinned links, and keeps the maps equal to the desired state.
-use std::{path::Path, time::Instant};
+use std::{collections::BTreeSet, path::Path, time::Instant};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -24,7 +24,7 @@ use self::{
 };
 use super::{Dataplane, SyncReport};
 use crate::{
-    model::DesiredState,
+    model::{DesiredState, SetKey},
     netif,
     plan::{applied::Applied, ids::IdAllocator},
 };
@@ -138,7 +138,11 @@ impl Dataplane for EbpfDataplane {
     }
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport> {
-        let pending = self.applied.delta(desired, &mut self.ids)?;
+        self.sync_changed(desired, None)
+    }
+
+    fn sync_changed(&mut self, desired: &DesiredState, changed: Option<&BTreeSet<SetKey>>) -> Result<SyncReport> {
+        let pending = self.applied.delta(desired, changed, &mut self.ids)?;
         let delta = &pending.delta;
         // Allow-list prefixes go in before the frontends that check them, out after.
         let ranges = SrcRanges::wanted(desired, &self.ids);

@@ -121,6 +121,7 @@ fn incremental_plan_equals_a_full_plan_after_every_change() {
         let mut objects = Objects::default();
         let mut version = 0;
         let mut node_n = 0;
+        let mut before = crate::model::DesiredState::default();
         for step in 0..60 {
             let mut touched = Touched::default();
             let node_before = node_n;
@@ -177,6 +178,21 @@ fn incremental_plan_equals_a_full_plan_after_every_change() {
             assert_eq!(by_events.state(), &full.state, "{ctx}: state from events");
             assert_eq!(by_events.errors(), full.errors, "{ctx}: errors from events");
             assert_eq!(by_events.ignored(), full.ignored, "{ctx}: ignored from events");
+            // The changed-set report covers every set that differs from the last one.
+            for p in [&mut planner, &mut by_events] {
+                if let Some(changed) = p.take_changed() {
+                    let keys = before.sets.keys().chain(full.state.sets.keys());
+                    for k in keys.filter(|k| before.sets.get(*k) != full.state.sets.get(*k)) {
+                        assert!(changed.contains(k), "{ctx}: {k} changed but not reported");
+                    }
+                }
+            }
+            let services: std::collections::BTreeSet<&str> =
+                full.state.sets.keys().map(|k| k.0.split_once(':').unwrap().0).collect();
+            let counts = (services.len(), full.state.frontend_count(), full.state.endpoint_count());
+            assert_eq!(planner.counts(), counts, "{ctx}: counts");
+            assert_eq!(by_events.counts(), counts, "{ctx}: counts from events");
+            before = full.state;
         }
     }
 }
