@@ -145,7 +145,7 @@ impl Dataplane for EbpfDataplane {
         let pending = self.applied.delta(desired, changed, &mut self.ids)?;
         let delta = &pending.delta;
         // Allow-list prefixes go in before the frontends that check them, out after.
-        let ranges = SrcRanges::wanted(desired, &self.ids);
+        let ranges = self.src_ranges.wanted(desired, changed, &self.ids);
         let ranges_added = self.src_ranges.add(&ranges)?;
         if delta.is_empty() {
             let writes = ranges_added + self.src_ranges.remove_stale(&ranges)?;

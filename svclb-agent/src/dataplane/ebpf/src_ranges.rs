@@ -2,7 +2,10 @@
 //! service id + source prefix). Kept next to the main map image: prefixes are added
 //! before the frontends that check them are written and removed after, so a
 //! LoadBalancer never drops an allowed client during a sync.
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{
@@ -12,7 +15,10 @@ use aya::maps::{
 use svclb_common::{MAP_SRC_RANGES, SrcRangeKey};
 
 use super::maps::MapSource;
-use crate::{model::DesiredState, plan::ids::IdAllocator};
+use crate::{
+    model::{DesiredState, SetKey},
+    plan::ids::IdAllocator,
+};
 
 /// (service id, prefix address, prefix length).
 pub type Range = (u32, Ipv4Addr, u8);
@@ -21,6 +27,8 @@ pub struct SrcRanges {
     map: LpmTrie<MapData, SrcRangeKey, u8>,
     /// What the map holds.
     held: BTreeSet<Range>,
+    /// The prefixes of each set that has some, as last asked for.
+    by_set: BTreeMap<SetKey, BTreeSet<Range>>,
 }
 
 fn key(&(svc_id, addr, len): &Range) -> Key<SrcRangeKey> {
@@ -45,19 +53,42 @@ impl SrcRanges {
             let len = k.prefix_len().saturating_sub(32) as u8;
             held.insert((data.svc_id, Ipv4Addr::from(u32::from_be(data.addr_be)), len));
         }
-        Ok(SrcRanges { map, held })
+        Ok(SrcRanges { map, held, by_set: BTreeMap::new() })
     }
 
-    /// The prefixes `desired` asks for, under the ids its sets have in `ids`.
-    pub fn wanted(desired: &DesiredState, ids: &IdAllocator) -> BTreeSet<Range> {
-        let mut out = BTreeSet::new();
-        // Few sets have ranges: the id lookup is only paid for those.
-        for (key, set) in &desired.sets {
-            let Some(ranges) = &set.source_ranges else { continue };
-            let Some(id) = ids.set_id(key) else { continue };
-            out.extend(ranges.iter().map(|&(addr, len)| (id, addr, len)));
+    /// The prefixes `desired` asks for, under the ids its sets have in `ids`. With
+    /// `changed` (the sets that differ from the last call's `desired`) only those are
+    /// looked at; without it, every set.
+    pub fn wanted(
+        &mut self,
+        desired: &DesiredState,
+        changed: Option<&BTreeSet<SetKey>>,
+        ids: &IdAllocator,
+    ) -> BTreeSet<Range> {
+        let ranges_of = |key: &SetKey| -> Option<BTreeSet<Range>> {
+            let ranges = desired.sets.get(key)?.source_ranges.as_ref()?;
+            let id = ids.set_id(key)?;
+            Some(ranges.iter().map(|&(addr, len)| (id, addr, len)).collect())
+        };
+        match changed {
+            Some(keys) => {
+                for key in keys {
+                    match ranges_of(key) {
+                        Some(r) => self.by_set.insert(key.clone(), r),
+                        None => self.by_set.remove(key),
+                    };
+                }
+            }
+            None => {
+                self.by_set = desired
+                    .sets
+                    .iter()
+                    .filter(|(_, set)| set.source_ranges.is_some())
+                    .filter_map(|(key, _)| Some((key.clone(), ranges_of(key)?)))
+                    .collect();
+            }
         }
-        out
+        self.by_set.values().flatten().copied().collect()
     }
 
     /// Inserts the prefixes of `wanted` the map lacks.
