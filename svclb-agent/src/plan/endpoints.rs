@@ -3,7 +3,7 @@
 //! name (this is how a named targetPort gets a different number per endpoint),
 //! addresses deduplicated, then filtered by readiness and locality.
 use std::{
-    collections::{BTreeMap, BTreeSet, btree_map::Entry},
+    collections::{BTreeMap, btree_map::Entry},
     net::Ipv4Addr,
 };
 
@@ -43,14 +43,14 @@ struct SliceEndpoint {
 pub(crate) type SliceIndex = BTreeMap<(String, String), Vec<SliceView>>;
 
 /// Validates every slice once (so a bad field is reported once, not once per Service
-/// port) and groups them by Service.
+/// port) and groups them by Service. Slices defined twice are dropped before (see
+/// `Planner`).
 pub(crate) fn index_slices<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     node_name: Option<&str>,
     errors: &mut Vec<PlanError>,
 ) -> SliceIndex {
     let mut index = SliceIndex::new();
-    let mut seen = BTreeSet::new();
     let mut sorted: Vec<&EndpointSlice> = slices.into_iter().collect();
     sorted.sort_by_key(|s| {
         (
@@ -69,14 +69,6 @@ pub(crate) fn index_slices<'a>(
             debug!(%object, "no {LABEL_SERVICE_NAME} label: belongs to no Service");
             continue;
         };
-        if !seen.insert(objects::key(&slice.metadata)) {
-            let e = Invalid::new(
-                ErrorKind::Duplicate,
-                "defined more than once; the first definition is used",
-            );
-            errors.push(e.at(&object, "metadata.name"));
-            continue;
-        }
         match slice.address_type.as_str() {
             "IPv4" => {}
             "IPv6" | "FQDN" => {
@@ -112,7 +104,7 @@ pub(crate) fn index_slices<'a>(
 
 /// `EndpointSlice ns/name`, plus where a mirrored slice came from, so a user who wrote
 /// an Endpoints object recognises it.
-fn describe(slice: &EndpointSlice) -> String {
+pub(crate) fn describe(slice: &EndpointSlice) -> String {
     let mut s = format!("EndpointSlice {}", objects::key(&slice.metadata));
     let labels = slice.metadata.labels.as_ref();
     if labels

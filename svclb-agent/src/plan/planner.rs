@@ -24,6 +24,7 @@ use tracing::debug;
 use super::{
     conflicts::{Claim, Losses, Priority},
     desired::{NodeInfo, Plan, PlanOptions, ServicePlan, plan_service},
+    endpoints,
     errors::{ErrorKind, Invalid, PlanError},
 };
 use crate::{
@@ -372,8 +373,8 @@ impl Planner {
                     ErrorKind::Duplicate,
                     "defined more than once; the first definition is used",
                 );
-                let object = format!("EndpointSlice {}", objects::key(&slice.metadata));
-                self.duplicates.push(e.at(&object, "metadata.name"));
+                self.duplicates
+                    .push(e.at(&endpoints::describe(slice), "metadata.name"));
                 continue;
             }
             groups
