@@ -196,6 +196,15 @@ impl Sandbox {
         }
     }
 
+    /// Stops the agent and removes what it programmed (`svclb-agent cleanup`), so that
+    /// the next agent starts from nothing, whatever its mode.
+    pub fn stop_agent_and_cleanup(&mut self) -> Result<()> {
+        if let Some(mut agent) = self.agent.take() {
+            agent.stop();
+        }
+        self.pins.cleanup()
+    }
+
     pub fn agent(&mut self) -> &mut Agent {
         self.agent.as_mut().expect("start_agent first")
     }

@@ -1,41 +1,63 @@
 //! `cargo xtask bench [--quick]`: per-packet cost through BPF_PROG_TEST_RUN (pktbench,
 //! with the no-op XDP floor measured in the same run), map programming time
-//! (progbench), and the control plane against the test apiserver (syncbench). Writes the raw JSON to `bench-results/` and the tables to BENCHMARKS.md.
+//! (progbench), the control plane against the test apiserver (syncbench), and real
+//! traffic through a ClusterIP against a direct connection and the iptables mode
+//! (trafficbench). Writes the raw JSON and the plots (benchplot) to `bench-results/`,
+//! the tables and the targets to BENCHMARKS.md.
 //! A benchmark, never a test: numbers are reported, not asserted.
-use std::{fmt::Write as _, fs, process::Command};
+use std::{fmt::Write as _, fs, path::Path, process::Command, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
 
 use crate::{cmd, toolchain};
 
 pub fn run(quick: bool) -> Result<()> {
     cmd::ensure_root("`cargo xtask bench`")?;
+    let started = Instant::now();
     let root = cmd::workspace_root();
     let mut build = Command::new("cargo");
     toolchain::apply(&mut build);
     cmd::run(build.current_dir(&root).args([
         "build", "--release", "-p", "svclb-tests", "--bin", "pktbench", "--bin", "progbench",
-        "--bin", "syncbench", "-p", "svclb-agent", "--bin", "svclb-agent",
+        "--bin", "syncbench", "--bin", "trafficbench", "--bin", "benchplot", "--bin", "podserver",
+        "-p", "svclb-agent", "--bin", "svclb-agent",
     ]))?;
     let bin = |name: &str| cmd::target_dir().join("release").join(name);
     let out_dir = root.join("bench-results");
     fs::create_dir_all(&out_dir)?;
+    let json = |name: &str| out_dir.join(format!("{name}.json"));
 
-    let (pkt_services, repeat, reps, prog_services, sync_services, changes) = if quick {
-        ("1,1000", "2000", "3", "1000", "1000", "50")
+    let (pkt_services, repeat, reps, prog_services) = if quick {
+        ("1,1000", "2000", "3", "1000")
     } else {
-        ("1,1000,10000,100000", "10000", "7", "1000,10000,100000", "10000", "1000")
+        ("1,1000,10000,100000", "10000", "7", "1000,10000,100000")
     };
-    let pkt_json = out_dir.join("pktbench.json");
     let pkt_args = ["--services", pkt_services, "--repeat", repeat, "--reps", reps];
-    let pkt = capture(Command::new(bin("pktbench")).args(pkt_args).arg("--json").arg(&pkt_json))?;
-    let prog_json = out_dir.join("progbench.json");
+    let pkt = capture(Command::new(bin("pktbench")).args(pkt_args).arg("--json").arg(json("pktbench")))?;
     let prog_args = ["--services", prog_services, "--endpoints", "10", "--reps", reps];
-    let prog = capture(Command::new(bin("progbench")).args(prog_args).arg("--json").arg(&prog_json))?;
+    let prog = capture(Command::new(bin("progbench")).args(prog_args).arg("--json").arg(json("progbench")))?;
 
-    let sync_json = out_dir.join("syncbench.json");
-    let sync_args = ["--services", sync_services, "--endpoints", "10", "--changes", changes];
-    let sync = capture(Command::new(bin("syncbench")).args(sync_args).arg("--json").arg(&sync_json))?;
+    // Change latency at 10k; memory at 10k and (full run) 100k.
+    let sync_runs: &[(&str, &str, &str)] = if quick {
+        &[("1000", "50", "syncbench")]
+    } else {
+        &[("10000", "1000", "syncbench"), ("100000", "100", "syncbench-100k")]
+    };
+    let mut sync = Vec::new();
+    for (services, changes, name) in sync_runs {
+        let args = ["--services", services, "--endpoints", "10", "--changes", changes];
+        let text = capture(Command::new(bin("syncbench")).args(args).arg("--json").arg(json(name)))?;
+        sync.push((args.join(" "), text));
+    }
+
+    let traffic_args: [&str; 8] = if quick {
+        ["--services", "100", "--seconds", "0.5", "--reps", "1", "--modes", "direct,ebpf,iptables"]
+    } else {
+        ["--services", "100,10000", "--seconds", "2", "--reps", "5", "--modes", "direct,ebpf,iptables"]
+    };
+    let traffic = capture(Command::new(bin("trafficbench")).args(traffic_args).arg("--json").arg(json("trafficbench")))?;
+    capture(Command::new(bin("benchplot")).arg(&out_dir))?;
 
     let uname = cmd::output(Command::new("uname").arg("-r")).unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -43,22 +65,103 @@ pub fn run(quick: bool) -> Result<()> {
     let _ = writeln!(md, "# svclb benchmarks\n");
     let _ = writeln!(
         md,
-        "Produced by `cargo xtask bench{}` on kernel {}, {} CPUs. These machines are shared and \
-         noisy: compare numbers measured side by side in one run (the no-op XDP program is \
-         measured in the same run as the floor). Raw results: `bench-results/*.json`.\n",
+        "Produced by `cargo xtask bench{}` on kernel {}, {} CPUs, in {:.0} s. These machines are \
+         shared and noisy: compare numbers measured side by side in one run (the no-op XDP \
+         program is measured in the same run as the floor; traffic modes are interleaved). Raw \
+         results: `bench-results/*.json`.\n",
         if quick { " --quick" } else { "" },
         uname.trim(),
-        cpus
+        cpus,
+        started.elapsed().as_secs_f64()
     );
-    let _ = writeln!(md, "## Per-packet cost (BPF_PROG_TEST_RUN, ns per packet)\n");
+    let _ = writeln!(md, "## Targets\n");
+    md += &targets(&out_dir);
+    let _ = writeln!(md, "\n## Per-packet cost (BPF_PROG_TEST_RUN, ns per packet)\n");
+    let _ = writeln!(md, "![per-packet cost](bench-results/per-packet.png)\n");
     let _ = writeln!(md, "`pktbench {}`\n\n```text\n{}```\n", pkt_args.join(" "), pkt);
     let _ = writeln!(md, "## Programming time (Services × 10 endpoints into the BPF maps)\n");
     let _ = writeln!(md, "`progbench {}`\n\n```text\n{}```\n", prog_args.join(" "), prog);
     let _ = writeln!(md, "## Control plane: the agent in kube mode against the test apiserver\n");
-    let _ = writeln!(md, "`syncbench {}`\n\n```text\n{}```", sync_args.join(" "), sync);
+    for (args, text) in &sync {
+        let _ = writeln!(md, "`syncbench {args}`\n\n```text\n{text}```\n");
+    }
+    let _ = writeln!(md, "## Real traffic: new connections through a ClusterIP over veth\n");
+    let _ = writeln!(md, "![connection rate](bench-results/conn-rate.png)\n");
+    let _ = writeln!(md, "`trafficbench {}`\n\n```text\n{}```", traffic_args.join(" "), traffic);
     fs::write(root.join("BENCHMARKS.md"), md).context("writing BENCHMARKS.md")?;
-    println!("bench: wrote BENCHMARKS.md and {}", out_dir.display());
+    println!("bench: wrote BENCHMARKS.md and {} in {:.0} s", out_dir.display(), started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The issues' targets, each with the measured value and whether it is met.
+fn targets(dir: &Path) -> String {
+    let load = |name: &str| -> Option<Value> {
+        serde_json::from_str(&fs::read_to_string(dir.join(format!("{name}.json"))).ok()?).ok()
+    };
+    let mut rows = vec!["| target | measured | met |".to_string(), "| --- | --- | --- |".to_string()];
+    let mut row = |what: String, measured: String, met: Option<bool>| {
+        let met = met.map_or("?", |m| if m { "yes" } else { "**no**" });
+        rows.push(format!("| {what} | {measured} | {met} |"));
+    };
+    if let Some(pkt) = load("pktbench") {
+        let median = |n: u64, hook: &str, case: &str| -> Option<f64> {
+            pkt["results"].as_array()?.iter().find_map(|r| {
+                (r["services"].as_u64() == Some(n) && r["hook"] == hook && r["case"] == case)
+                    .then(|| r["median_ns"].as_f64())?
+            })
+        };
+        let sizes: Vec<u64> = pkt["fills"].as_array().into_iter().flatten().filter_map(|f| f["services"].as_u64()).collect();
+        let (small, big) = (sizes.first().copied().unwrap_or(1), sizes.last().copied().unwrap_or(1));
+        if let Some(noop) = median(small, "xdp_noop", "noop") {
+            for hook in ["xdp", "tc"] {
+                for (case, limit) in [("established", 4.0), ("new", 8.0)] {
+                    if let Some(ns) = median(small, hook, case) {
+                        let r = ns / noop;
+                        row(format!("{hook} {case} ≤ {limit}× no-op XDP"), format!("{r:.1}× ({ns:.0} / {noop:.0} ns)"), Some(r <= limit));
+                    }
+                }
+            }
+        }
+        for hook in ["xdp", "tc"] {
+            for case in ["new", "established", "reply", "miss"] {
+                if let (Some(a), Some(b)) = (median(small, hook, case), median(big, hook, case)) {
+                    let r = b / a;
+                    row(format!("{hook} {case}: cost at {big} Services ≤ 1.1× at {small}"), format!("{r:.2}×"), Some(r <= 1.1));
+                }
+            }
+        }
+    }
+    if let Some(prog) = load("progbench") {
+        for r in prog.as_array().into_iter().flatten() {
+            let n = r["services"].as_u64().unwrap_or(0);
+            if n == 10_000 {
+                let ms = r["initial_ms"][1].as_f64().unwrap_or(f64::NAN);
+                row("10k Services × 10 endpoints into the maps ≤ 0.25 s".into(), format!("{:.3} s", ms / 1e3), Some(ms <= 250.0));
+            }
+            let us = r["one_change_map_us"][1].as_f64().unwrap_or(f64::NAN);
+            row(format!("one changed Service at {n}: ≤ 1 ms of map work"), format!("{us:.0} µs"), Some(us <= 1000.0));
+        }
+    }
+    if let Some(sync) = load("syncbench") {
+        let n = sync["services"].as_u64().unwrap_or(0);
+        let s = sync["initial_sync_s"].as_f64().unwrap_or(f64::NAN);
+        row(format!("initial sync of {n} Services from the apiserver ≤ 2 s"), format!("{s:.2} s"), Some(s <= 2.0));
+        if let Some(m) = sync["map_programming_s"].as_f64() {
+            row("…of which map programming ≤ 0.25 s".into(), format!("{m:.3} s"), Some(m <= 0.25));
+        }
+        let p99 = sync["change_latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN);
+        let p50 = sync["change_latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN);
+        row(format!("single change → data path at {n}: p99 ≤ 10 ms"), format!("p50 {p50:.2} ms, p99 {p99:.2} ms"), Some(p99 <= 10.0));
+    }
+    if let Some(traffic) = load("trafficbench") {
+        for r in traffic.as_array().into_iter().flatten().filter(|r| r["mode"] == "ebpf") {
+            let n = r["services"].as_u64().unwrap_or(0);
+            if let Some(ratio) = r["vs_direct"].as_f64() {
+                row(format!("ebpf connection rate ≥ 0.95× direct at {n} Services"), format!("{ratio:.3}×"), Some(ratio >= 0.95));
+            }
+        }
+    }
+    rows.join("\n") + "\n"
 }
 
 /// Run a benchmark, echo and return its stdout.

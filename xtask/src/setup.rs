@@ -23,6 +23,7 @@ const APT_PACKAGES: &[&str] = &[
     "bind9-dnsutils",
     "nginx-light",
     "libcap2-bin",
+    "fonts-dejavu-core",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -76,6 +76,22 @@ fn open_services(pins: &std::path::Path) -> Option<HashMap<MapData, ServiceKey, 
     HashMap::try_from(Map::from_map_data(data).ok()?).ok()
 }
 
+/// Kernel memory charged to the pinned maps (`memlock` of each map fd), KiB.
+fn map_memory_kib(pins: &std::path::Path) -> u64 {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    svclb_common::ALL_MAPS
+        .iter()
+        .filter_map(|name| {
+            let data = MapData::from_pin(pins.join("maps").join(name)).ok()?;
+            let fd = data.fd().as_fd().as_raw_fd();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+            let line = info.lines().find(|l| l.starts_with("memlock:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum::<u64>()
+        / 1024
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -162,6 +178,7 @@ fn main() -> Result<()> {
         .find(|l| l.contains(" synced") && l.contains("map_us="))
         .and_then(|l| l.split("map_us=").nth(1)?.split_whitespace().next()?.parse().ok());
     let rss_initial = rss_kib(agent.pid());
+    let maps_kib = map_memory_kib(pins.path());
 
     // 2. Change latency: alternately drop and restore the last endpoint of one slice.
     let mut lat_ms = Vec::with_capacity(changes as usize);
@@ -219,12 +236,13 @@ fn main() -> Result<()> {
         );
     }
     println!("agent RSS: {} MiB after the initial sync, {} MiB after the changes", rss_initial / 1024, rss_after / 1024);
+    println!("BPF map memory (memlock of the pinned maps, preallocated for their capacity): {} MiB", maps_kib / 1024);
     if let Some(path) = json_out {
         let v = json!({"services": n, "endpoints": e, "initial_sync_s": initial.as_secs_f64(),
             "map_programming_s": map_us.map(|u| u as f64 / 1e6),
             "change_latency_ms": {"p50": p50, "p99": p99, "max": max, "count": changes},
             "agent_reconcile_ms": {"p50": percentile(&reconcile_ms, 0.5), "p99": percentile(&reconcile_ms, 0.99), "count": reconcile_ms.len()},
-            "agent_rss_kib": {"initial": rss_initial, "after_changes": rss_after}});
+            "agent_rss_kib": {"initial": rss_initial, "after_changes": rss_after}, "map_memlock_kib": maps_kib});
         std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
     }
     Ok(())
