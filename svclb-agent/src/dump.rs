@@ -124,7 +124,13 @@ pub fn build(image: &MapImage, stats: impl Fn(u32) -> (u64, u64)) -> DumpView {
             })
             .collect();
         let mut flags = Vec::new();
-        for (bit, name) in [(SVC_F_AFFINITY, "affinity"), (SVC_F_LOCAL, "local"), (SVC_F_MAGLEV, "maglev")] {
+        for (bit, name) in [
+            (SVC_F_AFFINITY, "affinity"),
+            (SVC_F_LOCAL, "local"),
+            (SVC_F_MAGLEV, "maglev"),
+            (svclb_common::SVC_F_SRC_RANGES, "source-ranges"),
+            (svclb_common::SVC_F_NO_LOCAL_DROP, "no-local-drop"),
+        ] {
             if val.flags & bit != 0 {
                 flags.push(name);
             }

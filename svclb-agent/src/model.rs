@@ -149,6 +149,12 @@ pub struct BackendSet {
     pub maglev: bool,
     /// The frontends that use this set, with their kind.
     pub frontends: BTreeMap<Frontend, FrontendKind>,
+    /// `loadBalancerSourceRanges` (IPv4 prefixes, host bits cleared) for the set's
+    /// LoadBalancer frontends; `None` lets every source in, an empty list none.
+    pub source_ranges: Option<Vec<(Ipv4Addr, u8)>>,
+    /// `local_policy` left no endpoint although the Service has some on other nodes:
+    /// new flows are dropped (as kube-proxy does) rather than rejected.
+    pub no_local_drop: bool,
 }
 
 /// Everything the data path should hold.

@@ -6,6 +6,14 @@ pub const SVC_F_AFFINITY: u16 = 1 << 0;
 pub const SVC_F_LOCAL: u16 = 1 << 1;
 /// [`crate::ServiceValue::flags`]: slots hold a Maglev lookup table, not a plain list.
 pub const SVC_F_MAGLEV: u16 = 1 << 2;
+/// [`crate::ServiceValue::flags`]: a LoadBalancer frontend with
+/// `loadBalancerSourceRanges`: only sources in the service's prefixes of
+/// `MAP_SRC_RANGES` are let in (no prefix at all lets nobody in).
+pub const SVC_F_SRC_RANGES: u16 = 1 << 3;
+/// [`crate::ServiceValue::flags`]: a Local traffic policy left no endpoint on this node
+/// although the Service has some elsewhere: new flows are dropped, as kube-proxy does,
+/// instead of rejected (a reject means "no endpoints at all").
+pub const SVC_F_NO_LOCAL_DROP: u16 = 1 << 4;
 
 /// [`crate::ServiceValue::kind`]: what kind of address the frontend is (for dump).
 pub const KIND_CLUSTER_IP: u8 = 1;
@@ -26,6 +34,21 @@ pub const CT_DIR_REPLY: u8 = 1;
 
 /// [`crate::CtValue::flags`]: a FIN or RST was seen; a new SYN may reuse the tuple.
 pub const CT_F_CLOSING: u8 = 1 << 0;
+/// [`crate::CtValue::flags`]: the flow is source-NATed too (externalTrafficPolicy
+/// Cluster to another node's endpoint, or hairpin). Forward packets also get their
+/// source rewritten to `rev_*`; replies also get their destination rewritten to `rev_*`.
+pub const CT_F_SNAT: u8 = 1 << 1;
+
+/// Source address of hairpin flows (a pod reaching itself through a Service): the pod
+/// would drop a packet from its own address, so it sees this link-local one, never a
+/// frontend (the planner refuses link-local frontends), and answers through the node.
+pub const HAIRPIN_ADDR: [u8; 4] = [169, 254, 42, 1];
+/// First source port tried after the client's own when source-NATing: ports above
+/// Linux's default ephemeral range (32768-60999), so node-local sockets rarely clash.
+pub const SNAT_PORT_MIN: u16 = 61_000;
+/// Source ports tried per new source-NATed flow (the client's, then random ones from
+/// `SNAT_PORT_MIN..=65535`) before giving up (`Counter::SnatNoPort`).
+pub const SNAT_PORT_TRIES: u32 = 8;
 
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
@@ -59,9 +82,22 @@ pub enum Counter {
     /// XDP saw a packet to a frontend without backends and left it to TC, which sends
     /// the reject (an XDP_TX reply is lost on veth unless the peer runs XDP).
     RejectToTc = 11,
+    /// New flow whose source was NATed to the node (externalTrafficPolicy Cluster,
+    /// endpoint on another node).
+    SnatNew = 12,
+    /// New flow of a pod to itself through a Service, source NATed to `HAIRPIN_ADDR`.
+    HairpinNew = 13,
+    /// No free source port for a source-NATed flow: dropped.
+    SnatNoPort = 14,
+    /// No route (or no source address) towards the endpoint to source NAT with: dropped.
+    SnatNoRoute = 15,
+    /// Source outside a LoadBalancer's `loadBalancerSourceRanges`: dropped.
+    SrcRangeDrop = 16,
+    /// New flow to a Local-policy frontend without a local endpoint: dropped.
+    NoLocalDrop = 17,
 }
 
-pub const COUNTER_COUNT: u32 = 12;
+pub const COUNTER_COUNT: u32 = 18;
 
 pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
     "pass_not_ipv4",
@@ -76,4 +112,10 @@ pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
     "drop",
     "affinity_hit",
     "reject_to_tc",
+    "snat_new",
+    "hairpin_new",
+    "snat_no_port",
+    "snat_no_route",
+    "src_range_drop",
+    "no_local_drop",
 ];

@@ -11,11 +11,11 @@ pub const MAP_SLOTS: &str = "SVCLB_SLOT_V1";
 /// Backend id (`u32`) → [`crate::Backend`].
 pub const MAP_BACKENDS: &str = "SVCLB_BE_V1";
 /// LRU flow table: [`crate::CtKey`] → [`crate::CtValue`].
-pub const MAP_CONNTRACK: &str = "SVCLB_CT_V1";
+pub const MAP_CONNTRACK: &str = "SVCLB_CT_V2";
 /// LRU session affinity: [`crate::AffinityKey`] → [`crate::AffinityValue`].
 pub const MAP_AFFINITY: &str = "SVCLB_AFF_V1";
 /// Per-CPU array of `u64`, indexed by [`crate::Counter`].
-pub const MAP_COUNTERS: &str = "SVCLB_CNT_V2";
+pub const MAP_COUNTERS: &str = "SVCLB_CNT_V3";
 /// Per-CPU array of [`crate::SvcStats`], indexed by service id.
 pub const MAP_SVC_STATS: &str = "SVCLB_SSTAT_V1";
 /// Array with one [`crate::Config`] at index 0.
@@ -28,8 +28,12 @@ pub const MAP_SVC_NAMES: &str = "SVCLB_NAME_V1";
 /// interface it attaches to.
 pub const MAP_IFACES: &str = "SVCLB_IF_V1";
 
+/// LPM trie: [`crate::SrcRangeKey`] (service id + source prefix) → `u8` (unused):
+/// the `loadBalancerSourceRanges` allow-lists.
+pub const MAP_SRC_RANGES: &str = "SVCLB_SRCR_V1";
+
 /// All maps, for pinning, adoption and cleanup.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 11] = [
     MAP_SERVICES,
     MAP_SLOTS,
     MAP_BACKENDS,
@@ -40,6 +44,7 @@ pub const ALL_MAPS: [&str; 10] = [
     MAP_CONFIG,
     MAP_SVC_NAMES,
     MAP_IFACES,
+    MAP_SRC_RANGES,
 ];
 
 /// Frontends: ClusterIP, every node address × NodePort, externalIPs, LB ingress IPs,
@@ -55,6 +60,8 @@ pub const MAX_BACKENDS: u32 = 1_048_576;
 pub const MAX_CONNTRACK: u32 = 262_144;
 pub const MAX_AFFINITY: u32 = 65_536;
 pub const MAX_IFACES: u32 = 4_096;
+/// Source prefixes across all LoadBalancer allow-lists.
+pub const MAX_SRC_RANGES: u32 = 65_536;
 /// Largest backend set of one Service port the data path accepts.
 pub const MAX_BACKENDS_PER_SERVICE: u32 = 65_535;
 

@@ -94,6 +94,12 @@ pub struct CtValue {
     pub svc_id: u32,
     /// `bpf_ktime_get_ns()` of the last packet seen in this direction.
     pub last_seen_ns: u64,
+    /// With `CT_F_SNAT`: forward: the source to put on forward packets (node or
+    /// hairpin address); reply: the client to put back as the destination. Network
+    /// byte order; zero otherwise.
+    pub rev_addr_be: u32,
+    pub rev_port_be: u16,
+    pub _pad2: [u8; 2],
 }
 
 /// Session-affinity key: one client of one backend set.
@@ -113,6 +119,17 @@ pub struct AffinityValue {
     pub _pad: u32,
     /// `bpf_ktime_get_ns()` when the client last opened a flow with it.
     pub last_used_ns: u64,
+}
+
+/// Data part of an LPM key of `MAP_SRC_RANGES` (the key is `prefix_len` + this):
+/// `prefix_len` is 32 (the whole service id) + the source prefix length, so a lookup
+/// with a full 64-bit key matches only prefixes of that service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SrcRangeKey {
+    pub svc_id: u32,
+    /// Source address (prefix), network byte order.
+    pub addr_be: u32,
 }
 
 /// Per-service packet and byte counts (per CPU; user space sums).
@@ -177,7 +194,10 @@ const _: () = {
     assert!(offset_of!(CtKey, dport_be) == 10);
     assert!(offset_of!(CtKey, proto) == 12);
     assert!(offset_of!(CtKey, dir) == 13);
-    assert!(size_of::<CtValue>() == 24);
+    assert!(size_of::<CtValue>() == 32);
+    assert!(offset_of!(CtValue, rev_addr_be) == 24);
+    assert!(offset_of!(CtValue, rev_port_be) == 28);
+    assert!(size_of::<SrcRangeKey>() == 8);
     assert!(offset_of!(CtValue, backend_id) == 8);
     assert!(offset_of!(CtValue, svc_id) == 12);
     assert!(offset_of!(CtValue, last_seen_ns) == 16);
@@ -207,4 +227,5 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for IfaceInfo {}
     unsafe impl aya::Pod for SvcName {}
+    unsafe impl aya::Pod for SrcRangeKey {}
 }

@@ -41,6 +41,10 @@ pub trait Frame {
     fn load_bytes(&self, off: u32, dst: *mut u8, len: u32) -> Result<(), HelperFailed>;
     /// Replaces the whole packet by `buf[..len]`.
     fn replace<const N: usize>(&self, buf: &[u8; N], len: u32) -> Result<(), HelperFailed>;
+    /// The program context, for helpers that take it (`bpf_fib_lookup`).
+    fn ctx_ptr(&self) -> *mut core::ffi::c_void;
+    /// Index of the interface the packet came in on.
+    fn ingress_ifindex(&self) -> u32;
 }
 
 /// Bounds-checked pointer to a `T` at `off`; re-derived from the context each time so

@@ -2,17 +2,19 @@
 //! choice (random, Maglev hash, session affinity), then NAT or reject.
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use svclb_common::{
-    AffinityKey, AffinityValue, Backend, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, Counter,
-    SVC_F_AFFINITY, SVC_F_MAGLEV, ServiceKey, ServiceValue, SlotKey,
+    AffinityKey, AffinityValue, Backend, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT,
+    Counter, SVC_F_AFFINITY, SVC_F_MAGLEV, SVC_F_NO_LOCAL_DROP, SVC_F_SRC_RANGES, ServiceKey,
+    ServiceValue, SlotKey,
 };
 
 use crate::{
-    ct,
+    ct::{self, CreateError},
     frame::{Frame, HelperFailed},
     maps::{AFFINITY, BACKENDS, SERVICES, SLOTS},
     nat,
     parse::{Parsed, parse},
     reject,
+    snat::{self, Source},
     stats::{self, count},
 };
 
@@ -53,6 +55,11 @@ pub fn process<F: Frame>(f: &F) -> Verdict {
 #[inline(always)]
 fn forward<F: Frame>(f: &F, p: &Parsed, svc: &ServiceValue) -> Verdict {
     stats::service(svc.svc_id, f.len());
+    // Every packet, not only new flows: a narrowed allow-list also cuts tracked flows.
+    if svc.flags & SVC_F_SRC_RANGES != 0 && !snat::source_allowed(p, svc.svc_id) {
+        count(Counter::SrcRangeDrop);
+        return Verdict::Drop;
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(ct) = ct::lookup(&ct::key(p, CT_DIR_FORWARD)) {
         // A tracked flow keeps its backend even if it left the Service; only a new SYN
@@ -63,10 +70,19 @@ fn forward<F: Frame>(f: &F, p: &Parsed, svc: &ServiceValue) -> Verdict {
                 ct.flags |= CT_F_CLOSING;
             }
             let (addr, port) = (ct.nat_addr_be, ct.nat_port_be);
-            return done(nat::dnat(f, p, addr, port), Counter::FwdEstablished);
+            let r = nat::dnat(f, p, addr, port);
+            if ct.flags & CT_F_SNAT != 0 {
+                let (saddr, sport) = (ct.rev_addr_be, ct.rev_port_be);
+                return done(r.and_then(|()| nat::snat(f, p, saddr, sport)), Counter::FwdEstablished);
+            }
+            return done(r, Counter::FwdEstablished);
         }
     }
     if svc.backend_count == 0 {
+        if svc.flags & SVC_F_NO_LOCAL_DROP != 0 {
+            count(Counter::NoLocalDrop);
+            return Verdict::Drop;
+        }
         if !F::SENDS_REJECTS {
             count(Counter::RejectToTc);
             return Verdict::Pass;
@@ -77,10 +93,33 @@ fn forward<F: Frame>(f: &F, p: &Parsed, svc: &ServiceValue) -> Verdict {
         // The agent updates slots before counts, so this is a race with a removal.
         return drop();
     };
-    if ct::create(p, id, &be, svc.svc_id, now).is_err() {
-        return drop();
+    let snat_addr = match snat::source(f, p, svc, &be) {
+        Source::Client => 0,
+        Source::Nat(a) => a,
+        Source::NoRoute => {
+            count(Counter::SnatNoRoute);
+            return Verdict::Drop;
+        }
+    };
+    let snat_port = match ct::create(p, id, &be, svc.svc_id, now, snat_addr) {
+        Ok(port) => port,
+        Err(CreateError::Map) => return drop(),
+        Err(CreateError::NoPort) => {
+            count(Counter::SnatNoPort);
+            return Verdict::Drop;
+        }
+    };
+    let r = nat::dnat(f, p, be.addr_be, be.port_be);
+    if snat_addr == 0 {
+        return done(r, Counter::FwdNew);
     }
-    done(nat::dnat(f, p, be.addr_be, be.port_be), Counter::FwdNew)
+    let r = r.and_then(|()| nat::snat(f, p, snat_addr, snat_port));
+    if be.addr_be == p.saddr {
+        count(Counter::HairpinNew);
+    } else {
+        count(Counter::SnatNew);
+    }
+    done(r, Counter::FwdNew)
 }
 
 /// Not to a frontend: maybe the reply of a tracked flow.
@@ -95,7 +134,13 @@ fn reply<F: Frame>(f: &F, p: &Parsed) -> Verdict {
         ct::mark_closing_from_reply(p, ct);
     }
     let (addr, port) = (ct.nat_addr_be, ct.nat_port_be);
-    done(nat::snat(f, p, addr, port), Counter::Reply)
+    let r = nat::snat(f, p, addr, port);
+    if ct.flags & CT_F_SNAT != 0 {
+        // Back to the client the node stood in for.
+        let (daddr, dport) = (ct.rev_addr_be, ct.rev_port_be);
+        return done(r.and_then(|()| nat::dnat(f, p, daddr, dport)), Counter::Reply);
+    }
+    done(r, Counter::Reply)
 }
 
 /// Backend for a new flow: the client's affinity backend while fresh, else a slot.

@@ -28,6 +28,7 @@ mod maps;
 mod nat;
 mod parse;
 mod reject;
+mod snat;
 mod stats;
 mod tc;
 mod xdp;

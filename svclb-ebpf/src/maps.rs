@@ -5,13 +5,14 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use svclb_common::{
     AffinityKey, AffinityValue, Backend, COUNTER_COUNT, Config, CtKey, CtValue, IfaceInfo,
     MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_IFACES, MAP_SERVICES,
-    MAP_SLOTS, MAP_SVC_NAMES, MAP_SVC_STATS, MAX_AFFINITY, MAX_BACKENDS, MAX_CONNTRACK, MAX_IFACES,
-    MAX_SERVICE_IDS, MAX_SERVICES, MAX_SLOTS, ServiceKey, ServiceValue, SlotKey, SvcName, SvcStats,
+    MAP_SLOTS, MAP_SRC_RANGES, MAP_SVC_NAMES, MAP_SVC_STATS, MAX_AFFINITY, MAX_BACKENDS, MAX_CONNTRACK,
+    MAX_IFACES, MAX_SERVICE_IDS, MAX_SERVICES, MAX_SLOTS, MAX_SRC_RANGES, ServiceKey, ServiceValue,
+    SlotKey, SrcRangeKey, SvcName, SvcStats,
 };
 
 #[map(name = "SVCLB_SVC_V1")]
@@ -25,7 +26,7 @@ pub static SLOTS: HashMap<SlotKey, u32> = HashMap::with_max_entries(MAX_SLOTS, 0
 #[map(name = "SVCLB_BE_V1")]
 pub static BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(MAX_BACKENDS, 0);
 
-#[map(name = "SVCLB_CT_V1")]
+#[map(name = "SVCLB_CT_V2")]
 pub static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(MAX_CONNTRACK, 0);
 
 #[map(name = "SVCLB_AFF_V1")]
@@ -33,7 +34,7 @@ pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
     LruHashMap::with_max_entries(MAX_AFFINITY, 0);
 
 /// Indexed by `svclb_common::Counter`.
-#[map(name = "SVCLB_CNT_V2")]
+#[map(name = "SVCLB_CNT_V3")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 /// Indexed by service id.
@@ -53,6 +54,10 @@ pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(MAX_IFACE
 #[map(name = "SVCLB_NAME_V1")]
 pub static SVC_NAMES: HashMap<u32, SvcName> =
     HashMap::with_max_entries(MAX_SERVICE_IDS, BPF_F_NO_PREALLOC);
+
+/// `loadBalancerSourceRanges` allow-lists (LPM tries are never preallocated).
+#[map(name = "SVCLB_SRCR_V1")]
+pub static SRC_RANGES: LpmTrie<SrcRangeKey, u8> = LpmTrie::with_max_entries(MAX_SRC_RANGES, 0);
 
 const fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -74,9 +79,10 @@ const _: () = {
     assert!(same(MAP_SERVICES, "SVCLB_SVC_V1"));
     assert!(same(MAP_SLOTS, "SVCLB_SLOT_V1"));
     assert!(same(MAP_BACKENDS, "SVCLB_BE_V1"));
-    assert!(same(MAP_CONNTRACK, "SVCLB_CT_V1"));
+    assert!(same(MAP_CONNTRACK, "SVCLB_CT_V2"));
     assert!(same(MAP_AFFINITY, "SVCLB_AFF_V1"));
-    assert!(same(MAP_COUNTERS, "SVCLB_CNT_V2"));
+    assert!(same(MAP_COUNTERS, "SVCLB_CNT_V3"));
+    assert!(same(MAP_SRC_RANGES, "SVCLB_SRCR_V1"));
     assert!(same(MAP_IFACES, "SVCLB_IF_V1"));
     assert!(same(MAP_SVC_STATS, "SVCLB_SSTAT_V1"));
     assert!(same(MAP_CONFIG, "SVCLB_CFG_V1"));

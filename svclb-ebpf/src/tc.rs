@@ -106,4 +106,14 @@ impl Frame for TcContext {
             ))
         }
     }
+
+    #[inline(always)]
+    fn ctx_ptr(&self) -> *mut core::ffi::c_void {
+        self.skb.skb.cast()
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        unsafe { (*self.skb.skb).ifindex }
+    }
 }

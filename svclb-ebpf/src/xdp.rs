@@ -75,4 +75,14 @@ impl Frame for XdpContext {
         // Never called: XDP leaves rejects to TC (SENDS_REJECTS is false).
         Err(HelperFailed)
     }
+
+    #[inline(always)]
+    fn ctx_ptr(&self) -> *mut core::ffi::c_void {
+        self.ctx.cast()
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        unsafe { (*self.ctx).ingress_ifindex }
+    }
 }

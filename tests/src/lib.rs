@@ -5,6 +5,7 @@ pub mod demo;
 pub mod http;
 pub mod manifests;
 pub mod modes;
+pub mod multinode;
 pub mod netns;
 pub mod packet;
 pub mod process;

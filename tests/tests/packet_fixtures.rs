@@ -800,6 +800,7 @@ fn object_declares_the_abi_maps() -> Result<()> {
         (MAP_SVC_STATS, MAX_SERVICE_IDS),
         (MAP_CONFIG, 1),
         (MAP_SVC_NAMES, MAX_SERVICE_IDS),
+        (svclb_common::MAP_SRC_RANGES, svclb_common::MAX_SRC_RANGES),
     ];
     for (name, max) in want {
         let map = h
@@ -810,7 +811,8 @@ fn object_declares_the_abi_maps() -> Result<()> {
             aya::maps::Map::HashMap(d)
             | aya::maps::Map::LruHashMap(d)
             | aya::maps::Map::PerCpuArray(d)
-            | aya::maps::Map::Array(d) => d.info()?,
+            | aya::maps::Map::Array(d)
+            | aya::maps::Map::LpmTrie(d) => d.info()?,
             _ => anyhow::bail!("{name}: unexpected map type"),
         };
         ensure!(

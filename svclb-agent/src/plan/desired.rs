@@ -167,12 +167,16 @@ fn ports_of(
         let split = !external_fe.is_empty()
             && (external != internal || view.external_local != view.internal_local);
 
-        let set = |endpoints, local_policy| BackendSet {
+        // Local policy with no local endpoint while other nodes have some: drop.
+        let elsewhere = !endpoints::select(&candidates, false).is_empty();
+        let set = |endpoints: Vec<_>, local_policy| BackendSet {
+            no_local_drop: local_policy && endpoints.is_empty() && elsewhere,
             endpoints,
             affinity_timeout_s: view.affinity_timeout_s,
             local_policy,
             maglev: view.maglev,
             frontends: BTreeMap::new(),
+            source_ranges: view.source_ranges.clone(),
         };
         let internal_key = SetKey(base.clone());
         let mut planned = vec![(internal_key.clone(), set(internal, view.internal_local))];

@@ -156,7 +156,7 @@ pub fn compile(
                     // The planner rejects sets larger than MAX_BACKENDS_PER_SERVICE and
                     // Maglev tables are at most maglev::MAX_TABLE entries.
                     backend_count: u16::try_from(slots.len()).unwrap_or(u16::MAX),
-                    flags,
+                    flags: flags | super::policy_flags::extra(set, *kind),
                     affinity_timeout_s: set.affinity_timeout_s.unwrap_or(0),
                     kind: kind.code(),
                     _pad: [0; 3],

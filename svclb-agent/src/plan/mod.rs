@@ -10,7 +10,9 @@ pub mod ids;
 pub mod image;
 pub mod maglev;
 pub mod planner;
+mod policy_flags;
 mod service;
+mod source_ranges;
 pub mod validate;
 
 pub use desired::{NodeInfo, Plan, PlanOptions, plan};

@@ -36,6 +36,9 @@ pub(crate) struct ServiceView {
     pub external_local: bool,
     pub internal_local: bool,
     pub maglev: bool,
+    /// `spec.loadBalancerSourceRanges` of a LoadBalancer Service (see
+    /// [`super::source_ranges`]).
+    pub source_ranges: Option<Vec<(Ipv4Addr, u8)>>,
 }
 
 #[derive(Debug)]
@@ -115,6 +118,11 @@ pub(crate) fn parse(svc: &Service, opts: &PlanOptions, errors: &mut Vec<PlanErro
             errors,
         ),
         maglev: maglev(svc, opts, &object, errors),
+        source_ranges: if is_lb {
+            super::source_ranges::parse(spec, &object, errors)
+        } else {
+            None
+        },
         object,
     })
 }

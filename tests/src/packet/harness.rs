@@ -343,6 +343,23 @@ impl Harness {
             .insert(id, b, 0)?)
     }
 
+    /// Adds `addr/len` to the `loadBalancerSourceRanges` allow-list of `svc_id`.
+    pub fn put_src_range(&mut self, svc_id: u32, addr: Ipv4Addr, len: u8) -> Result<()> {
+        let map = self
+            .bpf
+            .map_mut(svclb_common::MAP_SRC_RANGES)
+            .context("no source ranges map")?;
+        let mut trie = aya::maps::LpmTrie::<_, svclb_common::SrcRangeKey, u8>::try_from(map)?;
+        let key = aya::maps::lpm_trie::Key::new(
+            32 + u32::from(len),
+            svclb_common::SrcRangeKey {
+                svc_id,
+                addr_be: addr_be(addr),
+            },
+        );
+        Ok(trie.insert(&key, 0, 0)?)
+    }
+
     pub fn remove_backend(&mut self, id: u32) -> Result<()> {
         Ok(self.hash_mut::<u32, Backend>(MAP_BACKENDS)?.remove(&id)?)
     }

@@ -15,9 +15,11 @@ pub mod attach;
 pub mod batch;
 pub mod maps;
 pub mod pins;
+pub mod src_ranges;
 
 use self::{
     maps::Maps,
+    src_ranges::SrcRanges,
     pins::{Hook, PinLayout},
 };
 use super::{Dataplane, SyncReport};
@@ -42,6 +44,7 @@ pub struct EbpfDataplane {
     maps: Maps,
     ids: IdAllocator,
     applied: Applied,
+    src_ranges: SrcRanges,
     /// Keeps the programs loaded for the agent's life (links are pinned anyway).
     _ebpf: aya::Ebpf,
 }
@@ -74,6 +77,7 @@ impl EbpfDataplane {
         }
         // Maps the programs read are filled before any program is attached.
         let mut maps = Maps::open(&mut ebpf)?;
+        let src_ranges = SrcRanges::open(&mut ebpf)?;
         let mut ifaces = Vec::new();
         for iface in &tc_ifaces {
             let idx = netif::ifindex(iface).with_context(|| format!("interface {iface}"))?;
@@ -120,7 +124,7 @@ impl EbpfDataplane {
             );
         }
         let ids = IdAllocator::adopt(&image);
-        Ok(EbpfDataplane { maps, ids, applied: Applied::adopt(image), _ebpf: ebpf })
+        Ok(EbpfDataplane { maps, ids, applied: Applied::adopt(image), src_ranges, _ebpf: ebpf })
     }
 
     pub fn maps(&self) -> &Maps {
@@ -140,8 +144,12 @@ impl Dataplane for EbpfDataplane {
     fn sync_changed(&mut self, desired: &DesiredState, changed: Option<&BTreeSet<SetKey>>) -> Result<SyncReport> {
         let pending = self.applied.delta(desired, changed, &mut self.ids)?;
         let delta = &pending.delta;
+        // Allow-list prefixes go in before the frontends that check them, out after.
+        let ranges = self.src_ranges.wanted(desired, changed, &self.ids);
+        let ranges_added = self.src_ranges.add(&ranges)?;
         if delta.is_empty() {
-            return Ok(SyncReport::default());
+            let writes = ranges_added + self.src_ranges.remove_stale(&ranges)?;
+            return Ok(SyncReport { writes, ..SyncReport::default() });
         }
         let start = Instant::now();
         if let Err(e) = self.maps.write(delta) {
@@ -166,8 +174,10 @@ impl Dataplane for EbpfDataplane {
         // The maps hold the target now, whatever the purge below does.
         self.applied.commit(pending);
         let purged = self.maps.purge(&udp_pairs, &gone)?;
+        let ranges_removed = self.src_ranges.remove_stale(&ranges)?;
         let duration = start.elapsed();
         debug!(writes, purged, "map delta applied");
+        let writes = writes + ranges_added + ranges_removed;
         Ok(SyncReport { writes, purged, duration })
     }
 }

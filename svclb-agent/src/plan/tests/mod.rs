@@ -6,6 +6,7 @@ mod endpoints;
 mod frontends;
 mod incremental;
 mod policies;
+mod datapath_policies;
 
 use std::net::Ipv4Addr;
 
