@@ -1,7 +1,7 @@
 //! `--iface` values that select interfaces instead of naming them: `auto` (every
 //! interface that is up, except loopback) and shell-style patterns (`eth*`, `veth*`,
-//! `en?0`). Resolved once, when the agent starts; the local addresses for
-//! `--nodeport-addresses` come from the same interface list.
+//! `en?0`). Resolved at start and again every second, since new pods bring new veths;
+//! the local addresses for `--nodeport-addresses` come from the start-time list.
 use std::{collections::BTreeSet, ffi::CStr, net::Ipv4Addr};
 
 /// The `--iface` value that selects every up, non-loopback interface.

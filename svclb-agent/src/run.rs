@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, net::Ipv4Addr, sync::Arc, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use aya::programs::XdpMode;
 use tokio::time::Instant;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     cli::{RunArgs, XdpModeArg, parse_port_range},
@@ -43,6 +43,8 @@ use self::{
     reconcile::{NodeAddresses, Reconciler},
 };
 
+/// How often `--iface` selectors are matched again against the interfaces present.
+const IFACE_CHECK: Duration = Duration::from_secs(1);
 /// A failed sync is retried after this, doubling up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -89,6 +91,10 @@ impl Source {
 pub async fn run(mut args: RunArgs) -> Result<()> {
     crate::config::check(&args)?;
     let present = crate::ifaces::list().context("listing interfaces")?;
+    // Selectors (`auto`, `veth*`) are looked at again every IFACE_CHECK: pods come and
+    // go, and a new pod's veth needs the TC program to get its Service traffic.
+    let selectors = args.iface.clone();
+    let dynamic = selectors.iter().any(|v| crate::ifaces::is_selector(v));
     args.iface = crate::ifaces::select(&args.iface, &present)?;
     if let crate::nodeport::NodePortAddresses::Cidrs(cidrs) =
         crate::nodeport::parse(&args.nodeport_addresses)?
@@ -192,9 +198,21 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
     let mut retry = RETRY_MIN;
     let mut retry_at: Option<Instant> = None;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut iface_check = tokio::time::interval(IFACE_CHECK);
+    iface_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let change = tokio::select! {
             change = source.next() => change,
+            _ = iface_check.tick(), if dynamic => {
+                let selected = crate::ifaces::list()
+                    .context("listing interfaces")
+                    .and_then(|present| Ok(crate::ifaces::select(&selectors, &present)?));
+                match selected.and_then(|tc| rec.dp.set_interfaces(&tc)) {
+                    Ok(()) => {}
+                    Err(e) => warn!(error = format!("{e:#}"), "interface check failed; retrying"),
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                 Change::Changed { noticed: None, triggered: Vec::new() }
             }

@@ -114,26 +114,39 @@ impl Topology {
                 index,
                 ns: NetNs::new(&format!("pod{index}"))?,
             };
-            let node_if = pod_node_if(index);
-            veth(&topo.node, &node_if, &pod.ns, INNER_IF)?;
-            let gateway = pod_gateway(index);
-            topo.node
-                .ip(&["addr", "add", &format!("{gateway}/24"), "dev", &node_if])?;
-            pod.ns
-                .ip(&["addr", "add", &format!("{}/24", pod.ip()), "dev", INNER_IF])?;
-            pod.ns
-                .ip(&["route", "add", "default", "via", &gateway.to_string()])?;
-            topo.node.tx_checksum_off(&node_if)?;
+            topo.link_pod(&pod)?;
             topo.pods.push(pod);
         }
-        for iface in topo.node_ifaces() {
-            for key in ["rp_filter", "accept_local"] {
-                let value = if key == "rp_filter" { "0" } else { "1" };
-                topo.node
-                    .sysctl(&format!("net.ipv4.conf.{iface}.{key}"), value)?;
-            }
-        }
+        topo.node_if_sysctls(NODE_EXT_IF)?;
         Ok(topo)
+    }
+
+    /// The veth between the node and `pod`, with addresses and the pod's default route.
+    fn link_pod(&self, pod: &Pod) -> Result<()> {
+        let node_if = pod_node_if(pod.index);
+        veth(&self.node, &node_if, &pod.ns, INNER_IF)?;
+        let gateway = pod_gateway(pod.index);
+        self.node
+            .ip(&["addr", "add", &format!("{gateway}/24"), "dev", &node_if])?;
+        pod.ns
+            .ip(&["addr", "add", &format!("{}/24", pod.ip()), "dev", INNER_IF])?;
+        pod.ns
+            .ip(&["route", "add", "default", "via", &gateway.to_string()])?;
+        self.node.tx_checksum_off(&node_if)?;
+        self.node_if_sysctls(&node_if)
+    }
+
+    fn node_if_sysctls(&self, iface: &str) -> Result<()> {
+        self.node.sysctl(&format!("net.ipv4.conf.{iface}.rp_filter"), "0")?;
+        self.node.sysctl(&format!("net.ipv4.conf.{iface}.accept_local"), "1")
+    }
+
+    /// Deletes pod `n`'s link and creates it again (same names and addresses, a new
+    /// interface index), as when a pod is replaced by one with the same identity.
+    pub fn relink_pod(&self, n: u8) -> Result<()> {
+        let pod = self.pod(n);
+        self.node.ip(&["link", "del", &pod_node_if(n)])?;
+        self.link_pod(pod)
     }
 
     /// Every node-side interface: the external link first, then the pod links. The agent

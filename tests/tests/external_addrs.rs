@@ -126,6 +126,56 @@ fn external_and_load_balancer_ips_answer_from_outside(m: Mode) {
     assert_eq!(r.ok, 0, "a withdrawn LoadBalancer IP still answers: {r:?}");
 }
 
+/// `spec.loadBalancerSourceRanges` added to a LoadBalancer Service.
+fn with_source_ranges(service: &str, ranges: &[&str]) -> String {
+    let mut list = String::from("  type: LoadBalancer\n  loadBalancerSourceRanges:\n");
+    for r in ranges {
+        list += &format!("  - \"{r}\"\n");
+    }
+    service.replacen("  type: LoadBalancer\n", &list, 1)
+}
+
+/// Connections from the external client: (answered, attempted).
+fn from_client(sb: &svclb_tests::sandbox::Sandbox, ip: Ipv4Addr, port: u16, count: u32) -> (u64, u64) {
+    let target = format!("{ip}:{port}");
+    let r = sb
+        .probe(sb.client(), &["tcp", "--target", &target, "--count", &count.to_string(), "--timeout-ms", "300"])
+        .unwrap();
+    (r.ok, r.attempts)
+}
+
+/// `loadBalancerSourceRanges` lets only the listed sources reach the load-balancer IP;
+/// the NodePort and the cluster IP are not filtered.
+fn source_ranges_allow_listed_clients_only(m: Mode) {
+    let mut sb = m.sandbox().unwrap();
+    sb.client()
+        .ip(&["route", "add", "198.18.60.0/24", "via", &NODE_IP.to_string()])
+        .unwrap();
+    let write = |sb: &svclb_tests::sandbox::Sandbox, ranges: &[&str]| {
+        let doc = lb(&[], &[INGRESS_IP], &sb.backend_ips());
+        sb.manifests.write("lb.yaml", &with_source_ranges(&doc, ranges)).unwrap();
+    };
+    // The external client is 198.18.100.2.
+    write(&sb, &["198.18.100.0/24"]);
+    sb.start_agent(m.agent_args()).unwrap();
+    sb.agent()
+        .wait_dump("lb frontend", SYNC, |d| has_frontend(d, INGRESS_IP, 80, "TCP", 3))
+        .unwrap();
+    assert_eq!(from_client(&sb, INGRESS_IP, 80, 20), (20, 20), "a client in range");
+
+    write(&sb, &["198.18.200.0/24", "198.19.0.0/16"]);
+    // Wait for the change to land: the frontend stays, so poll the traffic (bounded).
+    let deadline = std::time::Instant::now() + SYNC;
+    while from_client(&sb, INGRESS_IP, 80, 1).0 != 0 {
+        assert!(std::time::Instant::now() < deadline, "the out-of-range client is still answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(from_client(&sb, INGRESS_IP, 80, 5).0, 0, "a client out of range");
+    assert_eq!(from_client(&sb, NODE_IP, NODE_PORT, 10), (10, 10), "the NodePort is not filtered");
+    let pod = sb.probe(sb.client_pod(), &["tcp", "--target", &format!("{LB_CLUSTER_IP}:80"), "--count", "10"]).unwrap();
+    assert_eq!(pod.ok, 10, "the cluster IP is not filtered: {pod:?}");
+}
+
 /// Once per data-path mode (see svclb_tests::modes): kube-proxy's iptables mode supports
 /// this scenario too.
 macro_rules! in_mode {
@@ -141,5 +191,5 @@ macro_rules! in_mode {
     };
 }
 
-in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [external_and_load_balancer_ips_answer_from_outside]);
-in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [external_and_load_balancer_ips_answer_from_outside]);
+in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [external_and_load_balancer_ips_answer_from_outside, source_ranges_allow_listed_clients_only]);
+in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [external_and_load_balancer_ips_answer_from_outside, source_ranges_allow_listed_clients_only]);

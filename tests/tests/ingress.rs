@@ -111,6 +111,11 @@ fn nginx(pod: &Pod, dir: &Path) -> Process {
 
 /// `curl -H "Host: HOST" http://ADDR:PORT/`: (status, body).
 fn curl(ns: &NetNs, host: &str, addr: Ipv4Addr, port: u16) -> (u16, String) {
+    try_curl(ns, host, addr, port).unwrap()
+}
+
+/// Like [`curl`]; an error when nothing answers (curl fails).
+fn try_curl(ns: &NetNs, host: &str, addr: Ipv4Addr, port: u16) -> anyhow::Result<(u16, String)> {
     let mut cmd = process::command(Some(ns.name()), "curl").unwrap();
     cmd.args([
         "-sS",
@@ -122,9 +127,9 @@ fn curl(ns: &NetNs, host: &str, addr: Ipv4Addr, port: u16) -> (u16, String) {
         &format!("Host: {host}"),
     ])
     .arg(format!("http://{addr}:{port}/"));
-    let out = process::run(cmd, Duration::from_secs(10)).unwrap();
+    let out = process::run(cmd, Duration::from_secs(10))?;
     let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), body.trim().to_owned())
+    Ok((code.trim().parse()?, body.trim().to_owned()))
 }
 
 fn nodeport_to_nginx_to_clusterip_routes_by_host(m: Mode) {
@@ -134,7 +139,8 @@ fn nodeport_to_nginx_to_clusterip_routes_by_host(m: Mode) {
     let nginx_pod = sb.topo.pod(5);
     let proc = nginx(nginx_pod, dir.path());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while curl(sb.client(), "nothing.test", nginx_pod.ip(), NGINX_PORT).0 != 404 {
+    // Not listening yet: curl fails; listening: the unknown Host gets 404.
+    while try_curl(sb.client(), "nothing.test", nginx_pod.ip(), NGINX_PORT).map(|r| r.0).ok() != Some(404) {
         assert!(
             Instant::now() < deadline,
             "nginx does not answer:\n{}",

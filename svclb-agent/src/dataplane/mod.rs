@@ -37,6 +37,13 @@ pub trait Dataplane {
         let _ = changed;
         self.sync(desired)
     }
+
+    /// The interfaces the agent serves changed (pods come and go): the data path hooks
+    /// the new ones. Rule-based data paths do not depend on interfaces.
+    fn set_interfaces(&mut self, tc_ifaces: &[String]) -> anyhow::Result<()> {
+        let _ = tc_ifaces;
+        Ok(())
+    }
 }
 
 /// The mode is chosen at start ([`select`]): the agent holds whichever it got.
@@ -46,5 +53,15 @@ impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
     }
     fn sync(&mut self, desired: &DesiredState) -> anyhow::Result<SyncReport> {
         (**self).sync(desired)
+    }
+    fn sync_changed(
+        &mut self,
+        desired: &DesiredState,
+        changed: Option<&BTreeSet<SetKey>>,
+    ) -> anyhow::Result<SyncReport> {
+        (**self).sync_changed(desired, changed)
+    }
+    fn set_interfaces(&mut self, tc_ifaces: &[String]) -> anyhow::Result<()> {
+        (**self).set_interfaces(tc_ifaces)
     }
 }

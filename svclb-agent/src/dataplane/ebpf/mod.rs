@@ -45,8 +45,14 @@ pub struct EbpfDataplane {
     ids: IdAllocator,
     applied: Applied,
     src_ranges: SrcRanges,
-    /// Keeps the programs loaded for the agent's life (links are pinned anyway).
-    _ebpf: aya::Ebpf,
+    pins: PinLayout,
+    /// Interfaces with the TC program (every XDP interface among them), with their
+    /// index: a link deleted and created again under the same name needs TC again.
+    tc_ifaces: Vec<(String, u32)>,
+    xdp_ifaces: Vec<String>,
+    /// Keeps the programs loaded for the agent's life (links are pinned anyway); TC is
+    /// attached from it to interfaces that appear later.
+    ebpf: aya::Ebpf,
 }
 
 impl EbpfDataplane {
@@ -79,10 +85,11 @@ impl EbpfDataplane {
         let mut maps = Maps::open(&mut ebpf)?;
         let src_ranges = SrcRanges::open(&mut ebpf)?;
         let mut ifaces = Vec::new();
+        let mut indexed = Vec::new();
         for iface in &tc_ifaces {
             let idx = netif::ifindex(iface).with_context(|| format!("interface {iface}"))?;
-            let flags = if netif::has_peer(iface) { IF_F_PEER } else { 0 };
-            ifaces.push((idx, IfaceInfo { flags, _pad: 0 }));
+            ifaces.push((idx, iface_info(iface)));
+            indexed.push((iface.clone(), idx));
         }
         maps.set_ifaces(&ifaces)?;
         maps.set_config(Config { flags: if opts.debug_log { CFG_F_DEBUG_LOG } else { 0 }, _pad: 0 })?;
@@ -124,7 +131,64 @@ impl EbpfDataplane {
             );
         }
         let ids = IdAllocator::adopt(&image);
-        Ok(EbpfDataplane { maps, ids, applied: Applied::adopt(image), src_ranges, _ebpf: ebpf })
+        Ok(EbpfDataplane {
+            maps,
+            ids,
+            applied: Applied::adopt(image),
+            src_ranges,
+            pins,
+            tc_ifaces: indexed,
+            xdp_ifaces: opts.xdp_ifaces.clone(),
+            ebpf,
+        })
+    }
+
+    /// Attaches TC to `wanted` interfaces that lack it and detaches it from those gone
+    /// (their links went with them). An interface that vanishes meanwhile is skipped.
+    fn update_interfaces(&mut self, wanted: &[String]) -> Result<()> {
+        let mut full = wanted.to_vec();
+        for x in &self.xdp_ifaces {
+            if !full.contains(x) {
+                full.push(x.clone());
+            }
+        }
+        let mut present = Vec::new();
+        let mut entries = Vec::new();
+        for iface in &full {
+            match netif::ifindex(iface) {
+                Ok(idx) => {
+                    entries.push((idx, iface_info(iface)));
+                    present.push((iface.clone(), idx));
+                }
+                Err(e) => warn!(iface, error = %e, "interface gone before TC could be attached"),
+            }
+        }
+        if present == self.tc_ifaces {
+            return Ok(());
+        }
+        // The interface table first: a reject on a new veth must know it has a peer.
+        self.maps.set_ifaces(&entries)?;
+        let tc: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROG_TC)
+            .context("no TC program in the object")?
+            .try_into()?;
+        let mut attached = Vec::new();
+        for entry in &present {
+            if self.tc_ifaces.contains(entry) {
+                attached.push(entry.clone());
+                continue;
+            }
+            match attach::attach_tc(tc, &self.pins, &entry.0) {
+                Ok(()) => attached.push(entry.clone()),
+                Err(e) => warn!(iface = entry.0, error = format!("{e:#}"), "TC not attached; retried at the next interface check"),
+            }
+        }
+        let names: Vec<String> = attached.iter().map(|(n, _)| n.clone()).collect();
+        attach::detach_others(&self.pins, Hook::Tc, &names)?;
+        info!(interfaces = attached.len(), "TC interfaces updated");
+        self.tc_ifaces = attached;
+        Ok(())
     }
 
     pub fn maps(&self) -> &Maps {
@@ -135,6 +199,10 @@ impl EbpfDataplane {
 impl Dataplane for EbpfDataplane {
     fn mode(&self) -> &'static str {
         "ebpf"
+    }
+
+    fn set_interfaces(&mut self, tc_ifaces: &[String]) -> Result<()> {
+        self.update_interfaces(tc_ifaces)
     }
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport> {
@@ -180,6 +248,12 @@ impl Dataplane for EbpfDataplane {
         let writes = writes + ranges_added + ranges_removed;
         Ok(SyncReport { writes, purged, duration })
     }
+}
+
+/// The interface table entry: veth/netkit links get rejects through their peer.
+fn iface_info(iface: &str) -> IfaceInfo {
+    let flags = if netif::has_peer(iface) { IF_F_PEER } else { 0 };
+    IfaceInfo { flags, _pad: 0 }
 }
 
 /// Detach every program and remove every pin under `bpffs`.

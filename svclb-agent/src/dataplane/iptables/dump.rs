@@ -85,9 +85,12 @@ pub fn parse_save(text: &str, into: &mut Saved) {
     }
 }
 
-/// `"KEY KIND[ has no endpoints]"` → (KEY, KIND).
+/// `"KEY KIND[ has no [local ]endpoints]"` → (KEY, KIND).
 fn parse_comment(comment: &str) -> Option<(String, FrontendKind)> {
-    let comment = comment.strip_suffix(" has no endpoints").unwrap_or(comment);
+    let comment = comment
+        .strip_suffix(" has no endpoints")
+        .or_else(|| comment.strip_suffix(" has no local endpoints"))
+        .unwrap_or(comment);
     [
         FrontendKind::ClusterIp,
         FrontendKind::NodePort,
@@ -146,6 +149,15 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
             let Some(target) = rule.arg("-j") else {
                 continue;
             };
+            // KUBE-FW- (source ranges) → KUBE-EXT- → the set's chain.
+            let target = if target.starts_with("KUBE-FW-") {
+                match chain(Table::Nat, target).iter().find_map(|r| r.arg("-j")) {
+                    Some(t) => t,
+                    None => continue,
+                }
+            } else {
+                target
+            };
             let set_chain = if target.starts_with("KUBE-EXT-") {
                 chain(Table::Nat, target)
                     .iter()
@@ -169,7 +181,8 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
     }
     for c in [SERVICES, EXTERNAL_SERVICES] {
         for rule in chain(Table::Filter, c) {
-            if rule.arg("-j") != Some("REJECT") {
+            let no_local = rule.arg("--comment").is_some_and(|c| c.ends_with(" has no local endpoints"));
+            if rule.arg("-j") != Some("REJECT") && !no_local {
                 continue;
             }
             let Some((key, kind, addr, port, proto)) = frontend_of(rule) else {

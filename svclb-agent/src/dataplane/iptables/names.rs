@@ -59,6 +59,11 @@ impl SetName {
     pub fn ext_chain(&self) -> String {
         format!("KUBE-EXT-{}", hash(&[&self.port_name, self.proto_lower()]))
     }
+    /// KUBE-FW-…: load-balancer traffic from `loadBalancerSourceRanges` (the rest falls
+    /// through undNATed and is dropped in the filter table).
+    pub fn fw_chain(&self) -> String {
+        format!("KUBE-FW-{}", hash(&[&self.port_name, self.proto_lower()]))
+    }
     /// KUBE-SEP-…: one endpoint's DNAT.
     pub fn sep_chain(&self, ep: &BackendAddr) -> String {
         let ep = ep.socket().to_string();

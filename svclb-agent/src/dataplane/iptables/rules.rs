@@ -12,7 +12,11 @@
 //! - frontends jump from `KUBE-SERVICES` (`KUBE-NODEPORTS` for NodePorts);
 //! - a set without endpoints gets REJECT rules in the filter table instead
 //!   (`KUBE-SERVICES` for cluster IPs, `KUBE-EXTERNAL-SERVICES` for the rest): a TCP
-//!   reset, or ICMP port unreachable for UDP.
+//!   reset, or ICMP port unreachable for UDP; DROP when a Local policy leaves no local
+//!   endpoint while other nodes have some (as kube-proxy);
+//! - `loadBalancerSourceRanges`: load-balancer frontends jump to `KUBE-FW-…`, which
+//!   sends only the listed sources on to `KUBE-EXT-…`; the rest stay addressed to the
+//!   load-balancer IP and are dropped in the filter table's `KUBE-EXTERNAL-SERVICES`.
 //!
 //! Maglev sets are programmed like the others (random choice): iptables has no
 //! consistent hashing.
@@ -60,7 +64,7 @@ pub const FIXED: &[(Table, &str)] = &[
 ];
 
 /// Prefixes of the per-Service chains.
-pub const PER_SERVICE: &[&str] = &["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-SEP-"];
+pub const PER_SERVICE: &[&str] = &["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"];
 
 /// Whether `chain` is one this agent writes (fixed or per-Service).
 pub fn is_ours(table: Table, chain: &str) -> bool {
@@ -186,15 +190,21 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
                 } else {
                     EXTERNAL_SERVICES
                 };
-                let comment = format!("{key} {} has no endpoints", kind_words(*kind));
-                chains
-                    .get_mut(&filter(chain))
-                    .expect("fixed chain")
-                    .push(format!(
+                let rule = if set.no_local_drop {
+                    let comment = format!("{key} {} has no local endpoints", kind_words(*kind));
+                    format!("{} -j DROP", match_frontend(fe, &comment))
+                } else {
+                    let comment = format!("{key} {} has no endpoints", kind_words(*kind));
+                    format!(
                         "{} -j REJECT --reject-with {}",
                         match_frontend(fe, &comment),
                         reject_with(fe.proto)
-                    ));
+                    )
+                };
+                chains
+                    .get_mut(&filter(chain))
+                    .expect("fixed chain")
+                    .push(rule);
             }
             continue;
         }
@@ -210,6 +220,15 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
             let (chain, target) = match kind {
                 FrontendKind::ClusterIp => (SERVICES, set_chain.clone()),
                 FrontendKind::NodePort => (NODEPORTS, name.ext_chain()),
+                FrontendKind::LoadBalancer if set.source_ranges.is_some() => {
+                    let fw = name.fw_chain();
+                    let dropped = format!("{key} traffic not accepted by {fw}");
+                    chains
+                        .get_mut(&filter(EXTERNAL_SERVICES))
+                        .expect("fixed chain")
+                        .push(format!("{} -j DROP", match_frontend(fe, &dropped)));
+                    (SERVICES, fw)
+                }
                 FrontendKind::ExternalIp | FrontendKind::LoadBalancer => {
                     (SERVICES, name.ext_chain())
                 }
@@ -240,6 +259,19 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
                 ]
             };
             chains.insert(nat(&name.ext_chain()), rules);
+        }
+        if let Some(ranges) = &set.source_ranges {
+            // An empty list (every entry invalid) lets nobody in, as in the eBPF path.
+            let rules = ranges
+                .iter()
+                .map(|(addr, len)| {
+                    format!(
+                        "-s {addr}/{len} -m comment --comment \"{key} loadBalancerSourceRanges\" -j {}",
+                        name.ext_chain()
+                    )
+                })
+                .collect();
+            chains.insert(nat(&name.fw_chain()), rules);
         }
     }
     chains.get_mut(&nat(SERVICES)).expect("fixed chain").push(format!(

@@ -400,3 +400,95 @@ fn endpoint_state_is_in_the_service_chain_comment() {
         "{svc:?}"
     );
 }
+
+#[test]
+fn source_ranges_let_listed_clients_reach_the_load_balancer_and_drop_the_rest() {
+    let (key, mut set) = web();
+    let lb = fe([198, 18, 60, 1], 80, Proto::Tcp);
+    set.frontends.insert(lb, FrontendKind::LoadBalancer);
+    set.source_ranges = Some(vec![(Ipv4Addr::new(198, 18, 100, 0), 24)]);
+    let chains = generate(&state([(key, set)])).unwrap();
+    let name = SetName::parse(&SetKey("default/web:http/TCP".into())).unwrap();
+    let (fw, ext) = (name.fw_chain(), name.ext_chain());
+    assert!(fw.starts_with("KUBE-FW-"), "{fw}");
+    let nat_services = &chains[&(Table::Nat, "KUBE-SERVICES".into())];
+    assert!(
+        nat_services.contains(&format!(
+            "-d 198.18.60.1/32 -p tcp -m comment --comment \"default/web:http/TCP loadbalancer IP\" -m tcp --dport 80 -j {fw}"
+        )),
+        "{nat_services:#?}"
+    );
+    assert_eq!(
+        chains[&(Table::Nat, fw.clone())],
+        [format!(
+            "-s 198.18.100.0/24 -m comment --comment \"default/web:http/TCP loadBalancerSourceRanges\" -j {ext}"
+        )]
+    );
+    assert_eq!(
+        chains[&(Table::Filter, "KUBE-EXTERNAL-SERVICES".into())],
+        [format!(
+            "-d 198.18.60.1/32 -p tcp -m comment --comment \"default/web:http/TCP traffic not accepted by {fw}\" -m tcp --dport 80 -j DROP"
+        )]
+    );
+    // The NodePort and the cluster IP are not filtered.
+    assert!(nat_services.iter().any(|r| r.contains("198.18.0.10/32") && r.ends_with(&name.svc_chain())));
+}
+
+#[test]
+fn a_local_policy_without_local_endpoints_drops_instead_of_rejecting() {
+    let key = SetKey("default/web:http/TCP@ext".into());
+    let set = BackendSet {
+        no_local_drop: true,
+        local_policy: true,
+        frontends: BTreeMap::from([(
+            fe([198, 18, 100, 1], 30080, Proto::Tcp),
+            FrontendKind::NodePort,
+        )]),
+        ..Default::default()
+    };
+    let chains = generate(&state([(key, set)])).unwrap();
+    assert_eq!(
+        chains[&(Table::Filter, "KUBE-EXTERNAL-SERVICES".into())],
+        ["-d 198.18.100.1/32 -p tcp -m comment --comment \"default/web:http/TCP@ext nodePort has no local endpoints\" -m tcp --dport 30080 -j DROP"]
+    );
+    // dump shows it as a frontend without endpoints.
+    let save = "\
+*filter
+:KUBE-EXTERNAL-SERVICES - [0:0]
+:KUBE-SERVICES - [0:0]
+[0:0] -A KUBE-EXTERNAL-SERVICES -d 198.18.100.1/32 -p tcp -m comment --comment \"default/web:http/TCP@ext nodePort has no local endpoints\" -m tcp --dport 30080 -j DROP
+[0:0] -A KUBE-EXTERNAL-SERVICES -d 198.18.60.1/32 -p tcp -m comment --comment \"default/web:http/TCP traffic not accepted by KUBE-FW-AAAA\" -m tcp --dport 80 -j DROP
+COMMIT
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-FW-AAAA - [0:0]
+:KUBE-EXT-AAAA - [0:0]
+:KUBE-SVC-AAAA - [0:0]
+:KUBE-SEP-ONE - [0:0]
+[2:120] -A KUBE-SERVICES -d 198.18.60.1/32 -p tcp -m comment --comment \"default/web:http/TCP loadbalancer IP\" -m tcp --dport 80 -j KUBE-FW-AAAA
+[0:0] -A KUBE-FW-AAAA -s 198.18.100.0/24 -m comment --comment \"default/web:http/TCP loadBalancerSourceRanges\" -j KUBE-EXT-AAAA
+[0:0] -A KUBE-EXT-AAAA -m comment --comment \"masquerade traffic for default/web:http/TCP external destinations\" -j KUBE-MARK-MASQ
+[0:0] -A KUBE-EXT-AAAA -j KUBE-SVC-AAAA
+[0:0] -A KUBE-SVC-AAAA -m comment --comment \"default/web:http/TCP -> 198.19.1.2:8080\" -j KUBE-SEP-ONE
+[0:0] -A KUBE-SEP-ONE -p tcp -m comment --comment default/web:http/TCP -m tcp -j DNAT --to-destination 198.19.1.2:8080
+COMMIT
+";
+    let mut saved = Saved::new();
+    parse_save(save, &mut saved);
+    let view = build(&saved).expect("ours");
+    let summary: Vec<String> = view
+        .frontends
+        .iter()
+        .map(|f| {
+            let bes: Vec<String> = f.backends.iter().map(|b| format!("{}:{}", b.address, b.port)).collect();
+            format!("{} {} {}:{} [{}]", f.service, f.kind, f.address, f.port, bes.join(","))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "default/web:http/TCP LoadBalancer 198.18.60.1:80 [198.19.1.2:8080]",
+            "default/web:http/TCP@ext NodePort 198.18.100.1:30080 []",
+        ]
+    );
+}
