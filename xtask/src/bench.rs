@@ -21,6 +21,7 @@ pub fn run(quick: bool) -> Result<()> {
     cmd::run(build.current_dir(&root).args([
         "build", "--release", "-p", "svclb-tests", "--bin", "pktbench", "--bin", "progbench",
         "--bin", "syncbench", "--bin", "trafficbench", "--bin", "benchplot", "--bin", "podserver",
+        "--bin", "probe",
         "-p", "svclb-agent", "--bin", "svclb-agent",
     ]))?;
     let bin = |name: &str| cmd::target_dir().join("release").join(name);

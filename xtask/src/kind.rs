@@ -216,17 +216,8 @@ pub fn run() -> Result<()> {
         "pod/client",
         "--timeout=300s",
     ])?;
-    // The agent attaches to the interfaces present when it starts (`iface: auto`): the
-    // pods' links are new, so restart it once they exist (docs/operating.md).
-    cluster.kubectl_run(&["-n", "svclb-system", "rollout", "restart", "ds/svclb-agent"])?;
-    cluster.kubectl_run(&[
-        "-n",
-        "svclb-system",
-        "rollout",
-        "status",
-        "ds/svclb-agent",
-        "--timeout=300s",
-    ])?;
+    // The pods' links are new: the agents (`iface: auto`) attach TC to them within a
+    // second; the checks below retry for a few seconds anyway.
 
     let mut results: Vec<(String, Result<String>)> = Vec::new();
     let cluster_ip = cluster.kubectl_out(&[
@@ -337,7 +328,7 @@ fn expect_count(names: BTreeSet<String>, want: usize) -> Result<String> {
 }
 
 /// `curl URL` from the host, retried for a few seconds (the first packets may race the
-/// agent's restart).
+/// agent's attachment to new pod links).
 fn curl_host(url: &str) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
