@@ -441,6 +441,13 @@ fn udp_flow_leaves_a_removed_backend(m: Mode) {
     let remaining: Vec<Ipv4Addr> = sb.backend_ips().into_iter().filter(|ip| *ip != pod_ip(index)).collect();
     sb.manifests.write("dns.yaml", &dns(&remaining)).unwrap();
     wait(&mut sb, "the UDP frontend with 2 backends", |d| has_frontend(d, DNS_IP, 53, "UDP", 2));
+    // The purge follows the rule or map update in the same sync: the dump can show the
+    // new backends a moment before it. The sync's log line comes after both.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sb.agent().log().lines().any(|l| l.contains("synced") && l.contains("purged=") && !l.contains("purged=0")) {
+        assert!(Instant::now() < deadline, "no purge logged:\n{}", sb.agent().log());
+        thread::sleep(Duration::from_millis(50));
+    }
 
     let after = sb.probe(sb.client_pod(), &flow).unwrap();
     assert_eq!(after.ok, 5, "{after:?}");
