@@ -2,7 +2,7 @@
 //! load BPF programs. Rules are generated purely ([`rules`]), diffed per chain against
 //! what was applied ([`restore`]) and written with `iptables-restore --noflush`, so a
 //! sync rewrites only the chains that changed.
-use std::{collections::BTreeSet, time::Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use tracing::{debug, info, warn};
@@ -22,7 +22,7 @@ use self::{
     rules::{SERVICES, Table, generate, is_ours},
 };
 use super::{Dataplane, SyncReport};
-use crate::model::{DesiredState, Proto};
+use crate::model::DesiredState;
 
 /// `--iptables-backend`: which implementation to drive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -124,27 +124,13 @@ impl IptablesDataplane {
 
     fn purge_udp(&self, desired: &DesiredState) -> usize {
         let mut purged = 0;
-        for (key, old) in &self.last.sets {
-            let now: BTreeSet<_> = desired
-                .sets
-                .get(key)
-                .map(|s| s.endpoints.iter().map(|e| e.backend).collect())
-                .unwrap_or_default();
-            for ep in old
-                .endpoints
-                .iter()
-                .filter(|e| e.backend.proto == Proto::Udp && !now.contains(&e.backend))
-            {
-                for fe in old.frontends.keys() {
-                    let vip = std::net::SocketAddrV4::new(fe.addr, fe.port);
-                    match exec::purge_udp(vip, ep.backend.socket()) {
-                        Ok(n) => purged += n,
-                        Err(e) => warn!(
-                            error = format!("{e:#}"),
-                            "UDP flows of a removed endpoint stay until they time out"
-                        ),
-                    }
-                }
+        for (vip, backend) in super::removed_udp_endpoints(&self.last, desired) {
+            match exec::purge_udp(vip, backend) {
+                Ok(n) => purged += n,
+                Err(e) => warn!(
+                    error = format!("{e:#}"),
+                    "UDP flows of a removed endpoint stay until they time out"
+                ),
             }
         }
         purged

@@ -246,27 +246,10 @@ impl Dataplane for IpvsDataplane {
             ip(&["addr", "del", &format!("{a}/32"), "dev", DUMMY_IF])?;
             writes += 1;
         }
-        let mut purged = 0;
-        for (k, old) in &self.last.sets {
-            let now: BTreeSet<_> = desired
-                .sets
-                .get(k)
-                .map(|s| s.endpoints.iter().map(|e| e.backend).collect())
-                .unwrap_or_default();
-            for ep in old
-                .endpoints
-                .iter()
-                .filter(|e| e.backend.proto == Proto::Udp && !now.contains(&e.backend))
-            {
-                for fe in old.frontends.keys() {
-                    purged += iptables::exec::purge_udp(
-                        std::net::SocketAddrV4::new(fe.addr, fe.port),
-                        ep.backend.socket(),
-                    )
-                    .unwrap_or(0);
-                }
-            }
-        }
+        let purged = super::removed_udp_endpoints(&self.last, desired)
+            .into_iter()
+            .map(|(vip, backend)| iptables::exec::purge_udp(vip, backend).unwrap_or(0))
+            .sum();
         self.last = desired.clone();
         Ok(SyncReport {
             writes,
