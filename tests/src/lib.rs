@@ -3,6 +3,7 @@ pub mod agent;
 pub mod bpffs;
 pub mod demo;
 pub mod http;
+pub mod kube_env;
 pub mod manifests;
 pub mod modes;
 pub mod multinode;

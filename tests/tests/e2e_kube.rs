@@ -10,18 +10,16 @@ use std::{
     collections::BTreeSet,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
-    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
 use serde_json::Value;
-use svclb_testapi::TestApiServer;
 use svclb_tests::{
     agent::{backend_addrs, frontend, frontends},
+    kube_env::KubeEnv,
     manifests::{self, ServicePort, SlicePort, Target},
-    netns::unique_name,
     process::Process,
     report::ProbeReport,
     sandbox::{POD_HTTP_PORT, Sandbox, finish_probe},
@@ -136,69 +134,40 @@ fn assert_spread(r: &ProbeReport, pods: &[u8], min_share: f64) {
 
 /// A sandbox with `backends` serving pods, a test apiserver listening in its node
 /// namespace, a kubeconfig for it and (once started) the agent watching it.
-struct Env {
-    // Field order is drop order: the sandbox (agent first) before the apiserver.
-    sb: Sandbox,
-    api: TestApiServer,
-    dir: PathBuf,
-    kubeconfig: PathBuf,
+struct Env(KubeEnv);
+
+impl std::ops::Deref for Env {
+    type Target = KubeEnv;
+    fn deref(&self) -> &KubeEnv {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut KubeEnv {
+        &mut self.0
+    }
 }
 
 impl Env {
     fn new(backends: u8) -> Env {
         let sb = Sandbox::with_backends(backends).unwrap();
-        let api = sb
-            .topo
-            .node
-            .in_thread(|| TestApiServer::start("127.0.0.1:0".parse().unwrap()))
-            .unwrap()
-            .unwrap();
-        let dir = std::env::temp_dir().join(unique_name("e2e-kube"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = dir.join("kubeconfig");
-        api.kubeconfig(&kubeconfig).unwrap();
-        Env {
-            sb,
-            api,
-            dir,
-            kubeconfig,
-        }
+        Env(KubeEnv::new(sb, "e2e-kube").unwrap())
     }
 
     /// The args every agent of these tests runs with.
     const AGENT_ARGS: [&str; 2] = ["--hostname-override", NODE_NAME];
 
     fn start_agent(&mut self) {
-        self.sb
-            .start_agent_kube(&self.kubeconfig, &Self::AGENT_ARGS)
-            .unwrap();
+        self.0.start_agent(&Self::AGENT_ARGS).unwrap();
     }
 
-    /// `kubectl --kubeconfig … ARGS` in the node namespace, with its discovery cache
-    /// in the test's directory.
     fn kubectl(&self, args: &[&str]) -> String {
-        let cache = self.dir.join("kube-cache");
-        let mut all = vec![
-            "--kubeconfig",
-            self.kubeconfig.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ];
-        all.extend_from_slice(args);
-        self.sb.topo.node.run("kubectl", &all).unwrap()
+        self.0.kubectl(args).unwrap()
     }
 
-    /// Writes `docs` as one manifest file and returns its path.
-    fn write(&self, name: &str, docs: &[String]) -> PathBuf {
-        let path = self.dir.join(name);
-        std::fs::write(&path, manifests::documents(docs)).unwrap();
-        path
-    }
-
-    /// `kubectl VERB -f FILE` (create, replace, delete) of `docs` written to `name`.
     fn kubectl_file(&self, verb: &str, name: &str, docs: &[String]) -> String {
-        let path = self.write(name, docs);
-        self.kubectl(&[verb, "-f", path.to_str().unwrap()])
+        self.0.kubectl_file(verb, name, docs).unwrap()
     }
 
     /// Waits until the ClusterIP frontend has exactly `pods` as backends.
@@ -291,12 +260,6 @@ impl Env {
             );
             thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

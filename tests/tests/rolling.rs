@@ -8,20 +8,18 @@
 use std::{
     collections::BTreeSet,
     net::Ipv4Addr,
-    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use svclb_testapi::TestApiServer;
 use svclb_tests::{
     modes::Mode,
     agent::frontend,
     manifests::{self, ServicePort, SlicePort, Target},
-    netns::unique_name,
+    kube_env::KubeEnv,
     report::ProbeReport,
-    sandbox::{POD_HTTP_PORT, Sandbox, finish_probe},
+    sandbox::{POD_HTTP_PORT, finish_probe},
     semantics::{Ep, endpoint_slice},
     topology::{INNER_IF, pod_ip},
 };
@@ -66,52 +64,21 @@ fn ready(pods: &[u8]) -> Vec<Ep> {
 
 /// The sandbox, a test apiserver in its node namespace and the agent watching it.
 struct Env {
-    // Drop order: the sandbox (agent first), then the apiserver.
-    sb: Sandbox,
-    _api: TestApiServer,
-    dir: PathBuf,
-    kubeconfig: PathBuf,
+    k: KubeEnv,
 }
 
 impl Env {
     fn new(m: Mode, backends: u8, first: &[Ep]) -> Env {
-        let mut sb = m.sandbox_with(backends).unwrap();
-        let api = sb
-            .topo
-            .node
-            .in_thread(|| TestApiServer::start("127.0.0.1:0".parse().unwrap()))
-            .unwrap()
+        let mut k = KubeEnv::new(m.sandbox_with(backends).unwrap(), "rolling").unwrap();
+        k.start_agent(&m.args_with(&["--hostname-override", NODE_NAME]))
             .unwrap();
-        let dir = std::env::temp_dir().join(unique_name("rolling"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = dir.join("kubeconfig");
-        api.kubeconfig(&kubeconfig).unwrap();
-        sb.start_agent_kube(&kubeconfig, &m.args_with(&["--hostname-override", NODE_NAME]))
-            .unwrap();
-        let env = Env {
-            sb,
-            _api: api,
-            dir,
-            kubeconfig,
-        };
+        let env = Env { k };
         env.kubectl_file("create", &[web_service(), web_slice(first)]);
         env
     }
 
     fn kubectl_file(&self, verb: &str, docs: &[String]) -> String {
-        let path = self.dir.join(format!("{verb}.yaml"));
-        std::fs::write(&path, manifests::documents(docs)).unwrap();
-        let cache = self.dir.join("kube-cache");
-        let args = [
-            "--kubeconfig",
-            self.kubeconfig.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            verb,
-            "-f",
-            path.to_str().unwrap(),
-        ];
-        self.sb.topo.node.run("kubectl", &args).unwrap()
+        self.k.kubectl_file(verb, &format!("{verb}.yaml"), docs).unwrap()
     }
 
     /// `kubectl replace` of the slice with `eps`.
@@ -126,7 +93,7 @@ impl Env {
             .iter()
             .map(|n| (pod_ip(*n).to_string(), terminating))
             .collect();
-        self.sb
+        self.k.sb
             .agent()
             .wait_dump(
                 &format!("web with backends {pods:?} (terminating: {terminating})"),
@@ -137,9 +104,9 @@ impl Env {
     }
 
     fn tcp(&self, count: u64) -> ProbeReport {
-        self.sb
+        self.k.sb
             .probe(
-                self.sb.client_pod(),
+                self.k.sb.client_pod(),
                 &[
                     "tcp",
                     "--target",
@@ -149,12 +116,6 @@ impl Env {
                 ],
             )
             .unwrap()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -187,9 +148,10 @@ fn terminating_endpoints_serve_only_when_no_ready_one_is_left(m: Mode) {
     let mut env = Env::new(m, 3, &ready(&[1, 2, 3]));
     env.wait_backends(&[1, 2, 3], false);
     let hold = env
+        .k
         .sb
         .spawn_probe(
-            env.sb.client_pod(),
+            env.k.sb.client_pod(),
             &[
                 "hold",
                 "--target",
@@ -267,9 +229,10 @@ fn rolling_replacement_fails_no_request(m: Mode) {
     let mut env = Env::new(m, 6, &ready(&[1, 2, 3]));
     env.wait_backends(&[1, 2, 3], false);
     let lp = env
+        .k
         .sb
         .spawn_probe(
-            env.sb.client_pod(),
+            env.k.sb.client_pod(),
             &[
                 "tcp",
                 "--target",
@@ -303,7 +266,7 @@ fn rolling_replacement_fails_no_request(m: Mode) {
         env.replace(&ready(&[old.as_slice(), new.as_slice()].concat()));
         env.wait_backends(&[old.as_slice(), new.as_slice()].concat(), false);
         thread::sleep(Duration::from_millis(200));
-        env.sb
+        env.k.sb
             .topo
             .pod(gone)
             .ns
