@@ -9,6 +9,8 @@ use std::{
 
 use anyhow::{Context, Result};
 
+use crate::semantics::Ep;
+
 /// The directory the agent watches. Files are written next to it first and renamed in,
 /// so the agent never reads half a file.
 #[derive(Debug)]
@@ -154,34 +156,8 @@ pub fn endpoint_slice(
     ports: &[SlicePort],
     addresses: &[Ipv4Addr],
 ) -> String {
-    let mut y = format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {slice}\n  \
-         namespace: default\n  labels:\n    kubernetes.io/service-name: {service}\n    \
-         endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io\n\
-         addressType: IPv4\nports:\n"
-    );
-    for p in ports {
-        let _ = write!(
-            y,
-            "- name: \"{}\"\n  protocol: {}\n  port: {}\n",
-            p.name, p.protocol, p.port
-        );
-    }
-    if addresses.is_empty() {
-        y.push_str("endpoints: []\n");
-    } else {
-        y.push_str("endpoints:\n");
-        for a in addresses {
-            let _ = write!(
-                y,
-                "- addresses:\n  - \"{a}\"\n  conditions:\n    ready: true\n    serving: true\n    \
-                 terminating: false\n  nodeName: node\n  targetRef:\n    kind: Pod\n    \
-                 namespace: default\n    name: pod{}\n",
-                a.octets()[2]
-            );
-        }
-    }
-    y
+    let eps: Vec<Ep> = addresses.iter().map(|a| Ep::ready(*a)).collect();
+    crate::semantics::endpoint_slice(service, slice, ports, &eps)
 }
 
 /// A hand-written v1 Endpoints object (for a selectorless Service): one subset with
