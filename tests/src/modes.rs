@@ -106,3 +106,20 @@ pub fn has_kube_chains(ns: &NetNs) -> Result<bool> {
     }
     Ok(false)
 }
+
+/// `in_mode!(module, Mode::X, [scenario, ...])`: a `#[test]` per scenario in `mod
+/// module`, calling the scenario function `fn scenario(m: Mode)` of the enclosing file
+/// with that mode. Every scenario file runs its scenarios once per mode from one source.
+#[macro_export]
+macro_rules! in_mode {
+    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($mode)
+                }
+            )*
+        }
+    };
+}

@@ -6,6 +6,7 @@ use std::{collections::BTreeSet, net::Ipv4Addr, thread, time::Duration};
 
 use serde_json::Value;
 use svclb_tests::{
+    in_mode,
     modes::Mode,
     agent::{frontend, has_frontend},
     manifests::{self, ServicePort, SlicePort, Target},
@@ -207,20 +208,8 @@ fn client_ip_affinity_per_port_with_timeout_and_failover(m: Mode) {
     }
 }
 
-/// Once per data-path mode (see svclb_tests::modes): kube-proxy's iptables mode supports
-/// this scenario too.
-macro_rules! in_mode {
-    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
-        mod $module {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($mode)
-                }
-            )*
-        }
-    };
-}
+// Once per data-path mode (svclb_tests::in_mode): kube-proxy's iptables mode supports
+// these scenarios too.
 
 in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [client_ip_affinity_per_port_with_timeout_and_failover]);
 in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [client_ip_affinity_per_port_with_timeout_and_failover]);

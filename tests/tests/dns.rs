@@ -17,6 +17,7 @@ use std::{
 };
 
 use svclb_tests::{
+    in_mode,
     modes::Mode,
     agent::has_frontend,
     manifests::{self, ServicePort, SlicePort, Target},
@@ -266,20 +267,8 @@ fn dig_loses_no_query_while_backends_are_removed_and_added(m: Mode) {
     );
 }
 
-/// Once per data-path mode (see svclb_tests::modes): kube-proxy's iptables mode supports
-/// this scenario too.
-macro_rules! in_mode {
-    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
-        mod $module {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($mode)
-                }
-            )*
-        }
-    };
-}
+// Once per data-path mode (svclb_tests::in_mode): kube-proxy's iptables mode supports
+// these scenarios too.
 
 in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [dig_loses_no_query_while_backends_are_removed_and_added]);
 in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [dig_loses_no_query_while_backends_are_removed_and_added]);

@@ -11,6 +11,7 @@ use std::{
 
 use serde_json::Value;
 use svclb_tests::{
+    in_mode,
     agent::{backend_addrs, frontend, frontends, has_frontend},
     manifests::{self, ServicePort, SlicePort, Target},
     report::ProbeReport,
@@ -649,23 +650,11 @@ fn headless_and_external_name_services_are_ignored(m: Mode) {
     );
 }
 
+
 /// Every scenario above, once per mode: `ebpf::NAME`, `iptables::NAME` (iptables-nft)
 /// and, for a subset, `iptables_legacy::NAME`. kube-proxy's iptables mode satisfies them
 /// all; only the eBPF-specific parts (pinned-link replacement, untouched maps on restart)
 /// are checked in eBPF mode alone, inside the scenario.
-macro_rules! in_mode {
-    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
-        mod $module {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($mode)
-                }
-            )*
-        }
-    };
-}
-
 macro_rules! every_scenario {
     ($module:ident, $mode:expr) => {
         in_mode!($module, $mode, [

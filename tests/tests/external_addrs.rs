@@ -5,6 +5,7 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use svclb_tests::{
+    in_mode,
     modes::Mode,
     agent::{frontend, has_frontend},
     manifests::{self, ServicePort, SlicePort, Target},
@@ -176,20 +177,8 @@ fn source_ranges_allow_listed_clients_only(m: Mode) {
     assert_eq!(pod.ok, 10, "the cluster IP is not filtered: {pod:?}");
 }
 
-/// Once per data-path mode (see svclb_tests::modes): kube-proxy's iptables mode supports
-/// this scenario too.
-macro_rules! in_mode {
-    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
-        mod $module {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($mode)
-                }
-            )*
-        }
-    };
-}
+// Once per data-path mode (svclb_tests::in_mode): kube-proxy's iptables mode supports
+// these scenarios too.
 
 in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [external_and_load_balancer_ips_answer_from_outside, source_ranges_allow_listed_clients_only]);
 in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [external_and_load_balancer_ips_answer_from_outside, source_ranges_allow_listed_clients_only]);

@@ -12,6 +12,7 @@ use std::{
 };
 
 use svclb_tests::{
+    in_mode,
     modes::Mode,
     agent::has_frontend,
     manifests::{self, ServicePort, SlicePort, Target},
@@ -180,20 +181,8 @@ fn nodeport_to_nginx_to_clusterip_routes_by_host(m: Mode) {
     );
 }
 
-/// Once per data-path mode (see svclb_tests::modes): kube-proxy's iptables mode supports
-/// this scenario too.
-macro_rules! in_mode {
-    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
-        mod $module {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($mode)
-                }
-            )*
-        }
-    };
-}
+// Once per data-path mode (svclb_tests::in_mode): kube-proxy's iptables mode supports
+// these scenarios too.
 
 in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [nodeport_to_nginx_to_clusterip_routes_by_host]);
 in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [nodeport_to_nginx_to_clusterip_routes_by_host]);

@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::Value;
 use svclb_tests::{
+    in_mode,
     modes::Mode,
     agent::frontend,
     manifests::{self, ServicePort, SlicePort, Target},
@@ -298,20 +299,8 @@ fn rolling_replacement_fails_no_request(m: Mode) {
     assert_eq!(names(&after), pods(&[4, 5, 6]), "{after:?}");
 }
 
-/// Once per data-path mode (see svclb_tests::modes): kube-proxy's iptables mode supports
-/// this scenario too.
-macro_rules! in_mode {
-    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
-        mod $module {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($mode)
-                }
-            )*
-        }
-    };
-}
+// Once per data-path mode (svclb_tests::in_mode): kube-proxy's iptables mode supports
+// these scenarios too.
 
 in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [terminating_endpoints_serve_only_when_no_ready_one_is_left, rolling_replacement_fails_no_request]);
 in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [terminating_endpoints_serve_only_when_no_ready_one_is_left, rolling_replacement_fails_no_request]);
