@@ -153,20 +153,18 @@ impl EbpfDataplane {
             }
         }
         let mut present = Vec::new();
-        let mut entries = Vec::new();
         for iface in &full {
             match netif::ifindex(iface) {
-                Ok(idx) => {
-                    entries.push((idx, iface_info(iface)));
-                    present.push((iface.clone(), idx));
-                }
+                Ok(idx) => present.push((iface.clone(), idx)),
                 Err(e) => warn!(iface, error = %e, "interface gone before TC could be attached"),
             }
         }
+        // The usual case, checked every second: nothing changed, no driver queries.
         if present == self.tc_ifaces {
             return Ok(());
         }
         // The interface table first: a reject on a new veth must know it has a peer.
+        let entries: Vec<_> = present.iter().map(|(name, idx)| (*idx, iface_info(name))).collect();
         self.maps.set_ifaces(&entries)?;
         let tc: &mut SchedClassifier = self
             .ebpf
