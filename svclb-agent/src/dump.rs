@@ -61,9 +61,9 @@ pub fn read(bpffs: &Path) -> Result<DumpView> {
     let maps = Maps::open(&pins)?;
     let image = maps.read_image()?;
     let mut view = build(&image, |id| maps.svc_stats(id).map(|s| (s.packets, s.bytes)).unwrap_or((0, 0)));
-    for (k, _) in maps.conntrack_entries() {
+    for (k, v) in maps.conntrack_entries() {
         view.conntrack.entries += 1;
-        if k.dir == CT_DIR_FORWARD {
+        if v.dir == CT_DIR_FORWARD {
             view.conntrack.forward += 1;
         } else {
             view.conntrack.reply += 1;

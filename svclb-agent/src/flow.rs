@@ -93,7 +93,7 @@ impl FlowSpec {
         )
     }
 
-    fn ct_key(&self, dir: u8) -> CtKey {
+    fn ct_key(&self) -> CtKey {
         let (saddr_be, daddr_be, sport_be, dport_be, proto) = self.wire();
         CtKey {
             saddr_be,
@@ -101,8 +101,7 @@ impl FlowSpec {
             sport_be,
             dport_be,
             proto,
-            dir,
-            _pad: [0; 2],
+            _pad: [0; 3],
         }
     }
 
@@ -272,9 +271,9 @@ fn backend_ref(maps: &impl FlowMaps, id: u32) -> Result<Option<BackendRef>> {
     }))
 }
 
-fn ct_ref(ct: &CtValue, dir: u8, present: bool, now: u64) -> ConntrackRef {
+fn ct_ref(ct: &CtValue, present: bool, now: u64) -> ConntrackRef {
     ConntrackRef {
-        direction: if dir == CT_DIR_FORWARD {
+        direction: if ct.dir == CT_DIR_FORWARD {
             "forward"
         } else {
             "reply"
@@ -309,22 +308,39 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
         proto,
         _pad: 0,
     };
-    let Some(svc) = maps.service(&key)? else {
-        if let Some(ct) = maps.conntrack(&flow.ct_key(CT_DIR_REPLY))? {
+    // One conntrack lookup by the packet's own tuple finds either direction, as in the
+    // data path, and comes before the Service.
+    let tracked = maps.conntrack(&flow.ct_key())?;
+    if let Some(ct) = tracked.filter(|c| c.dir == CT_DIR_REPLY) {
+        let present = maps.backend(ct.backend_id)?.is_some();
+        let r = ct_ref(&ct, present, now);
+        view.decision = Decision::Reply;
+        view.reason = format!(
+            "reply of a tracked flow: source becomes {}:{}",
+            r.nat_address, r.nat_port
+        );
+        view.conntrack = Some(r);
+        return Ok(view);
+    }
+    let svc = maps.service(&key)?;
+    let Some(svc) = svc else {
+        if let Some(ct) = tracked {
             let present = maps.backend(ct.backend_id)?.is_some();
-            let r = ct_ref(&ct, CT_DIR_REPLY, present, now);
-            view.decision = Decision::Reply;
-            view.reason = format!(
-                "not a frontend; reply of a tracked flow: source becomes {}:{}",
-                r.nat_address, r.nat_port
-            );
-            view.conntrack = Some(r);
-        } else {
-            view.reason = format!(
-                "no service at {}/{} and no tracked flow: passed untouched",
-                flow.dst, flow.proto
-            );
+            let r = ct_ref(&ct, present, now);
+            if (!r.closing && present) || flow.proto == Proto::Udp {
+                view.decision = Decision::Conntrack;
+                view.reason = format!(
+                    "tracked flow (idle {} ms) of a frontend that is gone: keeps backend {}:{} (id {})",
+                    r.idle_ms, r.nat_address, r.nat_port, ct.backend_id
+                );
+                view.conntrack = Some(r);
+                return Ok(view);
+            }
         }
+        view.reason = format!(
+            "no service at {}/{} and no tracked flow: passed untouched",
+            flow.dst, flow.proto
+        );
         return Ok(view);
     };
     let mut flags = Vec::new();
@@ -347,9 +363,9 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
 
     // Conntrack first, as the data path does.
     let mut notes = Vec::new();
-    if let Some(ct) = maps.conntrack(&flow.ct_key(CT_DIR_FORWARD))? {
+    if let Some(ct) = tracked {
         let present = maps.backend(ct.backend_id)?.is_some();
-        let r = ct_ref(&ct, CT_DIR_FORWARD, present, now);
+        let r = ct_ref(&ct, present, now);
         let reusable = !r.closing && present;
         if reusable || flow.proto == Proto::Udp {
             view.decision = Decision::Conntrack;
@@ -395,7 +411,7 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
             svc_id: svc.svc_id,
         };
         if let Some(a) = maps.affinity(&akey)? {
-            let age_ns = now.wrapping_sub(a.last_used_ns);
+            let age_ns = now.saturating_sub(a.last_used_ns);
             let be = backend_ref(maps, a.backend_id)?;
             let young = age_ns < u64::from(svc.affinity_timeout_s) * 1_000_000_000;
             let r = AffinityRef {

@@ -119,8 +119,9 @@ fn no_service_and_reply() {
     let mut f = web(0);
     let reply = flow("198.19.1.2:8080-198.19.4.2:40000/tcp");
     f.ct.insert(
-        reply.ct_key(CT_DIR_REPLY),
+        reply.ct_key(),
         CtValue {
+            dir: CT_DIR_REPLY,
             nat_addr_be: be_addr(Ipv4Addr::new(198, 18, 0, 10)),
             nat_port_be: 80u16.to_be(),
             backend_id: 1,
@@ -171,7 +172,7 @@ fn conntrack_wins_then_closing_tcp_chooses_again() {
         last_seen_ns: 5 * S,
         ..Default::default()
     };
-    f.ct.insert(fl.ct_key(CT_DIR_FORWARD), ct);
+    f.ct.insert(fl.ct_key(), ct);
     let v = explain(&f, &fl, 7 * S).unwrap();
     assert_eq!(v.decision, Decision::Conntrack);
     assert_eq!(v.backend.as_ref().unwrap().address, pod(2));
@@ -197,7 +198,7 @@ fn conntrack_wins_then_closing_tcp_chooses_again() {
         .insert(key, f.services.values().next().copied().unwrap());
     let udp = flow("198.19.4.2:40000-198.18.0.10:80/udp");
     f.ct.insert(
-        udp.ct_key(CT_DIR_FORWARD),
+        udp.ct_key(),
         CtValue {
             flags: CT_F_CLOSING,
             ..ct

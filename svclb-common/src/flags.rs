@@ -27,9 +27,12 @@ pub const BE_F_TERMINATING: u8 = 1 << 0;
 /// [`crate::Backend::flags`]: endpoint runs on this node.
 pub const BE_F_LOCAL: u8 = 1 << 1;
 
-/// [`crate::CtKey::dir`]: client → frontend, as the packet arrives.
+/// [`crate::CtValue::dir`]: the entry is keyed by client → frontend, as the packet
+/// arrives. Both directions share one key space (a packet's own tuple), so one lookup
+/// classifies any tracked packet.
 pub const CT_DIR_FORWARD: u8 = 0;
-/// [`crate::CtKey::dir`]: backend → client, as the reply arrives (before reverse NAT).
+/// [`crate::CtValue::dir`]: keyed by backend → client, as the reply arrives (before
+/// reverse NAT).
 pub const CT_DIR_REPLY: u8 = 1;
 
 /// [`crate::CtValue::flags`]: a FIN or RST was seen; a new SYN may reuse the tuple.
@@ -38,6 +41,10 @@ pub const CT_F_CLOSING: u8 = 1 << 0;
 /// Cluster to another node's endpoint, or hairpin). Forward packets also get their
 /// source rewritten to `rev_*`; replies also get their destination rewritten to `rev_*`.
 pub const CT_F_SNAT: u8 = 1 << 1;
+/// [`crate::CtValue::flags`]: the flow entered by a frontend with
+/// `loadBalancerSourceRanges` (`SVC_F_SRC_RANGES`): every forward packet is checked
+/// against the list, so narrowing it also cuts tracked flows.
+pub const CT_F_SRC_RANGES: u8 = 1 << 2;
 
 /// Source address of hairpin flows (a pod reaching itself through a Service): the pod
 /// would drop a packet from its own address, so it sees this link-local one, never a

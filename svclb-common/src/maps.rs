@@ -11,7 +11,7 @@ pub const MAP_SLOTS: &str = "SVCLB_SLOT_V1";
 /// Backend id (`u32`) → [`crate::Backend`].
 pub const MAP_BACKENDS: &str = "SVCLB_BE_V1";
 /// LRU flow table: [`crate::CtKey`] → [`crate::CtValue`].
-pub const MAP_CONNTRACK: &str = "SVCLB_CT_V2";
+pub const MAP_CONNTRACK: &str = "SVCLB_CT_V3";
 /// LRU session affinity: [`crate::AffinityKey`] → [`crate::AffinityValue`].
 pub const MAP_AFFINITY: &str = "SVCLB_AFF_V1";
 /// Per-CPU array of `u64`, indexed by [`crate::Counter`].

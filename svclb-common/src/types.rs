@@ -55,7 +55,7 @@ pub struct Backend {
     pub flags: u8,
 }
 
-/// Conntrack key: the packet's tuple as it arrives, plus the direction.
+/// Conntrack key: the packet's tuple as it arrives (the value says which direction).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CtKey {
@@ -67,9 +67,7 @@ pub struct CtKey {
     pub dport_be: u16,
     /// `PROTO_*`.
     pub proto: u8,
-    /// `CT_DIR_FORWARD` or `CT_DIR_REPLY`.
-    pub dir: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 3],
 }
 
 /// Conntrack value.
@@ -87,12 +85,13 @@ pub struct CtValue {
     pub nat_port_be: u16,
     /// `CT_F_*`.
     pub flags: u8,
-    pub _pad: u8,
+    /// `CT_DIR_FORWARD` or `CT_DIR_REPLY`: which of the flow's two entries this is.
+    pub dir: u8,
     /// Backend id the flow was given (both directions), for purging.
     pub backend_id: u32,
     /// Backend-set id of the frontend the flow entered by.
     pub svc_id: u32,
-    /// `bpf_ktime_get_ns()` of the last packet seen in this direction.
+    /// CLOCK_MONOTONIC (coarse) of the last packet seen in this direction.
     pub last_seen_ns: u64,
     /// With `CT_F_SNAT`: forward: the source to put on forward packets (node or
     /// hairpin address); reply: the client to put back as the destination. Network
@@ -193,7 +192,7 @@ const _: () = {
     assert!(offset_of!(CtKey, sport_be) == 8);
     assert!(offset_of!(CtKey, dport_be) == 10);
     assert!(offset_of!(CtKey, proto) == 12);
-    assert!(offset_of!(CtKey, dir) == 13);
+    assert!(offset_of!(CtValue, dir) == 7);
     assert!(size_of::<CtValue>() == 32);
     assert!(offset_of!(CtValue, rev_addr_be) == 24);
     assert!(offset_of!(CtValue, rev_port_be) == 28);

@@ -1,6 +1,7 @@
-//! Connection tracking: two LRU entries per flow. The forward entry (keyed by the
-//! client → frontend tuple) holds the backend to DNAT to; the reply entry (keyed by
-//! the backend → client tuple) holds the frontend to restore as the source. A
+//! Connection tracking: two LRU entries per flow in one key space (a packet's own
+//! tuple; the value's `dir` says which). The forward entry (keyed by the client →
+//! frontend tuple) holds the backend to DNAT to; the reply entry (keyed by the
+//! backend → client tuple) holds the frontend to restore as the source. A
 //! source-NATed flow (`CT_F_SNAT`) keys its reply entry by the NAT address and port and
 //! carries the second translation in `rev_*` in both entries.
 use aya_ebpf::{
@@ -20,17 +21,16 @@ use crate::{
 /// Timestamps are refreshed at most this often, to spare writes to shared cache lines.
 const TOUCH_NS: u64 = 1_000_000_000;
 
-/// The packet's own tuple in direction `dir`.
+/// The packet's own tuple.
 #[inline(always)]
-pub fn key(p: &Parsed, dir: u8) -> CtKey {
+pub fn key(p: &Parsed) -> CtKey {
     CtKey {
         saddr_be: p.saddr,
         daddr_be: p.daddr,
         sport_be: p.sport,
         dport_be: p.dport,
         proto: p.proto,
-        dir,
-        _pad: [0; 2],
+        _pad: [0; 3],
     }
 }
 
@@ -63,7 +63,8 @@ pub enum CreateError {
 
 /// Records a new flow of `p` (as it arrived, to the frontend) given to backend `be`.
 /// With `snat_addr` ≠ 0 the flow is also source-NATed to that address: returns the
-/// source port chosen for it (the client's when that reply tuple is free).
+/// source port chosen for it (the client's when that reply tuple is free). `flags`
+/// (`CT_F_*`) go on the forward entry.
 #[inline(always)]
 pub fn create(
     p: &Parsed,
@@ -72,6 +73,7 @@ pub fn create(
     svc_id: u32,
     now: u64,
     snat_addr: u32,
+    flags: u8,
 ) -> Result<u16, CreateError> {
     let mut reply_key = CtKey {
         saddr_be: be.addr_be,
@@ -79,14 +81,13 @@ pub fn create(
         sport_be: be.port_be,
         dport_be: p.sport,
         proto: p.proto,
-        dir: CT_DIR_REPLY,
-        _pad: [0; 2],
+        _pad: [0; 3],
     };
     let mut reply = CtValue {
         nat_addr_be: p.daddr,
         nat_port_be: p.dport,
         flags: 0,
-        _pad: 0,
+        dir: CT_DIR_REPLY,
         backend_id,
         svc_id,
         last_seen_ns: now,
@@ -97,8 +98,8 @@ pub fn create(
     let mut fwd = CtValue {
         nat_addr_be: be.addr_be,
         nat_port_be: be.port_be,
-        flags: if p.is_closing() { CT_F_CLOSING } else { 0 },
-        _pad: 0,
+        flags: flags | if p.is_closing() { CT_F_CLOSING } else { 0 },
+        dir: CT_DIR_FORWARD,
         backend_id,
         svc_id,
         last_seen_ns: now,
@@ -124,7 +125,7 @@ pub fn create(
         port
     };
     CONNTRACK
-        .insert(key(p, CT_DIR_FORWARD), fwd, u64::from(BPF_ANY))
+        .insert(key(p), fwd, u64::from(BPF_ANY))
         .map_err(|_| CreateError::Map)?;
     Ok(port)
 }
@@ -161,6 +162,7 @@ fn claim_port(p: &Parsed, reply_key: &mut CtKey, reply: &CtValue) -> Result<u16,
         // Taken. By this client's own earlier flow on the same tuple (a new SYN after
         // a close)? Then it is ours to reuse.
         if let Some(old) = lookup(reply_key)
+            && old.dir == CT_DIR_REPLY
             && old.rev_addr_be == reply.rev_addr_be
             && old.rev_port_be == reply.rev_port_be
             && old.nat_addr_be == reply.nat_addr_be
@@ -189,10 +191,11 @@ pub fn mark_closing_from_reply(p: &Parsed, ct: &CtValue) {
         sport_be: client_port,
         dport_be: ct.nat_port_be,
         proto: p.proto,
-        dir: CT_DIR_FORWARD,
-        _pad: [0; 2],
+        _pad: [0; 3],
     };
-    if let Some(f) = lookup(&fwd) {
+    if let Some(f) = lookup(&fwd)
+        && f.dir == CT_DIR_FORWARD
+    {
         f.flags |= CT_F_CLOSING;
     }
 }

@@ -1,13 +1,14 @@
 //! The per-packet decision shared by TC and XDP: frontend lookup, conntrack, backend
 //! choice (random, Maglev hash, session affinity), then NAT or reject.
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use aya_ebpf::helpers::bpf_get_prandom_u32;
 use svclb_common::{
-    AffinityKey, AffinityValue, Backend, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT,
-    Counter, SVC_F_AFFINITY, SVC_F_MAGLEV, SVC_F_NO_LOCAL_DROP, SVC_F_SRC_RANGES, ServiceKey,
+    AffinityKey, AffinityValue, Backend, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT, CT_F_SRC_RANGES,
+    Counter, CtValue, SVC_F_AFFINITY, SVC_F_MAGLEV, SVC_F_NO_LOCAL_DROP, SVC_F_SRC_RANGES, ServiceKey,
     ServiceValue, SlotKey,
 };
 
 use crate::{
+    clock,
     ct::{self, CreateError},
     frame::{Frame, HelperFailed},
     maps::{AFFINITY, BACKENDS, SERVICES, SLOTS},
@@ -36,6 +37,19 @@ pub fn process<F: Frame>(f: &F) -> Verdict {
             return Verdict::Pass;
         }
     };
+    // Both directions of a tracked flow are keyed by the packet's own tuple, so one
+    // lookup serves an established packet either way; the Service is only consulted
+    // to start a flow. (A tracked flow keeps its backend even after it left the
+    // Service, or the Service went; only a new SYN on a closed tuple or a vanished
+    // backend starts over.)
+    if let Some(ct) = ct::lookup(&ct::key(&p)) {
+        if ct.dir == CT_DIR_REPLY {
+            return reply(f, &p, ct);
+        }
+        if !p.is_syn() || ct::reusable_for_syn(ct) {
+            return established(f, &p, ct);
+        }
+    }
     let key = ServiceKey {
         addr_be: p.daddr,
         port_be: p.dport,
@@ -45,39 +59,46 @@ pub fn process<F: Frame>(f: &F) -> Verdict {
     match unsafe { SERVICES.get(key) } {
         Some(svc) => {
             let svc = *svc;
-            forward(f, &p, &svc)
+            new_flow(f, &p, &svc)
         }
-        None => reply(f, &p),
+        None => {
+            count(Counter::PassMiss);
+            Verdict::Pass
+        }
     }
 }
 
-/// A packet to a frontend.
+/// A forward packet of a tracked flow.
 #[inline(always)]
-fn forward<F: Frame>(f: &F, p: &Parsed, svc: &ServiceValue) -> Verdict {
-    stats::service(svc.svc_id, f.len());
+fn established<F: Frame>(f: &F, p: &Parsed, ct: &mut CtValue) -> Verdict {
+    stats::service(ct.svc_id, f.len());
     // Every packet, not only new flows: a narrowed allow-list also cuts tracked flows.
-    if svc.flags & SVC_F_SRC_RANGES != 0 && !snat::source_allowed(p, svc.svc_id) {
+    if ct.flags & CT_F_SRC_RANGES != 0 && !snat::source_allowed(p, ct.svc_id) {
         count(Counter::SrcRangeDrop);
         return Verdict::Drop;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(ct) = ct::lookup(&ct::key(p, CT_DIR_FORWARD)) {
-        // A tracked flow keeps its backend even if it left the Service; only a new SYN
-        // on a closed tuple or a vanished backend starts over.
-        if !p.is_syn() || ct::reusable_for_syn(ct) {
-            ct::touch(ct, now);
-            if p.is_closing() {
-                ct.flags |= CT_F_CLOSING;
-            }
-            let (addr, port) = (ct.nat_addr_be, ct.nat_port_be);
-            let r = nat::dnat(f, p, addr, port);
-            if ct.flags & CT_F_SNAT != 0 {
-                let (saddr, sport) = (ct.rev_addr_be, ct.rev_port_be);
-                return done(r.and_then(|()| nat::snat(f, p, saddr, sport)), Counter::FwdEstablished);
-            }
-            return done(r, Counter::FwdEstablished);
-        }
+    ct::touch(ct, clock::now_ns());
+    if p.is_closing() {
+        ct.flags |= CT_F_CLOSING;
     }
+    let r = nat::dnat(f, p, ct.nat_addr_be, ct.nat_port_be);
+    if ct.flags & CT_F_SNAT != 0 {
+        let (saddr, sport) = (ct.rev_addr_be, ct.rev_port_be);
+        return done(r.and_then(|()| nat::snat(f, p, saddr, sport)), Counter::FwdEstablished);
+    }
+    done(r, Counter::FwdEstablished)
+}
+
+/// A packet to a frontend that starts a flow.
+#[inline(always)]
+fn new_flow<F: Frame>(f: &F, p: &Parsed, svc: &ServiceValue) -> Verdict {
+    stats::service(svc.svc_id, f.len());
+    let ranges = svc.flags & SVC_F_SRC_RANGES != 0;
+    if ranges && !snat::source_allowed(p, svc.svc_id) {
+        count(Counter::SrcRangeDrop);
+        return Verdict::Drop;
+    }
+    let now = clock::now_ns();
     if svc.backend_count == 0 {
         if svc.flags & SVC_F_NO_LOCAL_DROP != 0 {
             count(Counter::NoLocalDrop);
@@ -101,7 +122,8 @@ fn forward<F: Frame>(f: &F, p: &Parsed, svc: &ServiceValue) -> Verdict {
             return Verdict::Drop;
         }
     };
-    let snat_port = match ct::create(p, id, &be, svc.svc_id, now, snat_addr) {
+    let flags = if ranges { CT_F_SRC_RANGES } else { 0 };
+    let snat_port = match ct::create(p, id, &be, svc.svc_id, now, snat_addr, flags) {
         Ok(port) => port,
         Err(CreateError::Map) => return drop(),
         Err(CreateError::NoPort) => {
@@ -122,14 +144,10 @@ fn forward<F: Frame>(f: &F, p: &Parsed, svc: &ServiceValue) -> Verdict {
     done(r, Counter::FwdNew)
 }
 
-/// Not to a frontend: maybe the reply of a tracked flow.
+/// The reply of a tracked flow (`ct` is its reply entry).
 #[inline(always)]
-fn reply<F: Frame>(f: &F, p: &Parsed) -> Verdict {
-    let Some(ct) = ct::lookup(&ct::key(p, CT_DIR_REPLY)) else {
-        count(Counter::PassMiss);
-        return Verdict::Pass;
-    };
-    ct::touch(ct, unsafe { bpf_ktime_get_ns() });
+fn reply<F: Frame>(f: &F, p: &Parsed, ct: &mut CtValue) -> Verdict {
+    ct::touch(ct, clock::now_ns());
     if p.is_closing() {
         ct::mark_closing_from_reply(p, ct);
     }

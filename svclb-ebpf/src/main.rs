@@ -3,12 +3,13 @@
 //!
 //! Per packet (both programs): Ethernet → IPv4 → TCP/UDP (`parse`). Anything else —
 //! IPv6, ARP, ICMP, IP fragments, truncated headers — passes untouched and is counted.
-//! IPv4 options are fine (the L4 header is found at IHL × 4). A packet to a frontend
-//! (address, port, protocol in SERVICES) follows its conntrack entry if there is one,
-//! else gets a backend (session affinity, Maglev hash or random slot), two conntrack
-//! entries and a DNAT. A packet that is no frontend's but matches a reply entry is
-//! reverse-translated. A frontend without backends answers a new flow with a TCP RST
-//! or an ICMP port unreachable, sent by TC (XDP passes such packets on to TC). A slot or backend missing in the middle of an agent
+//! IPv4 options are fine (the L4 header is found at IHL × 4). One conntrack lookup by
+//! the packet's tuple comes first: a forward entry gives the backend to DNAT to, a
+//! reply entry the frontend to reverse-translate to. Otherwise a packet to a frontend
+//! (address, port, protocol in SERVICES) gets a backend (session affinity, Maglev hash
+//! or random slot), two conntrack entries and a DNAT. A frontend without backends
+//! answers a new flow with a TCP RST or an ICMP port unreachable, sent by TC (XDP
+//! passes such packets on to TC). A slot or backend missing in the middle of an agent
 //! update drops the packet rather than forwarding it anywhere wrong.
 //!
 //! Checksums: TC uses the kernel's csum helpers, correct for every `ip_summed` state;
@@ -20,6 +21,7 @@
 #![no_std]
 #![no_main]
 
+mod clock;
 mod csum;
 mod ct;
 mod frame;

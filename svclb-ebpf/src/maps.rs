@@ -26,7 +26,7 @@ pub static SLOTS: HashMap<SlotKey, u32> = HashMap::with_max_entries(MAX_SLOTS, 0
 #[map(name = "SVCLB_BE_V1")]
 pub static BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(MAX_BACKENDS, 0);
 
-#[map(name = "SVCLB_CT_V2")]
+#[map(name = "SVCLB_CT_V3")]
 pub static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(MAX_CONNTRACK, 0);
 
 #[map(name = "SVCLB_AFF_V1")]
@@ -79,7 +79,7 @@ const _: () = {
     assert!(same(MAP_SERVICES, "SVCLB_SVC_V1"));
     assert!(same(MAP_SLOTS, "SVCLB_SLOT_V1"));
     assert!(same(MAP_BACKENDS, "SVCLB_BE_V1"));
-    assert!(same(MAP_CONNTRACK, "SVCLB_CT_V2"));
+    assert!(same(MAP_CONNTRACK, "SVCLB_CT_V3"));
     assert!(same(MAP_AFFINITY, "SVCLB_AFF_V1"));
     assert!(same(MAP_COUNTERS, "SVCLB_CNT_V3"));
     assert!(same(MAP_SRC_RANGES, "SVCLB_SRCR_V1"));

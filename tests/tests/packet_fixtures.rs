@@ -12,7 +12,7 @@ use svclb_common::{
     AffinityValue, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, CtValue, MAP_AFFINITY, MAP_BACKENDS,
     MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_SERVICES, MAP_SLOTS, MAP_SVC_NAMES, MAP_SVC_STATS,
     MAX_AFFINITY, MAX_BACKENDS, MAX_CONNTRACK, MAX_SERVICE_IDS, MAX_SERVICES, MAX_SLOTS, PROTO_TCP,
-    PROTO_UDP, SVC_F_AFFINITY, SVC_F_MAGLEV,
+    PROTO_UDP, SVC_F_AFFINITY, SVC_F_MAGLEV, ServiceKey, ServiceValue,
 };
 use svclb_tests::packet::{
     build::{
@@ -20,7 +20,10 @@ use svclb_tests::packet::{
         ipv6_tcp_syn, tcp_reset,
     },
     check::{headers, same_bytes, verify_checksums},
-    harness::{Counters, Harness, Hook, Output, Service, Verdict, addr_of_be, ct_key, monotonic_ns},
+    harness::{
+        Counters, Harness, Hook, Output, Service, Verdict, addr_of_be, ct_key, monotonic_ns,
+        service_key,
+    },
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
@@ -132,7 +135,6 @@ fn tcp_syn_to_cluster_ip_is_dnated() -> Result<()> {
             client,
             SocketAddrV4::new(VIP, 80),
             PROTO_TCP,
-            CT_DIR_FORWARD,
         ))?;
         let fwd = fwd.context("no forward entry")?;
         ensure!(
@@ -140,18 +142,18 @@ fn tcp_syn_to_cluster_ip_is_dnated() -> Result<()> {
                 && u16::from_be(fwd.nat_port_be) == 8080
         );
         ensure!(
-            (fwd.backend_id, fwd.svc_id, fwd.flags) == (1, 7, 0),
+            (fwd.backend_id, fwd.svc_id, fwd.flags, fwd.dir) == (1, 7, 0, CT_DIR_FORWARD),
             "{fwd:?}"
         );
         ensure!(fwd.last_seen_ns > 0 && fwd.last_seen_ns <= monotonic_ns());
         let rep = h
-            .ct(&ct_key(backend(1), client, PROTO_TCP, CT_DIR_REPLY))?
+            .ct(&ct_key(backend(1), client, PROTO_TCP))?
             .context("no reply entry")?;
         ensure!(
             addr_of_be(rep.nat_addr_be) == VIP && u16::from_be(rep.nat_port_be) == 80,
             "{rep:?}"
         );
-        ensure!((rep.backend_id, rep.svc_id) == (1, 7));
+        ensure!((rep.backend_id, rep.svc_id, rep.dir) == (1, 7, CT_DIR_REPLY));
         ensure!(h.ct_entries()?.len() == 2);
         Ok(())
     })
@@ -169,7 +171,7 @@ fn udp_to_cluster_ip_is_dnated() -> Result<()> {
         ensure!(h.counters()?.since(&before) == [("fwd_new", 1)]);
         let client = SocketAddrV4::new(CLIENT, CPORT);
         ensure!(
-            h.ct(&ct_key(backend(1), client, PROTO_UDP, CT_DIR_REPLY))?
+            h.ct(&ct_key(backend(1), client, PROTO_UDP))?
                 .is_some()
         );
         Ok(())
@@ -327,6 +329,39 @@ fn established_flow_keeps_backend_after_removal() -> Result<()> {
 }
 
 #[test]
+fn established_flow_outlives_its_frontend() -> Result<()> {
+    each_hook(|hook| {
+        let svc = service(L4::Tcp, 2);
+        let mut h = setup(hook, &svc)?;
+        let syn = client_pkt(L4::Tcp, CPORT);
+        let target = dnat_target(&h.run(hook, &syn.bytes())?)?;
+
+        // The Service goes (its frontend first, as the agent deletes).
+        h.hash_mut::<ServiceKey, ServiceValue>(MAP_SERVICES)?
+            .remove(&service_key(VIP, 80, PROTO_TCP))?;
+
+        // Its tracked flow keeps going both ways, like a conntrack NAT entry would...
+        let ack = syn.clone().flags(ACK).payload(b"GET /");
+        let before = h.counters()?;
+        let out = h.run(hook, &ack.bytes())?;
+        expect_frame(&out, &ack.to(*target.ip(), target.port()).bytes())?;
+        let reply = ack.to(*target.ip(), target.port()).reply(ACK).payload(b"200");
+        let out = h.run(hook, &reply.bytes())?;
+        expect_frame(&out, &reply.from(VIP, 80).bytes())?;
+        ensure!(h.counters()?.since(&before) == [("fwd_established", 1), ("reply", 1)]);
+
+        // ...but nothing new starts: another client port passes untouched.
+        let other = client_pkt(L4::Tcp, CPORT + 1);
+        let before = h.counters()?;
+        let out = h.run(hook, &other.bytes())?;
+        ensure!(out.verdict == Verdict::Pass);
+        expect_frame(&out, &other.bytes())?;
+        ensure!(h.counters()?.since(&before) == [("pass_miss", 1)]);
+        Ok(())
+    })
+}
+
+#[test]
 fn new_syn_on_closed_or_orphaned_tuple_picks_again() -> Result<()> {
     each_hook(|hook| {
         let svc = service(L4::Tcp, 2);
@@ -337,7 +372,6 @@ fn new_syn_on_closed_or_orphaned_tuple_picks_again() -> Result<()> {
             client,
             SocketAddrV4::new(VIP, 80),
             PROTO_TCP,
-            CT_DIR_FORWARD,
         );
         let target = dnat_target(&h.run(hook, &syn.bytes())?)?;
 
@@ -759,7 +793,6 @@ fn established_timestamp_is_refreshed_at_most_every_second() -> Result<()> {
             SocketAddrV4::new(CLIENT, CPORT),
             SocketAddrV4::new(VIP, 80),
             PROTO_UDP,
-            CT_DIR_FORWARD,
         );
         h.run(hook, &pkt.bytes())?;
         let created = h.ct(&key)?.context("forward entry")?;

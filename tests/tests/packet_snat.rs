@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{Context as _, Result, ensure};
 use svclb_common::{
-    BE_F_LOCAL, Backend, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT, CtValue,
+    BE_F_LOCAL, Backend, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT, CT_F_SRC_RANGES, CtValue,
     KIND_CLUSTER_IP, KIND_LOAD_BALANCER, KIND_NODE_PORT, MAP_CONNTRACK, PROTO_TCP,
     SNAT_PORT_MIN, SVC_F_LOCAL, SVC_F_NO_LOCAL_DROP, SVC_F_SRC_RANGES, ServiceValue,
 };
@@ -110,15 +110,15 @@ fn external_flow_to_remote_endpoint_is_source_natted_both_ways() -> Result<()> {
         ensure!(moved == [("fwd_new", 1), ("snat_new", 1)], "{moved:?}");
 
         let fwd = h
-            .ct(&ct_key(sa(CLIENT, CPORT), sa(FE, NP), PROTO_TCP, CT_DIR_FORWARD))?
+            .ct(&ct_key(sa(CLIENT, CPORT), sa(FE, NP), PROTO_TCP))?
             .context("forward entry")?;
-        ensure!(fwd.flags == CT_F_SNAT, "{fwd:?}");
+        ensure!((fwd.flags, fwd.dir) == (CT_F_SNAT, CT_DIR_FORWARD), "{fwd:?}");
         ensure!((fwd.rev_addr_be, fwd.rev_port_be) == (addr_be(NODE_SRC), CPORT.to_be()), "{fwd:?}");
         ensure!((fwd.nat_addr_be, fwd.nat_port_be) == (addr_be(BACKEND), BPORT.to_be()));
         let rep = h
-            .ct(&ct_key(sa(BACKEND, BPORT), sa(NODE_SRC, CPORT), PROTO_TCP, CT_DIR_REPLY))?
+            .ct(&ct_key(sa(BACKEND, BPORT), sa(NODE_SRC, CPORT), PROTO_TCP))?
             .context("reply entry keyed by the NAT address")?;
-        ensure!(rep.flags == CT_F_SNAT, "{rep:?}");
+        ensure!((rep.flags, rep.dir) == (CT_F_SNAT, CT_DIR_REPLY), "{rep:?}");
         ensure!((rep.nat_addr_be, rep.nat_port_be) == (addr_be(FE), NP.to_be()), "{rep:?}");
         ensure!((rep.rev_addr_be, rep.rev_port_be) == (addr_be(CLIENT), CPORT.to_be()), "{rep:?}");
         ensure!(h.ct_entries()?.len() == 2);
@@ -138,7 +138,7 @@ fn external_flow_to_remote_endpoint_is_source_natted_both_ways() -> Result<()> {
         // A FIN from the endpoint marks the client's forward entry closing.
         h.run(hook, &natted.reply(FIN | ACK).bytes())?;
         let fwd = h
-            .ct(&ct_key(sa(CLIENT, CPORT), sa(FE, NP), PROTO_TCP, CT_DIR_FORWARD))?
+            .ct(&ct_key(sa(CLIENT, CPORT), sa(FE, NP), PROTO_TCP))?
             .context("forward entry")?;
         ensure!(fwd.flags == CT_F_SNAT | CT_F_CLOSING, "{fwd:?}");
         Ok(())
@@ -177,19 +177,20 @@ fn taken_or_frontend_ports_are_skipped() -> Result<()> {
             nat_addr_be: addr_be(FE),
             nat_port_be: NP.to_be(),
             flags: CT_F_SNAT,
+            dir: CT_DIR_REPLY,
             rev_addr_be: addr_be(Ipv4Addr::new(198, 18, 100, 3)),
             rev_port_be: CPORT.to_be(),
             backend_id: BE_ID,
             svc_id: SVC_ID,
             ..Default::default()
         };
-        let taken = ct_key(sa(BACKEND, BPORT), sa(NODE_SRC, CPORT), PROTO_TCP, CT_DIR_REPLY);
+        let taken = ct_key(sa(BACKEND, BPORT), sa(NODE_SRC, CPORT), PROTO_TCP);
         h.hash_mut::<_, CtValue>(MAP_CONNTRACK)?.insert(taken, other, 0)?;
         let syn = Pkt::tcp(CLIENT, CPORT, FE, NP);
         let out = h.run(hook, &syn.bytes())?;
         ensure!(out.verdict == Verdict::Pass);
         let fwd = h
-            .ct(&ct_key(sa(CLIENT, CPORT), sa(FE, NP), PROTO_TCP, CT_DIR_FORWARD))?
+            .ct(&ct_key(sa(CLIENT, CPORT), sa(FE, NP), PROTO_TCP))?
             .context("forward entry")?;
         let port = u16::from_be(fwd.rev_port_be);
         ensure!(port >= SNAT_PORT_MIN, "port {port}: not from the NAT range");
@@ -210,7 +211,7 @@ fn taken_or_frontend_ports_are_skipped() -> Result<()> {
         let syn = Pkt::tcp(CLIENT, 31000, FE, NP);
         h.run(hook, &syn.bytes())?;
         let fwd = h
-            .ct(&ct_key(sa(CLIENT, 31000), sa(FE, NP), PROTO_TCP, CT_DIR_FORWARD))?
+            .ct(&ct_key(sa(CLIENT, 31000), sa(FE, NP), PROTO_TCP))?
             .context("forward entry")?;
         ensure!(u16::from_be(fwd.rev_port_be) >= SNAT_PORT_MIN, "{fwd:?}");
         Ok(())
@@ -243,7 +244,7 @@ fn local_endpoint_local_policy_and_cluster_ip_keep_the_client() -> Result<()> {
             let out = h.run(hook, &syn.bytes())?;
             expect_frame(&out, &syn.to(BACKEND, BPORT).bytes()).context(what)?;
             let fwd = h
-                .ct(&ct_key(sa(CLIENT, CPORT), sa(FE, NP), PROTO_TCP, CT_DIR_FORWARD))?
+                .ct(&ct_key(sa(CLIENT, CPORT), sa(FE, NP), PROTO_TCP))?
                 .context("forward entry")?;
             ensure!(fwd.flags & CT_F_SNAT == 0, "{what}: {fwd:?}");
         }
@@ -293,6 +294,20 @@ fn source_ranges_let_only_listed_sources_into_load_balancers() -> Result<()> {
         ensure!(out.verdict == Verdict::Drop, "{:?}", out.verdict);
         ensure!(h.counters()?.since(&before) == [("src_range_drop", 1)]);
         ensure!(h.ct_entries()?.len() == 2, "only the allowed flow is tracked");
+        let fwd = h
+            .ct(&ct_key(sa(CLIENT, CPORT), sa(lb, 80), PROTO_TCP))?
+            .context("forward entry")?;
+        ensure!(fwd.flags & CT_F_SRC_RANGES != 0, "{fwd:?}");
+
+        // The tracked flow is checked on every packet: narrowing the list cuts it.
+        let ack = syn.flags(ACK).payload(b"more");
+        let out = h.run(hook, &ack.bytes())?;
+        expect_frame(&out, &ack.to(BACKEND, BPORT).bytes())?;
+        h.remove_src_range(SVC_ID, Ipv4Addr::new(198, 18, 100, 0), 24)?;
+        let before = h.counters()?;
+        let out = h.run(hook, &ack.bytes())?;
+        ensure!(out.verdict == Verdict::Drop, "{:?}", out.verdict);
+        ensure!(h.counters()?.since(&before) == [("src_range_drop", 1)]);
         Ok(())
     })
 }

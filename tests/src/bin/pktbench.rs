@@ -53,6 +53,12 @@ struct Args {
     /// Samples per case (min/median/max are over these).
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Only these cases (default: all), e.g. to profile one path with perf.
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<String>,
+    /// Only these hooks (xdp, tc; default: both).
+    #[arg(long, value_delimiter = ',')]
+    hooks: Vec<String>,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -103,6 +109,19 @@ fn main() -> Result<()> {
         BENCH_SVC_ID - 1
     );
     ensure!(args.reps > 0 && args.repeat > 0);
+    for h in &args.hooks {
+        ensure!(
+            Hook::ALL.iter().any(|k| k.name() == h),
+            "unknown hook {h:?}; the hooks are xdp, tc"
+        );
+    }
+    for c in &args.cases {
+        ensure!(
+            CASES.iter().any(|k| k.name == c),
+            "unknown case {c:?}; the cases are {:?}",
+            CASES.iter().map(|k| k.name).collect::<Vec<_>>()
+        );
+    }
 
     let mut h = Harness::load_full().context("load the eBPF object (run as root)")?;
     install_bench_service(&mut h)?;
@@ -127,8 +146,13 @@ fn main() -> Result<()> {
         });
         filled = n;
         eprintln!("{n} services written in {:.3} s", t.elapsed().as_secs_f64());
-        for case in CASES {
-            for hook in case.hooks {
+        for case in CASES
+            .iter()
+            .filter(|c| args.cases.is_empty() || args.cases.iter().any(|w| w == c.name))
+        {
+            for hook in case.hooks.iter().filter(|h| {
+                args.hooks.is_empty() || args.hooks.iter().any(|w| w == h.name())
+            }) {
                 let samples = (0..args.reps)
                     .map(|_| case.sample(&h, *hook, args.repeat, &mut fresh))
                     .collect::<Result<Vec<u64>>>()

@@ -42,6 +42,14 @@ pub enum Hook {
 impl Hook {
     pub const ALL: [Hook; 2] = [Hook::Tc, Hook::Xdp];
 
+    /// As in the benchmark's output and command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Tc => "tc",
+            Hook::Xdp => "xdp",
+        }
+    }
+
     pub fn program(self) -> &'static str {
         match self {
             Hook::Tc => PROG_TC,
@@ -147,19 +155,20 @@ pub fn backend_value(a: SocketAddrV4, proto: u8) -> Backend {
     }
 }
 
-pub fn ct_key(src: SocketAddrV4, dst: SocketAddrV4, proto: u8, dir: u8) -> CtKey {
+/// The conntrack key of a packet from `src` to `dst` (either direction's entry).
+pub fn ct_key(src: SocketAddrV4, dst: SocketAddrV4, proto: u8) -> CtKey {
     CtKey {
         saddr_be: addr_be(*src.ip()),
         daddr_be: addr_be(*dst.ip()),
         sport_be: src.port().to_be(),
         dport_be: dst.port().to_be(),
         proto,
-        dir,
-        _pad: [0; 2],
+        _pad: [0; 3],
     }
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+/// CLOCK_MONOTONIC in ns: the data path's clock (it reads the coarse variant, up to a
+/// tick behind this).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -345,11 +354,30 @@ impl Harness {
 
     /// Adds `addr/len` to the `loadBalancerSourceRanges` allow-list of `svc_id`.
     pub fn put_src_range(&mut self, svc_id: u32, addr: Ipv4Addr, len: u8) -> Result<()> {
+        let (mut trie, key) = self.src_range(svc_id, addr, len)?;
+        Ok(trie.insert(&key, 0, 0)?)
+    }
+
+    pub fn remove_src_range(&mut self, svc_id: u32, addr: Ipv4Addr, len: u8) -> Result<()> {
+        let (mut trie, key) = self.src_range(svc_id, addr, len)?;
+        Ok(trie.remove(&key)?)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn src_range(
+        &mut self,
+        svc_id: u32,
+        addr: Ipv4Addr,
+        len: u8,
+    ) -> Result<(
+        aya::maps::LpmTrie<&mut aya::maps::MapData, svclb_common::SrcRangeKey, u8>,
+        aya::maps::lpm_trie::Key<svclb_common::SrcRangeKey>,
+    )> {
         let map = self
             .bpf
             .map_mut(svclb_common::MAP_SRC_RANGES)
             .context("no source ranges map")?;
-        let mut trie = aya::maps::LpmTrie::<_, svclb_common::SrcRangeKey, u8>::try_from(map)?;
+        let trie = aya::maps::LpmTrie::<_, svclb_common::SrcRangeKey, u8>::try_from(map)?;
         let key = aya::maps::lpm_trie::Key::new(
             32 + u32::from(len),
             svclb_common::SrcRangeKey {
@@ -357,7 +385,7 @@ impl Harness {
                 addr_be: addr_be(addr),
             },
         );
-        Ok(trie.insert(&key, 0, 0)?)
+        Ok((trie, key))
     }
 
     pub fn remove_backend(&mut self, id: u32) -> Result<()> {

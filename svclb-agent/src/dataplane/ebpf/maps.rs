@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use svclb_common::{
-    AffinityKey, AffinityValue, Backend, IfaceInfo, MAP_IFACES, COUNTER_COUNT, CT_DIR_FORWARD, Config, CtKey, CtValue,
+    AffinityKey, AffinityValue, Backend, IfaceInfo, MAP_IFACES, COUNTER_COUNT, Config, CtKey, CtValue,
     MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_SERVICES, MAP_SLOTS,
     MAP_SVC_NAMES, MAP_SVC_STATS, PROTO_UDP, ServiceKey, ServiceValue, SlotKey, SvcName, SvcStats,
 };
@@ -189,10 +189,6 @@ impl Maps {
     /// Conntrack entries (LRU: they age out by pressure, not time).
     pub fn conntrack_entries(&self) -> Vec<(CtKey, CtValue)> {
         self.conntrack.iter().filter_map(|kv| kv.ok()).collect()
-    }
-
-    pub fn is_forward(k: &CtKey) -> bool {
-        k.dir == CT_DIR_FORWARD
     }
 }
 
