@@ -95,14 +95,7 @@ impl FlowSpec {
 
     fn ct_key(&self) -> CtKey {
         let (saddr_be, daddr_be, sport_be, dport_be, proto) = self.wire();
-        CtKey {
-            saddr_be,
-            daddr_be,
-            sport_be,
-            dport_be,
-            proto,
-            _pad: [0; 3],
-        }
+        CtKey::new(saddr_be, daddr_be, sport_be, dport_be, proto)
     }
 
     /// The Maglev hash the data path computes for this flow.

@@ -67,7 +67,26 @@ pub struct CtKey {
     pub dport_be: u16,
     /// `PROTO_*`.
     pub proto: u8,
-    pub _pad: [u8; 3],
+    // Not `[u8; 3]`: the BPF target zeroes an odd-sized array with a call to memset,
+    // on every packet.
+    pub _pad: u8,
+    pub _pad2: u16,
+}
+
+impl CtKey {
+    /// The key of a packet `saddr:sport → daddr:dport` (network byte order).
+    #[inline(always)]
+    pub const fn new(saddr_be: u32, daddr_be: u32, sport_be: u16, dport_be: u16, proto: u8) -> Self {
+        Self {
+            saddr_be,
+            daddr_be,
+            sport_be,
+            dport_be,
+            proto,
+            _pad: 0,
+            _pad2: 0,
+        }
+    }
 }
 
 /// Conntrack value.

@@ -24,14 +24,7 @@ const TOUCH_NS: u64 = 1_000_000_000;
 /// The packet's own tuple.
 #[inline(always)]
 pub fn key(p: &Parsed) -> CtKey {
-    CtKey {
-        saddr_be: p.saddr,
-        daddr_be: p.daddr,
-        sport_be: p.sport,
-        dport_be: p.dport,
-        proto: p.proto,
-        _pad: [0; 3],
-    }
+    CtKey::new(p.saddr, p.daddr, p.sport, p.dport, p.proto)
 }
 
 #[inline(always)]
@@ -75,14 +68,7 @@ pub fn create(
     snat_addr: u32,
     flags: u8,
 ) -> Result<u16, CreateError> {
-    let mut reply_key = CtKey {
-        saddr_be: be.addr_be,
-        daddr_be: p.saddr,
-        sport_be: be.port_be,
-        dport_be: p.sport,
-        proto: p.proto,
-        _pad: [0; 3],
-    };
+    let mut reply_key = CtKey::new(be.addr_be, p.saddr, be.port_be, p.sport, p.proto);
     let mut reply = CtValue {
         nat_addr_be: p.daddr,
         nat_port_be: p.dport,
@@ -185,14 +171,7 @@ pub fn mark_closing_from_reply(p: &Parsed, ct: &CtValue) {
     } else {
         (p.daddr, p.dport)
     };
-    let fwd = CtKey {
-        saddr_be: client,
-        daddr_be: ct.nat_addr_be,
-        sport_be: client_port,
-        dport_be: ct.nat_port_be,
-        proto: p.proto,
-        _pad: [0; 3],
-    };
+    let fwd = CtKey::new(client, ct.nat_addr_be, client_port, ct.nat_port_be, p.proto);
     if let Some(f) = lookup(&fwd)
         && f.dir == CT_DIR_FORWARD
     {

@@ -9,7 +9,9 @@
 //! Each connection carries one HTTP request (connect, GET, read to the end, close);
 //! one client, sequential, so the rate is the inverse of the per-connection time. The
 //! modes' runs are interleaved within every repetition (order rotated), so machine
-//! noise hits them alike. `trafficbench [--services 100,10000] [--seconds 2]
+//! noise hits them alike, and "vs direct" is paired: the median over repetitions of
+//! (rate / direct rate of the same repetition). On this shared 2-CPU machine single
+//! runs of the same mode differ by ±15%, so many short repetitions beat a few long. `trafficbench [--services 100,10000] [--seconds 2]
 //! [--reps 3] [--modes direct,ebpf,iptables] [--json FILE]`. Needs root and the
 //! agent and pod binaries next to this binary.
 use std::{
@@ -163,8 +165,8 @@ fn main() -> Result<()> {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "{:>8} {:>9} | {:>26} | {:>8} {:>8} | {:>8} | {:>6}",
-        "services", "mode", "conn/s min/med/max", "p50 µs", "p99 µs", "vs direct", "failed"
+        "{:>8} {:>9} | {:>26} | {:>8} {:>8} | {:>24} | {:>6}",
+        "services", "mode", "conn/s min/med/max", "p50 µs", "p99 µs", "vs direct min/med/max", "failed"
     );
     for &n in &sizes {
         let mut sb = Sandbox::with_backends(1)?;
@@ -202,24 +204,32 @@ fn main() -> Result<()> {
                 runs[i].1.push(run);
             }
         }
-        let direct_med = runs
+        // Ratios are paired: each repetition's rate over the direct rate of the same
+        // repetition (measured seconds apart), so slow drifts of a shared machine
+        // cancel; the median of those is the figure the targets use.
+        let direct: Option<Vec<f64>> = runs
             .iter()
             .find(|(m, _)| m == "direct")
-            .map(|(_, r)| stats(&r.iter().map(Run::rate).collect::<Vec<_>>()).1);
+            .map(|(_, r)| r.iter().map(Run::rate).collect());
         for (mode, rs) in &runs {
             let rates: Vec<f64> = rs.iter().map(Run::rate).collect();
             let (lo, med, hi) = stats(&rates);
             let p50 = stats(&rs.iter().map(|r| r.pct(0.5)).collect::<Vec<_>>()).1;
             let p99 = stats(&rs.iter().map(|r| r.pct(0.99)).collect::<Vec<_>>()).1;
             let failed: usize = rs.iter().map(|r| r.failed).sum();
-            let ratio = direct_med.map(|d| med / d);
+            let ratios: Option<Vec<f64>> = direct
+                .as_ref()
+                .map(|d| rates.iter().zip(d).map(|(r, d)| r / d).collect());
+            let ratio = ratios.as_deref().map(stats);
             let _ = writeln!(
                 table,
-                "{n:>8} {mode:>9} | {lo:>8.0} {med:>8.0} {hi:>8.0} | {p50:>8.0} {p99:>8.0} | {:>8} | {failed:>6}",
-                ratio.map_or("-".into(), |r| format!("{r:.3}×"))
+                "{n:>8} {mode:>9} | {lo:>8.0} {med:>8.0} {hi:>8.0} | {p50:>8.0} {p99:>8.0} | {:>24} | {failed:>6}",
+                ratio.map_or("-".into(), |(a, m, b)| format!("{a:.3} {m:.3}× {b:.3}"))
             );
             rows.push(json!({"services": n, "mode": mode, "conn_per_s": [lo, med, hi],
-                "p50_us": p50, "p99_us": p99, "vs_direct": ratio, "failed": failed,
+                "p50_us": p50, "p99_us": p99, "vs_direct": ratio.map(|r| r.1),
+                "vs_direct_min_med_max": ratio.map(|(a, m, b)| [a, m, b]),
+                "vs_direct_per_rep": ratios, "failed": failed,
                 "connections": rs.iter().map(|r| r.conns).sum::<usize>()}));
         }
         if runs.iter().any(|(_, rs)| rs.iter().all(|r| r.conns == 0)) {

@@ -157,14 +157,13 @@ pub fn backend_value(a: SocketAddrV4, proto: u8) -> Backend {
 
 /// The conntrack key of a packet from `src` to `dst` (either direction's entry).
 pub fn ct_key(src: SocketAddrV4, dst: SocketAddrV4, proto: u8) -> CtKey {
-    CtKey {
-        saddr_be: addr_be(*src.ip()),
-        daddr_be: addr_be(*dst.ip()),
-        sport_be: src.port().to_be(),
-        dport_be: dst.port().to_be(),
+    CtKey::new(
+        addr_be(*src.ip()),
+        addr_be(*dst.ip()),
+        src.port().to_be(),
+        dst.port().to_be(),
         proto,
-        _pad: [0; 3],
-    }
+    )
 }
 
 /// CLOCK_MONOTONIC in ns: the data path's clock (it reads the coarse variant, up to a
