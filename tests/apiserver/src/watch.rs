@@ -215,6 +215,12 @@ async fn run(
     loop {
         loop {
             let since = store.since(cursor, BATCH, starting);
+            // A cut takes effect before anything written after it: a cut made before
+            // a write that `since` returned is visible by now, so a test that cuts and
+            // then writes never sees that write on the old stream.
+            if cuts.has_changed().unwrap_or(true) {
+                return;
+            }
             starting = false;
             match since {
                 Since::TooOld { floor } => {
@@ -247,12 +253,13 @@ async fn run(
             }
         };
         tokio::select! {
+            biased;
+            _ = cuts.changed() => return,
             changed = versions.changed() => {
                 if changed.is_err() {
                     return;
                 }
             }
-            _ = cuts.changed() => return,
             _ = ticker.tick(), if req.bookmarks => {
                 store.counters.bookmarks.fetch_add(1, Ordering::Relaxed);
                 if tx.send(req.bookmark(cursor, false)).await.is_err() {
