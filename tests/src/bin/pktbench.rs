@@ -7,6 +7,9 @@
 //!
 //! Method. The kernel runs the program `--repeat` times on one buffer and reports the
 //! mean time per run; that is one sample, and `--reps` samples give min/median/max.
+//! Samples are taken repetition-major (one of each case, then the next round), so the
+//! i-th samples of all cases are close in time and `samples_ns[i]` can be paired with
+//! the no-op's for a ratio that shared-machine drift does not skew.
 //! Because every run sees the previous run's output, each case is arranged so that
 //! every run takes the path it claims, and the verdict counters are checked after each
 //! sample (the program must have counted exactly `repeat` of the claimed verdict):
@@ -146,21 +149,27 @@ fn main() -> Result<()> {
         });
         filled = n;
         eprintln!("{n} services written in {:.3} s", t.elapsed().as_secs_f64());
-        for case in CASES
+        let chosen: Vec<(&Case, Hook)> = CASES
             .iter()
             .filter(|c| args.cases.is_empty() || args.cases.iter().any(|w| w == c.name))
-        {
-            for hook in case.hooks.iter().filter(|h| {
-                args.hooks.is_empty() || args.hooks.iter().any(|w| w == h.name())
-            }) {
-                let samples = (0..args.reps)
-                    .map(|_| case.sample(&h, *hook, args.repeat, &mut fresh))
-                    .collect::<Result<Vec<u64>>>()
+            .flat_map(|c| c.hooks.iter().map(move |h| (c, *h)))
+            .filter(|(_, h)| args.hooks.is_empty() || args.hooks.iter().any(|w| w == h.name()))
+            .collect();
+        // Repetition-major: every case's i-th sample is taken in the same pass, close in
+        // time to the no-op's i-th sample, so a ratio to the no-op can be paired.
+        let mut samples = vec![Vec::with_capacity(args.reps); chosen.len()];
+        for _ in 0..args.reps {
+            for ((case, hook), out) in chosen.iter().zip(&mut samples) {
+                let ns = case
+                    .sample(&h, *hook, args.repeat, &mut fresh)
                     .with_context(|| format!("{} {:?} at {n} services", case.name, hook))?;
-                report
-                    .results
-                    .push(row(n, hook_name(*hook, case.name), case.name, samples));
+                out.push(ns);
             }
+        }
+        for ((case, hook), samples) in chosen.into_iter().zip(samples) {
+            report
+                .results
+                .push(row(n, hook_name(hook, case.name), case.name, samples));
         }
     }
     print_table(&report);
