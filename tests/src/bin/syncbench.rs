@@ -172,11 +172,22 @@ fn main() -> Result<()> {
         thread::sleep(Duration::from_millis(5));
     };
     let initial = started.elapsed();
-    let agent_log = std::fs::read_to_string(&log).unwrap_or_default();
-    let map_us: Option<u64> = agent_log
-        .lines()
-        .find(|l| l.contains(" synced") && l.contains("map_us="))
-        .and_then(|l| l.split("map_us=").nth(1)?.split_whitespace().next()?.parse().ok());
+    // The agent logs its first sync after the last map write: wait for the line (bounded).
+    let first_sync_map_us = || -> Option<u64> {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .find(|l| l.contains(" synced") && l.contains("map_us="))
+            .and_then(|l| l.split("map_us=").nth(1)?.split_whitespace().next()?.parse().ok())
+    };
+    let waited = Instant::now();
+    let map_us = loop {
+        match first_sync_map_us() {
+            Some(us) => break Some(us),
+            None if waited.elapsed() > Duration::from_secs(30) => break None,
+            None => thread::sleep(Duration::from_millis(20)),
+        }
+    };
     let rss_initial = rss_kib(agent.pid());
     let maps_kib = map_memory_kib(pins.path());
 
