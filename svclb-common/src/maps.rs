@@ -32,6 +32,10 @@ pub const MAP_IFACES: &str = "SVCLB_IF_V1";
 /// the `loadBalancerSourceRanges` allow-lists.
 pub const MAP_SRC_RANGES: &str = "SVCLB_SRCR_V1";
 
+/// Per-CPU scratch of the programs' clock (`svclb-ebpf/src/clock.rs`): never pinned,
+/// never read by user space, so not in [`ALL_MAPS`]; a new load starts a new one.
+pub const MAP_TICK_CACHE: &str = "SVCLB_TICK";
+
 /// All maps, for pinning, adoption and cleanup.
 pub const ALL_MAPS: [&str; 11] = [
     MAP_SERVICES,

@@ -59,7 +59,7 @@ pub static SVC_NAMES: HashMap<u32, SvcName> =
 #[map(name = "SVCLB_SRCR_V1")]
 pub static SRC_RANGES: LpmTrie<SrcRangeKey, u8> = LpmTrie::with_max_entries(MAX_SRC_RANGES, 0);
 
-const fn same(a: &str, b: &str) -> bool {
+pub const fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;

@@ -166,8 +166,8 @@ pub fn ct_key(src: SocketAddrV4, dst: SocketAddrV4, proto: u8) -> CtKey {
     )
 }
 
-/// CLOCK_MONOTONIC in ns: the data path's clock (it reads the coarse variant, up to a
-/// tick behind this).
+/// CLOCK_MONOTONIC in ns: the data path's clock (the coarse variant, a tick or two
+/// behind this).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
