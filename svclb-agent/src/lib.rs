@@ -7,6 +7,7 @@ pub mod dataplane;
 pub mod dump;
 pub mod flow;
 pub mod health;
+pub mod health_check;
 pub mod http;
 pub mod ifaces;
 pub mod metrics;

@@ -13,12 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     cli::{RunArgs, XdpModeArg, parse_port_range},
-    dataplane::{
-        Dataplane,
-        ebpf::EbpfOptions,
-        ipvs::IpvsOptions,
-        select,
-    },
+    dataplane::{Dataplane, ebpf::EbpfOptions, ipvs::IpvsOptions, select},
     health::Health,
     http,
     metrics::Metrics,
@@ -169,7 +164,10 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
             debug_log: args.debug_bpf,
         },
         iptables_backend: args.iptables_backend,
-        ipvs: IpvsOptions { scheduler: args.ipvs_scheduler.clone(), iptables_backend: args.iptables_backend },
+        ipvs: IpvsOptions {
+            scheduler: args.ipvs_scheduler.clone(),
+            iptables_backend: args.iptables_backend,
+        },
     })?;
     info!(mode = dp.mode(), bpffs = %args.bpffs.display(), "data path ready");
 
@@ -195,6 +193,7 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
         maglev_default: args.maglev,
     };
     let mut rec = Reconciler::new(dp, metrics, health.clone(), node_name, addresses, opts);
+    rec.serve_health_checks(crate::health_check::HealthCheckServers::new(health.clone()));
     let mut retry = RETRY_MIN;
     let mut retry_at: Option<Instant> = None;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

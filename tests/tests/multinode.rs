@@ -160,7 +160,10 @@ fn cluster_policy(a_args: &[&str]) -> Result<()> {
     // comes back to A, which restores the NodePort and the client.
     let answers = ask_both(&t.client, SocketAddrV4::new(A_EXT_IP, 30101))?;
     expect_from(&answers, "b-p1", A_LINK_IP).context("NodePort on A → pod on B")?;
-    ensure!(counter(&t, 'a', "snat_new")? >= 2, "A's snat_new counter did not move");
+    ensure!(
+        counter(&t, 'a', "snat_new")? >= 2,
+        "A's snat_new counter did not move"
+    );
 
     // ClusterIP from a pod on A to a pod on B: no SNAT, the pod's own address.
     let answers = ask_both(&t.a.pod(1).ns, SocketAddrV4::new(vip, 80))?;
@@ -207,7 +210,10 @@ fn external_policy_local_keeps_the_client_and_drops_without_local_endpoint() -> 
     // B has no local endpoint: dropped, as kube-proxy does (no reset, no ICMP).
     let before = counter(&t, 'b', "no_local_drop")?;
     expect_silence(&t.client, SocketAddrV4::new(B_LINK_IP, 30102))?;
-    ensure!(counter(&t, 'b', "no_local_drop")? > before, "B's no_local_drop did not move");
+    ensure!(
+        counter(&t, 'b', "no_local_drop")? > before,
+        "B's no_local_drop did not move"
+    );
     Ok(())
 }
 
@@ -317,4 +323,92 @@ fn load_balancer_source_ranges_allow_list() -> Result<()> {
 #[test]
 fn load_balancer_source_ranges_through_xdp() -> Result<()> {
     source_ranges(&["--xdp-iface", "ext0,ext1", "--xdp-mode", "skb"])
+}
+
+/// One GET of `target` from `ns`: (status, body), or None when nothing listens.
+fn health_check(ns: &NetNs, target: SocketAddrV4) -> Result<Option<(u16, serde_json::Value)>> {
+    ns.in_thread(move || -> Result<Option<(u16, serde_json::Value)>> {
+        let mut s = match std::net::TcpStream::connect_timeout(&target.into(), TIMEOUT) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(None),
+            Err(e) => return Err(e).context(format!("connect {target}")),
+        };
+        s.set_read_timeout(Some(TIMEOUT))?;
+        svclb_tests::http::write_get(&mut s, "lb", true)?;
+        let msg = svclb_tests::http::read_message(&mut s, &mut Vec::new())?.context("no answer")?;
+        let status = msg.status().context("no status")?;
+        Ok(Some((status, serde_json::from_slice(&msg.body)?)))
+    })?
+}
+
+/// Polls until `target` answers with `status` and `local` endpoints (bounded).
+fn wait_health(ns: &NetNs, target: SocketAddrV4, want: Option<(u16, u64)>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = health_check(ns, target)?;
+        let seen = got
+            .as_ref()
+            .map(|(s, b)| (*s, b["localEndpoints"].as_u64().unwrap_or(u64::MAX)));
+        if seen == want {
+            if let Some((_, body)) = &got {
+                ensure!(
+                    body["service"] == serde_json::json!({"namespace": "default", "name": "lb"}),
+                    "{body}"
+                );
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{target}: want {want:?}, got {got:?}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn health_check_node_port_tells_the_load_balancer_which_nodes_have_endpoints() -> Result<()> {
+    const HCNP: u16 = 31999;
+    let mut t = TwoNodes::new(2)?;
+    let (a2, b1) = (t.a.pod(2).ip, t.b.pod(1).ip);
+    let lb = |endpoints: &[(Ipv4Addr, &str)]| {
+        service(
+            "lb",
+            Ipv4Addr::new(198, 18, 0, 13),
+            Some(30103),
+            &format!(
+                "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  healthCheckNodePort: {HCNP}\n"
+            ),
+            "status: {loadBalancer: {ingress: [{ip: 198.18.61.1}]}}\n",
+            endpoints,
+        )
+    };
+    t.manifests.write("svc.yaml", &lb(&[(a2, "node-a")]))?;
+    t.start_agents(&[], &[])?;
+    wait_programmed(&mut t, A_EXT_IP, B_LINK_IP, 30103)?;
+    let (on_a, on_b) = (
+        SocketAddrV4::new(A_EXT_IP, HCNP),
+        SocketAddrV4::new(B_LINK_IP, HCNP),
+    );
+
+    // The endpoint runs on A: A says 200 (one ready endpoint on each of the two
+    // ports, summed as kube-proxy does), B 503.
+    wait_health(&t.client, on_a, Some((200, 2)))?;
+    wait_health(&t.client, on_b, Some((503, 0)))?;
+
+    // It moves to B.
+    t.manifests.write("svc.yaml", &lb(&[(b1, "node-b")]))?;
+    wait_health(&t.client, on_a, Some((503, 0)))?;
+    wait_health(&t.client, on_b, Some((200, 2)))?;
+
+    // Policy Cluster: no health check any more; the port closes on both nodes.
+    t.manifests.write(
+        "svc.yaml",
+        &lb(&[(b1, "node-b")]).replace(
+            "externalTrafficPolicy: Local",
+            "externalTrafficPolicy: Cluster",
+        ),
+    )?;
+    wait_health(&t.client, on_a, None)?;
+    wait_health(&t.client, on_b, None)?;
+    Ok(())
 }

@@ -17,6 +17,7 @@ use super::{
     conflicts::{Claim, Priority},
     endpoints::{self, SliceIndex},
     errors::{ErrorKind, Invalid, PlanError},
+    health_check::HealthCheck,
     planner::Planner,
     service::{self, Outcome, PortView, ServiceView},
 };
@@ -83,6 +84,8 @@ pub(crate) struct ServicePlan {
     pub errors: Vec<PlanError>,
     /// Why the Service gets no data path by design, if so.
     pub ignored: Option<&'static str>,
+    /// Its `healthCheckNodePort` and local endpoint count, if it has one.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// Plans one Service and the slices labelled with its name (sorted by name).
@@ -94,7 +97,11 @@ pub(crate) fn plan_service(
     opts: &PlanOptions,
 ) -> ServicePlan {
     let mut out = ServicePlan::default();
-    let index = endpoints::index_slices(slices.iter().copied(), node.name.as_deref(), &mut out.errors);
+    let index = endpoints::index_slices(
+        slices.iter().copied(),
+        node.name.as_deref(),
+        &mut out.errors,
+    );
     let Some(svc) = svc else {
         return out;
     };
@@ -128,7 +135,30 @@ pub(crate) fn plan_service(
         });
     }
     out.sets = sets.into_iter().collect();
+    out.health_check = health_check(&ctx);
     out
+}
+
+/// The Service's health check, with its ready local endpoints over all its ports.
+fn health_check(ctx: &Ctx) -> Option<HealthCheck> {
+    let view = ctx.view;
+    let port = view.health_check_node_port?;
+    let no_slices = Vec::new();
+    let slices = ctx
+        .slices
+        .get(&(view.namespace.clone(), view.name.clone()))
+        .unwrap_or(&no_slices);
+    let local_endpoints = view
+        .ports
+        .iter()
+        .map(|p| endpoints::local_ready(&endpoints::endpoints_for_port(slices, &p.name, p.proto)))
+        .sum();
+    Some(HealthCheck {
+        namespace: view.namespace.clone(),
+        name: view.name.clone(),
+        port,
+        local_endpoints,
+    })
 }
 
 struct Ctx<'a> {

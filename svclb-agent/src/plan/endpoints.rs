@@ -269,6 +269,11 @@ pub(crate) fn endpoints_for_port(
 /// `serving && terminating` ones (marked terminating). `local_only` applies a Local
 /// traffic policy first, so the fallback is also among local endpoints only.
 /// Sorted, since the candidates are sorted by backend.
+/// Ready endpoints on this node among one port's candidates (for health checks).
+pub(crate) fn local_ready(cands: &[Candidate]) -> usize {
+    cands.iter().filter(|c| c.local && c.ready).count()
+}
+
 pub(crate) fn select(cands: &[Candidate], local_only: bool) -> Vec<Endpoint> {
     let pool = || cands.iter().filter(move |c| !local_only || c.local);
     let ready: Vec<Endpoint> = pool()

@@ -26,6 +26,7 @@ use super::{
     desired::{NodeInfo, Plan, PlanOptions, ServicePlan, plan_service},
     endpoints,
     errors::{ErrorKind, Invalid, PlanError},
+    health_check::HealthCheck,
 };
 use crate::{
     model::{BackendSet, DesiredState, Frontend, SetKey},
@@ -60,6 +61,11 @@ pub struct Planner {
     sets_per_service: HashMap<String, usize>,
     endpoints: usize,
     generation: u64,
+    /// Per unit key: its Service's health check (`spec.healthCheckNodePort`).
+    health_checks: BTreeMap<String, HealthCheck>,
+    /// A unit with a health check was planned again since the last
+    /// [`Planner::take_health_changed`].
+    health_changed: bool,
 }
 
 struct Unit {
@@ -189,6 +195,8 @@ impl Planner {
             sets_per_service: HashMap::new(),
             endpoints: 0,
             generation: 0,
+            health_checks: BTreeMap::new(),
+            health_changed: true,
         }
     }
 
@@ -329,12 +337,16 @@ impl Planner {
     fn apply(&mut self, changes: Vec<(String, Option<Unit>)>) {
         let mut touched = BTreeSet::new();
         for (key, unit) in changes {
+            let check_before = self.health_checks.get(&key).cloned();
             if let Some(old) = self.units.remove(&key) {
                 self.retract(&key, &old, &mut touched);
             }
             if let Some(unit) = unit {
                 self.install(&key, &unit, &mut touched);
-                self.units.insert(key, unit);
+                self.units.insert(key.clone(), unit);
+            }
+            if self.health_checks.get(&key) != check_before.as_ref() {
+                self.health_changed = true;
             }
         }
         for fe in touched {
@@ -388,7 +400,9 @@ impl Planner {
                 group.slices.sort_by_key(|s| s.metadata.name.as_deref());
             }
             if group.services.len() > 1 {
-                group.services.sort_by_cached_key(|s| Priority::of(&s.metadata));
+                group
+                    .services
+                    .sort_by_cached_key(|s| Priority::of(&s.metadata));
                 for _ in &group.services[1..] {
                     let key = objects::key(&group.services[0].metadata);
                     let e = Invalid::new(
@@ -435,6 +449,7 @@ impl Planner {
         }
         self.with_errors.remove(key);
         self.ignored.remove(key);
+        self.health_checks.remove(key);
     }
 
     fn install(&mut self, key: &str, unit: &Unit, touched: &mut BTreeSet<Frontend>) {
@@ -456,6 +471,19 @@ impl Planner {
         if unit.plan.ignored.is_some() {
             self.ignored.insert(key.to_string());
         }
+        if let Some(hc) = &unit.plan.health_check {
+            self.health_checks.insert(key.to_string(), hc.clone());
+        }
+    }
+
+    /// Every Service's health check (`spec.healthCheckNodePort`), by `namespace/name`.
+    pub fn health_checks(&self) -> impl Iterator<Item = &HealthCheck> {
+        self.health_checks.values()
+    }
+
+    /// Whether [`Planner::health_checks`] may differ from when this was last called.
+    pub fn take_health_changed(&mut self) -> bool {
+        std::mem::take(&mut self.health_changed)
     }
 
     fn remove_set(&mut self, key: &SetKey) {
@@ -474,7 +502,11 @@ impl Planner {
 
     /// (Services, frontends, endpoints) in the state, counted as it changes.
     pub fn counts(&self) -> (usize, usize, usize) {
-        (self.sets_per_service.len(), self.winners.len(), self.endpoints)
+        (
+            self.sets_per_service.len(),
+            self.winners.len(),
+            self.endpoints,
+        )
     }
 
     /// Gives `fe` to its winning claim, if any is left.

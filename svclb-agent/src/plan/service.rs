@@ -39,6 +39,9 @@ pub(crate) struct ServiceView {
     /// `spec.loadBalancerSourceRanges` of a LoadBalancer Service (see
     /// [`super::source_ranges`]).
     pub source_ranges: Option<Vec<(Ipv4Addr, u8)>>,
+    /// `spec.healthCheckNodePort` of a LoadBalancer Service with externalTrafficPolicy
+    /// Local (see [`super::health_check`]).
+    pub health_check_node_port: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -88,6 +91,12 @@ pub(crate) fn parse(svc: &Service, opts: &PlanOptions, errors: &mut Vec<PlanErro
         return Outcome::Ignored("headless");
     }
     let is_lb = spec.type_.as_deref() == Some("LoadBalancer");
+    let external_local = traffic_policy(
+        spec.external_traffic_policy.as_deref(),
+        "spec.externalTrafficPolicy",
+        &object,
+        errors,
+    );
     Outcome::Plan(ServiceView {
         namespace: objects::namespace(&svc.metadata).to_string(),
         name: svc.metadata.name.clone().unwrap_or_default(),
@@ -105,12 +114,7 @@ pub(crate) fn parse(svc: &Service, opts: &PlanOptions, errors: &mut Vec<PlanErro
         },
         ports: ports(spec, node_ports_allowed, opts, &object, errors),
         affinity_timeout_s: affinity(spec, &object, errors),
-        external_local: traffic_policy(
-            spec.external_traffic_policy.as_deref(),
-            "spec.externalTrafficPolicy",
-            &object,
-            errors,
-        ),
+        external_local,
         internal_local: traffic_policy(
             spec.internal_traffic_policy.as_deref(),
             "spec.internalTrafficPolicy",
@@ -123,8 +127,42 @@ pub(crate) fn parse(svc: &Service, opts: &PlanOptions, errors: &mut Vec<PlanErro
         } else {
             None
         },
+        health_check_node_port: health_check_port(spec, is_lb && external_local, &object, errors),
         object,
     })
+}
+
+/// `spec.healthCheckNodePort`: served only for LoadBalancer + Local (the apiserver
+/// allocates it for nothing else; a stray one is reported and not served).
+fn health_check_port(
+    spec: &ServiceSpec,
+    lb_local: bool,
+    object: &str,
+    errors: &mut Vec<PlanError>,
+) -> Option<u16> {
+    let port = spec.health_check_node_port?;
+    let field = "spec.healthCheckNodePort";
+    if !lb_local {
+        let e = Invalid::new(
+            ErrorKind::InvalidValue,
+            format!(
+                "{port} is only served for type LoadBalancer with externalTrafficPolicy Local; not served"
+            ),
+        );
+        errors.push(e.at(object, field));
+        return None;
+    }
+    match u16::try_from(port) {
+        Ok(p) if p > 0 => Some(p),
+        _ => {
+            let e = Invalid::new(
+                ErrorKind::InvalidValue,
+                format!("{port} is not a port (1-65535); no health check served"),
+            );
+            errors.push(e.at(object, field));
+            None
+        }
+    }
 }
 
 /// `spec.clusterIPs` when set (it supersedes `spec.clusterIP`), IPv4 entries only.

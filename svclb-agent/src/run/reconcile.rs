@@ -13,12 +13,14 @@ use tracing::{debug, error, info};
 use crate::{
     dataplane::Dataplane,
     health::Health,
+    health_check::HealthCheckServers,
     metrics::Metrics,
     model::SetKey,
     plan::{
         Lookup, Planner, Touched,
         desired::{NodeInfo, PlanOptions},
         errors::PlanError,
+        health_check,
     },
     source::{Objects, kube::node::NodeView},
 };
@@ -50,6 +52,8 @@ pub struct Reconciler<D> {
     failed: bool,
     /// Sets changed since the last successful sync (None: unknown, compare all).
     unsynced: Option<BTreeSet<SetKey>>,
+    /// The `healthCheckNodePort` listeners, when the agent serves them.
+    health_checks: Option<HealthCheckServers>,
 }
 
 impl<D: Dataplane> Reconciler<D> {
@@ -74,7 +78,41 @@ impl<D: Dataplane> Reconciler<D> {
             triggered: Vec::new(),
             failed: false,
             unsynced: None,
+            health_checks: None,
         }
+    }
+
+    /// Serve the Services' `healthCheckNodePort`s with `servers` from the next sync on.
+    pub fn serve_health_checks(&mut self, servers: HealthCheckServers) {
+        self.health_checks = Some(servers);
+    }
+
+    /// Ports whose health checks are served now.
+    pub fn health_check_ports(&self) -> Vec<u16> {
+        self.health_checks
+            .as_ref()
+            .map(HealthCheckServers::ports)
+            .unwrap_or_default()
+    }
+
+    /// After a successful sync (the data path already has what a 200 announces).
+    fn update_health_checks(&mut self) {
+        let Some(servers) = &mut self.health_checks else {
+            return;
+        };
+        if !self.planner.take_health_changed() {
+            return;
+        }
+        let (by_port, losers) = health_check::by_port(self.planner.health_checks());
+        for l in losers {
+            error!(
+                service = %format!("Service {}/{}", l.namespace, l.name),
+                field = "spec.healthCheckNodePort",
+                port = l.port,
+                "port already served for another Service; not served"
+            );
+        }
+        servers.update(by_port);
     }
 
     /// Whether the last reconcile failed (the data path may lag the objects).
@@ -135,9 +173,13 @@ impl<D: Dataplane> Reconciler<D> {
             }
             _ => None,
         };
-        match self.dp.sync_changed(self.planner.state(), self.unsynced.as_ref()) {
+        match self
+            .dp
+            .sync_changed(self.planner.state(), self.unsynced.as_ref())
+        {
             Ok(r) => {
                 self.unsynced = Some(BTreeSet::new());
+                self.update_health_checks();
                 let elapsed = started.elapsed();
                 self.metrics.sync_duration.observe(elapsed.as_secs_f64());
                 Self::observe_state(&self.metrics, &self.planner);

@@ -1,12 +1,13 @@
 //! Planner tests. Objects are written as manifest YAML, as a user would write them.
 mod bad_input;
 mod conflicts;
+mod datapath_policies;
 mod determinism;
 mod endpoints;
 mod frontends;
+mod health_checks;
 mod incremental;
 mod policies;
-mod datapath_policies;
 
 use std::net::Ipv4Addr;
 
