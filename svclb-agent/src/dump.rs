@@ -60,7 +60,11 @@ pub fn read(bpffs: &Path) -> Result<DumpView> {
     let pins = PinLayout::new(bpffs);
     let maps = Maps::open(&pins)?;
     let image = maps.read_image()?;
-    let mut view = build(&image, |id| maps.svc_stats(id).map(|s| (s.packets, s.bytes)).unwrap_or((0, 0)));
+    let mut view = build(&image, |id| {
+        maps.svc_stats(id)
+            .map(|s| (s.packets, s.bytes))
+            .unwrap_or((0, 0))
+    });
     for (k, v) in maps.conntrack_entries() {
         view.conntrack.entries += 1;
         if v.dir == CT_DIR_FORWARD {
@@ -82,7 +86,10 @@ pub fn read(bpffs: &Path) -> Result<DumpView> {
 
 /// The view of the data path `mode` (`auto`: whichever holds state).
 pub fn read_mode(mode: crate::dataplane::select::ModeArg, bpffs: &Path) -> Result<DumpView> {
-    use crate::dataplane::{iptables, select::{Mode, ModeArg, detect}};
+    use crate::dataplane::{
+        iptables,
+        select::{Mode, ModeArg, detect},
+    };
     let mode = match mode {
         ModeArg::Auto => detect(bpffs)?,
         ModeArg::Ebpf => Mode::Ebpf,
@@ -95,7 +102,9 @@ pub fn read_mode(mode: crate::dataplane::select::ModeArg, bpffs: &Path) -> Resul
         Mode::Iptables => {
             let backend = iptables::BackendArg::Auto.resolve()?;
             let saved = iptables::read(backend, true)?;
-            iptables::dump::build(&saved).ok_or_else(|| anyhow::anyhow!("no KUBE-SERVICES chain in iptables-{}", backend.as_str()))
+            iptables::dump::build(&saved).ok_or_else(|| {
+                anyhow::anyhow!("no KUBE-SERVICES chain in iptables-{}", backend.as_str())
+            })
         }
     }
 }
@@ -108,7 +117,12 @@ pub fn build(image: &MapImage, stats: impl Fn(u32) -> (u64, u64)) -> DumpView {
         // Distinct backends in slot order (a Maglev table names each one many times).
         let mut seen = std::collections::BTreeSet::new();
         let backends = (0..u32::from(val.backend_count))
-            .filter_map(|slot| image.slots.get(&svclb_common::SlotKey { svc_id: val.svc_id, slot }))
+            .filter_map(|slot| {
+                image.slots.get(&svclb_common::SlotKey {
+                    svc_id: val.svc_id,
+                    slot,
+                })
+            })
             .filter(|id| seen.insert(**id))
             .filter_map(|id| Some((*id, image.backends.get(id)?)))
             .filter_map(|(id, be)| {
@@ -152,26 +166,46 @@ pub fn build(image: &MapImage, stats: impl Fn(u32) -> (u64, u64)) -> DumpView {
         });
     }
     // Group by owner then address, the way an operator scans the list.
-    frontends.sort_by(|a, b| (&a.service, a.kind, a.address, a.port).cmp(&(&b.service, b.kind, b.address, b.port)));
-    DumpView { frontends, conntrack: ConntrackView::default(), counters: BTreeMap::new() }
+    frontends.sort_by(|a, b| {
+        (&a.service, a.kind, a.address, a.port).cmp(&(&b.service, b.kind, b.address, b.port))
+    });
+    DumpView {
+        frontends,
+        conntrack: ConntrackView::default(),
+        counters: BTreeMap::new(),
+    }
 }
 
 /// Human output, modelled on `ipvsadm -Ln`.
 pub fn render_text(view: &DumpView) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "svclb data path: {} frontends", view.frontends.len());
-    let _ = writeln!(s, "Prot LocalAddress:Port      Kind          Service                                  Flags");
-    let _ = writeln!(s, "  -> RemoteAddress:Port                   Id        State");
+    let _ = writeln!(
+        s,
+        "Prot LocalAddress:Port      Kind          Service                                  Flags"
+    );
+    let _ = writeln!(
+        s,
+        "  -> RemoteAddress:Port                   Id        State"
+    );
     for fe in &view.frontends {
         let mut flags = fe.flags.join(",");
         if fe.flags.contains(&"affinity") {
             let _ = write!(flags, " timeout {}s", fe.affinity_timeout_s);
         }
         if fe.backend_count == 0 {
-            flags.push_str(if flags.is_empty() { "reject (no endpoints)" } else { " reject (no endpoints)" });
+            flags.push_str(if flags.is_empty() {
+                "reject (no endpoints)"
+            } else {
+                " reject (no endpoints)"
+            });
         }
         let addr = format!("{}:{}", fe.address, fe.port);
-        let _ = writeln!(s, "{:<4} {:<21} {:<13} {:<40} {}", fe.protocol, addr, fe.kind, fe.service, flags);
+        let _ = writeln!(
+            s,
+            "{:<4} {:<21} {:<13} {:<40} {}",
+            fe.protocol, addr, fe.kind, fe.service, flags
+        );
         for be in &fe.backends {
             let baddr = format!("{}:{}", be.address, be.port);
             let state = match (be.terminating, be.local) {

@@ -25,7 +25,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(run::run(args))
         }
         Command::Dump(args) if args.flow.is_some() => {

@@ -10,15 +10,6 @@ pub fn ipv4_addrs(iface: &str) -> std::io::Result<Vec<Ipv4Addr>> {
         .collect())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn loopback_has_127_0_0_1() {
-        assert!(super::ipv4_addrs("lo").unwrap().contains(&std::net::Ipv4Addr::LOCALHOST));
-        assert!(super::ipv4_addrs("no-such-iface0").unwrap().is_empty());
-    }
-}
-
 /// The kernel driver name of `iface` (ETHTOOL_GDRVINFO), e.g. "veth", "netkit", "virtio_net".
 pub fn driver(iface: &str) -> std::io::Result<String> {
     const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
@@ -45,12 +36,19 @@ pub fn driver(iface: &str) -> std::io::Result<String> {
         _pad: [u8; 16],
     }
     if iface.len() >= libc::IFNAMSIZ {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "interface name too long"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
     }
     // SAFETY: plain-old-data structs, zero is a valid value for every field.
     let mut info: DrvInfo = unsafe { std::mem::zeroed() };
     info.cmd = ETHTOOL_GDRVINFO;
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut info, _pad: [0; 16] };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut info,
+        _pad: [0; 16],
+    };
     req.name[..iface.len()].copy_from_slice(iface.as_bytes());
     // SAFETY: a datagram socket used only for the ioctl and closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -64,7 +62,11 @@ pub fn driver(iface: &str) -> std::io::Result<String> {
     if r < 0 {
         return Err(err);
     }
-    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    let end = info
+        .driver
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(info.driver.len());
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
@@ -75,9 +77,27 @@ pub fn has_peer(iface: &str) -> bool {
 
 /// Interface index of `iface`.
 pub fn ifindex(iface: &str) -> std::io::Result<u32> {
-    let name = std::ffi::CString::new(iface)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    let name = std::ffi::CString::new(iface).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in interface name")
+    })?;
     // SAFETY: a valid NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if idx == 0 { Err(std::io::Error::last_os_error()) } else { Ok(idx) }
+    if idx == 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(idx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_has_127_0_0_1() {
+        assert!(
+            super::ipv4_addrs("lo")
+                .unwrap()
+                .contains(&std::net::Ipv4Addr::LOCALHOST)
+        );
+        assert!(super::ipv4_addrs("no-such-iface0").unwrap().is_empty());
+    }
 }

@@ -76,7 +76,13 @@ pub struct CtKey {
 impl CtKey {
     /// The key of a packet `saddr:sport → daddr:dport` (network byte order).
     #[inline(always)]
-    pub const fn new(saddr_be: u32, daddr_be: u32, sport_be: u16, dport_be: u16, proto: u8) -> Self {
+    pub const fn new(
+        saddr_be: u32,
+        daddr_be: u32,
+        sport_be: u16,
+        dport_be: u16,
+        proto: u8,
+    ) -> Self {
         Self {
             saddr_be,
             daddr_be,

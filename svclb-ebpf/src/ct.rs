@@ -9,8 +9,8 @@ use aya_ebpf::{
     helpers::bpf_get_prandom_u32,
 };
 use svclb_common::{
-    Backend, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT, CtKey, CtValue,
-    SNAT_PORT_MIN, SNAT_PORT_TRIES, ServiceKey,
+    Backend, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT, CtKey, CtValue, SNAT_PORT_MIN,
+    SNAT_PORT_TRIES, ServiceKey,
 };
 
 use crate::{
@@ -142,7 +142,10 @@ fn claim_port(p: &Parsed, reply_key: &mut CtKey, reply: &CtValue) -> Result<u16,
             continue;
         }
         reply_key.dport_be = port;
-        if CONNTRACK.insert(*reply_key, *reply, u64::from(BPF_NOEXIST)).is_ok() {
+        if CONNTRACK
+            .insert(*reply_key, *reply, u64::from(BPF_NOEXIST))
+            .is_ok()
+        {
             return Ok(port);
         }
         // Taken. By this client's own earlier flow on the same tuple (a new SYN after

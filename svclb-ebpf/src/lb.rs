@@ -3,8 +3,8 @@
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use svclb_common::{
     AffinityKey, AffinityValue, Backend, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT, CT_F_SRC_RANGES,
-    Counter, CtValue, SVC_F_AFFINITY, SVC_F_MAGLEV, SVC_F_NO_LOCAL_DROP, SVC_F_SRC_RANGES, ServiceKey,
-    ServiceValue, SlotKey,
+    Counter, CtValue, SVC_F_AFFINITY, SVC_F_MAGLEV, SVC_F_NO_LOCAL_DROP, SVC_F_SRC_RANGES,
+    ServiceKey, ServiceValue, SlotKey,
 };
 
 use crate::{
@@ -84,7 +84,10 @@ fn established<F: Frame>(f: &F, p: &Parsed, ct: &mut CtValue) -> Verdict {
     let r = nat::dnat(f, p, ct.nat_addr_be, ct.nat_port_be);
     if ct.flags & CT_F_SNAT != 0 {
         let (saddr, sport) = (ct.rev_addr_be, ct.rev_port_be);
-        return done(r.and_then(|()| nat::snat(f, p, saddr, sport)), Counter::FwdEstablished);
+        return done(
+            r.and_then(|()| nat::snat(f, p, saddr, sport)),
+            Counter::FwdEstablished,
+        );
     }
     done(r, Counter::FwdEstablished)
 }
@@ -156,7 +159,10 @@ fn reply<F: Frame>(f: &F, p: &Parsed, ct: &mut CtValue) -> Verdict {
     if ct.flags & CT_F_SNAT != 0 {
         // Back to the client the node stood in for.
         let (daddr, dport) = (ct.rev_addr_be, ct.rev_port_be);
-        return done(r.and_then(|()| nat::dnat(f, p, daddr, dport)), Counter::Reply);
+        return done(
+            r.and_then(|()| nat::dnat(f, p, daddr, dport)),
+            Counter::Reply,
+        );
     }
     done(r, Counter::Reply)
 }

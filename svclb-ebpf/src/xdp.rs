@@ -1,10 +1,7 @@
 //! [`Frame`] for XDP: checksums updated by hand (RFC 1624). Packets from a NIC carry
 //! full checksums; XDP cannot see an skb's CHECKSUM_PARTIAL state, so on a veth with a
 //! TX-offloading peer the update would be wrong (see main.rs).
-use aya_ebpf::{
-    helpers::bpf_xdp_load_bytes,
-    programs::XdpContext,
-};
+use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
 
 use crate::{
     csum,

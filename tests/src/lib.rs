@@ -13,5 +13,5 @@ pub mod process;
 pub mod report;
 pub mod sandbox;
 pub mod semantics;
-pub mod topology;
 pub mod synthetic;
+pub mod topology;

@@ -86,7 +86,8 @@ impl Node {
             ("net.ipv4.conf.all.send_redirects", "0"),
             ("net.ipv4.conf.default.send_redirects", "0"),
         ] {
-            ns.sysctl(key, value).with_context(|| format!("{name} sysctls"))?;
+            ns.sysctl(key, value)
+                .with_context(|| format!("{name} sysctls"))?;
         }
         let pins = PinDir::new(&bins.agent, ns.name())?;
         let mut node = Node {
@@ -106,8 +107,10 @@ impl Node {
             let pod_ns = NetNs::new(&pod_name)?;
             let node_if = format!("p{i}");
             veth(&node.ns, &node_if, &pod_ns, INNER_IF)?;
-            node.ns.ip(&["addr", "add", &format!("{gateway}/32"), "dev", &node_if])?;
-            node.ns.ip(&["route", "add", &format!("{ip}/32"), "dev", &node_if])?;
+            node.ns
+                .ip(&["addr", "add", &format!("{gateway}/32"), "dev", &node_if])?;
+            node.ns
+                .ip(&["route", "add", &format!("{ip}/32"), "dev", &node_if])?;
             pod_ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", INNER_IF])?;
             pod_ns.ip(&["route", "add", &gateway.to_string(), "dev", INNER_IF])?;
             pod_ns.ip(&["route", "add", "default", "via", &gateway.to_string()])?;
@@ -140,10 +143,20 @@ impl Node {
         for pod in &self.pods {
             let mut cmd = pod.ns.command(&bins.podserver.to_string_lossy())?;
             let port = PEER_PORT.to_string();
-            cmd.args(["--name", &pod.name, "--peer-tcp", &port, "--peer-udp", &port]);
+            cmd.args([
+                "--name",
+                &pod.name,
+                "--peer-tcp",
+                &port,
+                "--peer-udp",
+                &port,
+            ]);
             let log = tmp.join(format!("{}.log", pod.name));
-            self.servers
-                .push(Process::spawn(format!("podserver {}", pod.name), cmd, &log)?);
+            self.servers.push(Process::spawn(
+                format!("podserver {}", pod.name),
+                cmd,
+                &log,
+            )?);
         }
         for server in &self.servers {
             server.wait_line("ready", Duration::from_secs(10))?;
@@ -176,8 +189,20 @@ impl TwoNodes {
         veth(&a.ns, PEER_IF, &b.ns, PEER_IF)?;
         a.ns.ip(&["addr", "add", &format!("{A_LINK_IP}/24"), "dev", PEER_IF])?;
         b.ns.ip(&["addr", "add", &format!("{B_LINK_IP}/24"), "dev", PEER_IF])?;
-        a.ns.ip(&["route", "add", "198.19.2.0/24", "via", &B_LINK_IP.to_string()])?;
-        b.ns.ip(&["route", "add", "198.19.1.0/24", "via", &A_LINK_IP.to_string()])?;
+        a.ns.ip(&[
+            "route",
+            "add",
+            "198.19.2.0/24",
+            "via",
+            &B_LINK_IP.to_string(),
+        ])?;
+        b.ns.ip(&[
+            "route",
+            "add",
+            "198.19.1.0/24",
+            "via",
+            &A_LINK_IP.to_string(),
+        ])?;
         b.ns.ip(&["route", "add", "default", "via", &A_LINK_IP.to_string()])?;
         a.ns.tx_checksum_off(PEER_IF)?;
         b.ns.tx_checksum_off(PEER_IF)?;
@@ -235,7 +260,11 @@ impl TwoNodes {
                 wrapper: Vec::new(),
             };
             let agent = node.agent.insert(Agent::start(&node.ns, config)?);
-            agent.wait_dump(&format!("{} agent startup", node.name), Duration::from_secs(20), |_| true)?;
+            agent.wait_dump(
+                &format!("{} agent startup", node.name),
+                Duration::from_secs(20),
+                |_| true,
+            )?;
         }
         Ok(())
     }
@@ -258,7 +287,9 @@ impl Answer {
             .trim()
             .split_once(' ')
             .with_context(|| format!("bad answer {text:?}"))?;
-        let peer: SocketAddr = peer.parse().with_context(|| format!("bad peer in {text:?}"))?;
+        let peer: SocketAddr = peer
+            .parse()
+            .with_context(|| format!("bad peer in {text:?}"))?;
         let SocketAddr::V4(peer) = peer else {
             bail!("IPv6 peer in {text:?}")
         };
@@ -287,7 +318,12 @@ pub fn tcp_ask(ns: &NetNs, target: SocketAddrV4, timeout: Duration) -> Result<An
         let mut text = String::new();
         match s.read_to_string(&mut text) {
             Ok(_) => Answer::parse(&text),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Ok(Answer::Silence)
             }
             Err(e) => Err(e).with_context(|| format!("read from {target}")),
@@ -304,7 +340,12 @@ pub fn udp_ask(ns: &NetNs, target: SocketAddrV4, timeout: Duration) -> Result<An
         let mut buf = [0u8; 512];
         match s.recv_from(&mut buf) {
             Ok((n, _)) => Answer::parse(&String::from_utf8_lossy(&buf[..n])),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Ok(Answer::Silence)
             }
             // An ICMP port unreachable.

@@ -22,18 +22,32 @@ pub fn endpoint_ip(i: u32, j: u32) -> Ipv4Addr {
 }
 
 pub fn state(services: u32, endpoints: u32) -> DesiredState {
-    assert!(endpoints <= 16 && services < 0x1_0000 * 16, "outside 198.18.0.0/15");
+    assert!(
+        endpoints <= 16 && services < 0x1_0000 * 16,
+        "outside 198.18.0.0/15"
+    );
     let mut s = DesiredState::default();
     for i in 0..services {
         let mut set = BackendSet::default();
         for j in 0..endpoints {
             set.endpoints.push(Endpoint {
-                backend: BackendAddr { addr: endpoint_ip(i, j), port: 8080, proto: Proto::Tcp },
+                backend: BackendAddr {
+                    addr: endpoint_ip(i, j),
+                    port: 8080,
+                    proto: Proto::Tcp,
+                },
                 terminating: false,
                 local: false,
             });
         }
-        set.frontends.insert(Frontend { addr: vip(i), port: 80, proto: Proto::Tcp }, FrontendKind::ClusterIp);
+        set.frontends.insert(
+            Frontend {
+                addr: vip(i),
+                port: 80,
+                proto: Proto::Tcp,
+            },
+            FrontendKind::ClusterIp,
+        );
         s.sets.insert(set_key(i), set);
     }
     s

@@ -13,9 +13,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::{
-    netns::{NetNs, veth},
-};
+use crate::netns::{NetNs, veth};
 
 /// The node's address on the external link: NodePorts answer here.
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
@@ -137,8 +135,10 @@ impl Topology {
     }
 
     fn node_if_sysctls(&self, iface: &str) -> Result<()> {
-        self.node.sysctl(&format!("net.ipv4.conf.{iface}.rp_filter"), "0")?;
-        self.node.sysctl(&format!("net.ipv4.conf.{iface}.accept_local"), "1")
+        self.node
+            .sysctl(&format!("net.ipv4.conf.{iface}.rp_filter"), "0")?;
+        self.node
+            .sysctl(&format!("net.ipv4.conf.{iface}.accept_local"), "1")
     }
 
     /// Deletes pod `n`'s link and creates it again (same names and addresses, a new

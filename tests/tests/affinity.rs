@@ -6,10 +6,10 @@ use std::{collections::BTreeSet, net::Ipv4Addr, thread, time::Duration};
 
 use serde_json::Value;
 use svclb_tests::{
-    in_mode,
-    modes::Mode,
     agent::{frontend, has_frontend},
+    in_mode,
     manifests::{self, ServicePort, SlicePort, Target},
+    modes::Mode,
     report::ProbeReport,
     sandbox::{POD_ALT_PORT, POD_HTTP_PORT, Sandbox},
     semantics::{dump_flow, flow_backend, with_affinity},
@@ -139,8 +139,15 @@ fn client_ip_affinity_per_port_with_timeout_and_failover(m: Mode) {
     // eBPF only from here on: `dump --flow` reads the maps (the affinity state of
     // iptables mode is in xt_recent lists the dump does not read).
     let ebpf = m == Mode::Ebpf;
-    let (f80, f81) = if ebpf { (flow(&sb, 80), flow(&sb, 81)) } else { (Value::Null, Value::Null) };
-    for (v, name, port) in [(&f80, &a80, POD_HTTP_PORT), (&f81, &a81, POD_ALT_PORT)].into_iter().filter(|_| ebpf) {
+    let (f80, f81) = if ebpf {
+        (flow(&sb, 80), flow(&sb, 81))
+    } else {
+        (Value::Null, Value::Null)
+    };
+    for (v, name, port) in [(&f80, &a80, POD_HTTP_PORT), (&f81, &a81, POD_ALT_PORT)]
+        .into_iter()
+        .filter(|_| ebpf)
+    {
         assert_eq!(v["decision"], "affinity", "{v:#}");
         assert_eq!(flow_backend(v), Some(addr_of(name, port)), "{v:#}");
         assert_eq!(v["affinity"]["timeout_s"], TIMEOUT_S, "{v:#}");
@@ -211,5 +218,13 @@ fn client_ip_affinity_per_port_with_timeout_and_failover(m: Mode) {
 // Once per data-path mode (svclb_tests::in_mode): kube-proxy's iptables mode supports
 // these scenarios too.
 
-in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [client_ip_affinity_per_port_with_timeout_and_failover]);
-in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [client_ip_affinity_per_port_with_timeout_and_failover]);
+in_mode!(
+    ebpf,
+    svclb_tests::modes::Mode::Ebpf,
+    [client_ip_affinity_per_port_with_timeout_and_failover]
+);
+in_mode!(
+    iptables,
+    svclb_tests::modes::Mode::Iptables,
+    [client_ip_affinity_per_port_with_timeout_and_failover]
+);

@@ -3,7 +3,6 @@
 //! Needs root (CAP_BPF) and bpffs at /sys/fs/bpf.
 use std::path::PathBuf;
 
-use svclb_tests::synthetic;
 use svclb_agent::{
     dataplane::{
         Dataplane,
@@ -12,12 +11,16 @@ use svclb_agent::{
     dump,
     model::DesiredState,
 };
+use svclb_tests::synthetic;
 
 struct Pins(PathBuf);
 
 impl Pins {
     fn new(tag: &str) -> Self {
-        Pins(PathBuf::from(format!("/sys/fs/bpf/svclb-test-{}-{tag}", std::process::id())))
+        Pins(PathBuf::from(format!(
+            "/sys/fs/bpf/svclb-test-{}-{tag}",
+            std::process::id()
+        )))
     }
 }
 
@@ -37,7 +40,6 @@ fn opts(p: &Pins) -> EbpfOptions {
     }
 }
 
-
 #[test]
 fn sync_adopt_dump_cleanup() {
     let pins = Pins::new("dp");
@@ -47,31 +49,61 @@ fn sync_adopt_dump_cleanup() {
         let r = dp.sync(&desired).unwrap();
         // 50 frontends + 150 slots + 150 backends + 50 names.
         assert_eq!(r.writes, 400);
-        assert_eq!(dp.sync(&desired).unwrap().writes, 0, "re-applying writes nothing");
+        assert_eq!(
+            dp.sync(&desired).unwrap().writes,
+            0,
+            "re-applying writes nothing"
+        );
     }
     // A restarted agent adopts the pins: nothing to write.
     {
         let mut dp = EbpfDataplane::start(&opts(&pins)).expect("restart");
-        assert_eq!(dp.sync(&desired).unwrap().writes, 0, "adoption must not rewrite");
+        assert_eq!(
+            dp.sync(&desired).unwrap().writes,
+            0,
+            "adoption must not rewrite"
+        );
         let view = dump::read(&pins.0).unwrap();
         assert_eq!(view.frontends.len(), 50);
-        let fe = view.frontends.iter().find(|f| f.service == "bench/svc-7:http/TCP").unwrap();
+        let fe = view
+            .frontends
+            .iter()
+            .find(|f| f.service == "bench/svc-7:http/TCP")
+            .unwrap();
         assert_eq!(fe.address, synthetic::vip(7));
         assert_eq!(fe.backend_count, 3);
         let addrs: Vec<_> = fe.backends.iter().map(|b| b.address).collect();
-        assert_eq!(addrs, (0..3).map(|j| synthetic::endpoint_ip(7, j)).collect::<Vec<_>>());
+        assert_eq!(
+            addrs,
+            (0..3)
+                .map(|j| synthetic::endpoint_ip(7, j))
+                .collect::<Vec<_>>()
+        );
 
         // Remove a Service and one endpoint of another.
         let mut smaller = desired.clone();
         smaller.sets.remove(&synthetic::set_key(3));
-        smaller.sets.get_mut(&synthetic::set_key(4)).unwrap().endpoints.pop();
+        smaller
+            .sets
+            .get_mut(&synthetic::set_key(4))
+            .unwrap()
+            .endpoints
+            .pop();
         let r = dp.sync(&smaller).unwrap();
         // svc-3: 1 frontend + 3 slots + 3 backends + 1 name; svc-4: 1 count + 1 slot + 1 backend.
         assert_eq!(r.writes, 8 + 3);
         let view = dump::read(&pins.0).unwrap();
         assert_eq!(view.frontends.len(), 49);
-        assert!(view.frontends.iter().all(|f| f.service != "bench/svc-3:http/TCP"));
-        let fe4 = view.frontends.iter().find(|f| f.service == "bench/svc-4:http/TCP").unwrap();
+        assert!(
+            view.frontends
+                .iter()
+                .all(|f| f.service != "bench/svc-3:http/TCP")
+        );
+        let fe4 = view
+            .frontends
+            .iter()
+            .find(|f| f.service == "bench/svc-4:http/TCP")
+            .unwrap();
         assert_eq!(fe4.backends.len(), 2);
         // Everything removed: the maps are empty (catches leaked entries).
         dp.sync(&DesiredState::default()).unwrap();
@@ -95,7 +127,10 @@ fn pins_of_older_map_layouts_are_removed() {
     pin_old_layout(&pins, &old);
     assert!(old.exists());
     drop(EbpfDataplane::start(&opts(&pins)).expect("restart"));
-    assert!(!old.exists(), "a restarted agent removes pins of older layouts");
+    assert!(
+        !old.exists(),
+        "a restarted agent removes pins of older layouts"
+    );
     pin_old_layout(&pins, &old);
     cleanup(&pins.0).unwrap();
     assert!(!pins.0.exists(), "cleanup removes every version");
@@ -103,5 +138,8 @@ fn pins_of_older_map_layouts_are_removed() {
 
 fn pin_old_layout(pins: &Pins, old: &std::path::Path) {
     let current = pins.0.join("maps").join(svclb_common::MAP_CONFIG);
-    aya::maps::MapData::from_pin(current).unwrap().pin(old).unwrap();
+    aya::maps::MapData::from_pin(current)
+        .unwrap()
+        .pin(old)
+        .unwrap();
 }

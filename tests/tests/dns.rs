@@ -17,10 +17,10 @@ use std::{
 };
 
 use svclb_tests::{
-    in_mode,
-    modes::Mode,
     agent::has_frontend,
+    in_mode,
     manifests::{self, ServicePort, SlicePort, Target},
+    modes::Mode,
     netns::NetNs,
     process::{self, Process},
     sandbox::TempDir,
@@ -270,5 +270,13 @@ fn dig_loses_no_query_while_backends_are_removed_and_added(m: Mode) {
 // Once per data-path mode (svclb_tests::in_mode): kube-proxy's iptables mode supports
 // these scenarios too.
 
-in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [dig_loses_no_query_while_backends_are_removed_and_added]);
-in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [dig_loses_no_query_while_backends_are_removed_and_added]);
+in_mode!(
+    ebpf,
+    svclb_tests::modes::Mode::Ebpf,
+    [dig_loses_no_query_while_backends_are_removed_and_added]
+);
+in_mode!(
+    iptables,
+    svclb_tests::modes::Mode::Iptables,
+    [dig_loses_no_query_while_backends_are_removed_and_added]
+);

@@ -11,12 +11,12 @@ use std::{
 
 use serde_json::Value;
 use svclb_tests::{
-    in_mode,
     agent::{backend_addrs, frontend, frontends, has_frontend},
+    in_mode,
     manifests::{self, ServicePort, SlicePort, Target},
+    modes::Mode,
     report::ProbeReport,
     sandbox::{POD_ALT_PORT, POD_HTTP_PORT, POD_LEGACY_PORT, POD_UDP_PORT, Sandbox, finish_probe},
-    modes::Mode,
     topology::{CLIENT_IP, NODE_IP, pod_ip},
 };
 
@@ -28,7 +28,6 @@ const LEGACY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 13);
 const EMPTY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 14);
 const EMPTY_NODE_PORT: u16 = 30081;
 const ORPHAN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 15);
-
 
 /// The agent reads its directory every 200 ms; this bounds waiting for a sync.
 const SYNC: Duration = Duration::from_secs(10);
@@ -59,8 +58,26 @@ fn web(pods: &[Ipv4Addr]) -> String {
 /// Service `dns`: ClusterIP 198.18.0.12:53/UDP → the pods' UDP echo, with `pods`.
 fn dns(pods: &[Ipv4Addr]) -> String {
     manifests::documents(&[
-        manifests::service("dns", DNS_IP, Some("dns"), &[ServicePort::udp(Some("dns"), 53, Target::Number(POD_UDP_PORT))]),
-        manifests::endpoint_slice("dns", "dns-4fj2q", &[SlicePort { name: "dns", protocol: "UDP", port: POD_UDP_PORT }], pods),
+        manifests::service(
+            "dns",
+            DNS_IP,
+            Some("dns"),
+            &[ServicePort::udp(
+                Some("dns"),
+                53,
+                Target::Number(POD_UDP_PORT),
+            )],
+        ),
+        manifests::endpoint_slice(
+            "dns",
+            "dns-4fj2q",
+            &[SlicePort {
+                name: "dns",
+                protocol: "UDP",
+                port: POD_UDP_PORT,
+            }],
+            pods,
+        ),
     ])
 }
 
@@ -224,7 +241,9 @@ fn new_connections_spread_over_three_backends(m: Mode) {
 
 fn udp_through_clusterip(m: Mode) {
     let mut sb = m.sandbox().unwrap();
-    sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
+    sb.manifests
+        .write("dns.yaml", &dns(&sb.backend_ips()))
+        .unwrap();
     sb.start_agent(m.agent_args()).unwrap();
     wait(&mut sb, "the UDP frontend", |d| {
         has_frontend(d, DNS_IP, 53, "UDP", 3)
@@ -376,12 +395,33 @@ fn agent_restart_does_not_interrupt_traffic(m: Mode) {
     let hold = sb
         .spawn_probe(
             sb.client_pod(),
-            &["hold", "--target", &format!("{WEB_IP}:80"), "--interval-ms", "50", "--duration-ms", "6000"],
+            &[
+                "hold",
+                "--target",
+                &format!("{WEB_IP}:80"),
+                "--interval-ms",
+                "50",
+                "--duration-ms",
+                "6000",
+            ],
         )
         .unwrap();
     hold.wait_line("backend ", Duration::from_secs(5)).unwrap();
     let target = format!("{WEB_IP}:80");
-    let lp = sb.spawn_probe(sb.client_pod(), &["tcp", "--target", &target, "--count", "100000", "--deadline-ms", "5000"]).unwrap();
+    let lp = sb
+        .spawn_probe(
+            sb.client_pod(),
+            &[
+                "tcp",
+                "--target",
+                &target,
+                "--count",
+                "100000",
+                "--deadline-ms",
+                "5000",
+            ],
+        )
+        .unwrap();
 
     thread::sleep(Duration::from_millis(1000));
     sb.agent().stop();
@@ -404,23 +444,46 @@ fn agent_restart_does_not_interrupt_traffic(m: Mode) {
         // iptables mode the rules simply stay in the kernel while no agent runs, and the
         // new agent's first sync rewrites its chains in one atomic iptables-restore
         // (iptables-save's canonical text cannot be compared with the generated one).
-        assert!(log.contains("TC program replaced atomically"), "the new agent must reuse the pinned links:\n{log}");
+        assert!(
+            log.contains("TC program replaced atomically"),
+            "the new agent must reuse the pinned links:\n{log}"
+        );
         assert!(log.contains("XDP program replaced atomically"), "{log}");
-        assert!(log.contains("synced (no change)"), "adoption must not rewrite the maps:\n{log}");
+        assert!(
+            log.contains("synced (no change)"),
+            "adoption must not rewrite the maps:\n{log}"
+        );
     } else {
-        assert!(log.contains("found chains of an earlier run"), "the new agent must adopt the chains:\n{log}");
+        assert!(
+            log.contains("found chains of an earlier run"),
+            "the new agent must adopt the chains:\n{log}"
+        );
     }
 
     let loop_report = finish_probe(lp, Duration::from_secs(30)).unwrap();
-    eprintln!("restart loop: {} ok, {} failed; held: see below", loop_report.ok, loop_report.failed());
+    eprintln!(
+        "restart loop: {} ok, {} failed; held: see below",
+        loop_report.ok,
+        loop_report.failed()
+    );
     assert!(loop_report.ok >= 100, "{loop_report:?}");
-    assert!(loop_report.failures.is_empty(), "requests failed across the restart: {loop_report:?}");
+    assert!(
+        loop_report.failures.is_empty(),
+        "requests failed across the restart: {loop_report:?}"
+    );
     let held = finish_probe(hold, Duration::from_secs(15)).unwrap();
-    assert!(held.failures.is_empty(), "the open connection broke: {held:?}");
+    assert!(
+        held.failures.is_empty(),
+        "the open connection broke: {held:?}"
+    );
     assert!(held.ok >= 80, "{held:?}");
     // The new agent still applies changes.
-    sb.manifests.write("web.yaml", &web(&sb.backend_ips()[..2])).unwrap();
-    wait(&mut sb, "web with 2 backends after restart", |d| has_frontend(d, WEB_IP, 80, "TCP", 2));
+    sb.manifests
+        .write("web.yaml", &web(&sb.backend_ips()[..2]))
+        .unwrap();
+    wait(&mut sb, "web with 2 backends after restart", |d| {
+        has_frontend(d, WEB_IP, 80, "TCP", 2)
+    });
 }
 
 /// A UDP flow (one 5-tuple) whose backend is removed moves to a live backend: the agent
@@ -428,37 +491,69 @@ fn agent_restart_does_not_interrupt_traffic(m: Mode) {
 /// purge the flow would stay on it.
 fn udp_flow_leaves_a_removed_backend(m: Mode) {
     let mut sb = m.sandbox().unwrap();
-    sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
+    sb.manifests
+        .write("dns.yaml", &dns(&sb.backend_ips()))
+        .unwrap();
     sb.start_agent(m.agent_args()).unwrap();
-    wait(&mut sb, "the UDP frontend", |d| has_frontend(d, DNS_IP, 53, "UDP", 3));
+    wait(&mut sb, "the UDP frontend", |d| {
+        has_frontend(d, DNS_IP, 53, "UDP", 3)
+    });
 
     let target = format!("{DNS_IP}:53");
-    let flow = ["udp", "--target", target.as_str(), "--count", "5", "--sport", "40123"];
+    let flow = [
+        "udp",
+        "--target",
+        target.as_str(),
+        "--count",
+        "5",
+        "--sport",
+        "40123",
+    ];
     let first = sb.probe(sb.client_pod(), &flow).unwrap();
     assert_eq!(first.ok, 5, "{first:?}");
     assert_eq!(first.backends.len(), 1, "one flow, one backend: {first:?}");
     let held = first.backends.keys().next().unwrap().clone();
     let index: u8 = held.trim_start_matches("pod").parse().unwrap();
-    let remaining: Vec<Ipv4Addr> = sb.backend_ips().into_iter().filter(|ip| *ip != pod_ip(index)).collect();
+    let remaining: Vec<Ipv4Addr> = sb
+        .backend_ips()
+        .into_iter()
+        .filter(|ip| *ip != pod_ip(index))
+        .collect();
     sb.manifests.write("dns.yaml", &dns(&remaining)).unwrap();
-    wait(&mut sb, "the UDP frontend with 2 backends", |d| has_frontend(d, DNS_IP, 53, "UDP", 2));
+    wait(&mut sb, "the UDP frontend with 2 backends", |d| {
+        has_frontend(d, DNS_IP, 53, "UDP", 2)
+    });
     // The purge follows the rule or map update in the same sync: the dump can show the
     // new backends a moment before it. The sync's log line comes after both.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !sb.agent().log().lines().any(|l| l.contains("synced") && l.contains("purged=") && !l.contains("purged=0")) {
-        assert!(Instant::now() < deadline, "no purge logged:\n{}", sb.agent().log());
+    while !sb
+        .agent()
+        .log()
+        .lines()
+        .any(|l| l.contains("synced") && l.contains("purged=") && !l.contains("purged=0"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no purge logged:\n{}",
+            sb.agent().log()
+        );
         thread::sleep(Duration::from_millis(50));
     }
 
     let after = sb.probe(sb.client_pod(), &flow).unwrap();
     assert_eq!(after.ok, 5, "{after:?}");
-    assert!(!after.backends.contains_key(&held), "the flow still goes to removed {held}: {after:?}");
+    assert!(
+        !after.backends.contains_key(&held),
+        "the flow still goes to removed {held}: {after:?}"
+    );
     assert_eq!(after.backends.len(), 1, "{after:?}");
 }
 
 fn deleted_service_disappears_from_dump(m: Mode) {
     let mut sb = web_sandbox(m);
-    sb.manifests.write("dns.yaml", &dns(&sb.backend_ips())).unwrap();
+    sb.manifests
+        .write("dns.yaml", &dns(&sb.backend_ips()))
+        .unwrap();
     wait(&mut sb, "web and dns", |d| {
         has_frontend(d, WEB_IP, 80, "TCP", 3) && has_frontend(d, DNS_IP, 53, "UDP", 3)
     });
@@ -586,13 +681,27 @@ fn session_affinity_keeps_a_client_on_one_backend(m: Mode) {
     });
     for (ip, port) in [(WEB_IP, 80), (NODE_IP, WEB_NODE_PORT)] {
         let fe = frontend(&dump, ip, port, "TCP").unwrap();
-        assert!(fe["flags"].as_array().unwrap().iter().any(|f| f == "affinity"), "{fe:#}");
+        assert!(
+            fe["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "affinity"),
+            "{fe:#}"
+        );
         assert_eq!(fe["affinity_timeout_s"], 30, "{fe:#}");
     }
-    for (from, ip, port) in [(Source::Pod, WEB_IP, 80), (Source::Client, NODE_IP, WEB_NODE_PORT)] {
+    for (from, ip, port) in [
+        (Source::Pod, WEB_IP, 80),
+        (Source::Client, NODE_IP, WEB_NODE_PORT),
+    ] {
         let r = tcp(&sb, from, ip, port, 40);
         assert_all_answered(&r, Some(POD_HTTP_PORT));
-        assert_eq!(r.backends.len(), 1, "{ip}:{port}: one client, one backend: {r:?}");
+        assert_eq!(
+            r.backends.len(),
+            1,
+            "{ip}:{port}: one client, one backend: {r:?}"
+        );
     }
 }
 
@@ -650,27 +759,30 @@ fn headless_and_external_name_services_are_ignored(m: Mode) {
     );
 }
 
-
 /// Every scenario above, once per mode: `ebpf::NAME`, `iptables::NAME` (iptables-nft)
 /// and, for a subset, `iptables_legacy::NAME`. kube-proxy's iptables mode satisfies them
 /// all; only the eBPF-specific parts (pinned-link replacement, untouched maps on restart)
 /// are checked in eBPF mode alone, inside the scenario.
 macro_rules! every_scenario {
     ($module:ident, $mode:expr) => {
-        in_mode!($module, $mode, [
-            clusterip_from_pod_and_nodeport_from_external_client,
-            new_connections_spread_over_three_backends,
-            udp_through_clusterip,
-            selectorless_service_with_hand_written_endpoints,
-            named_target_port_and_two_ports_in_one_service,
-            removed_endpoint_gets_no_new_connections_but_keeps_established_ones,
-            agent_restart_does_not_interrupt_traffic,
-            udp_flow_leaves_a_removed_backend,
-            deleted_service_disappears_from_dump,
-            service_without_endpoints_is_refused_fast,
-            headless_and_external_name_services_are_ignored,
-            session_affinity_keeps_a_client_on_one_backend,
-        ]);
+        in_mode!(
+            $module,
+            $mode,
+            [
+                clusterip_from_pod_and_nodeport_from_external_client,
+                new_connections_spread_over_three_backends,
+                udp_through_clusterip,
+                selectorless_service_with_hand_written_endpoints,
+                named_target_port_and_two_ports_in_one_service,
+                removed_endpoint_gets_no_new_connections_but_keeps_established_ones,
+                agent_restart_does_not_interrupt_traffic,
+                udp_flow_leaves_a_removed_backend,
+                deleted_service_disappears_from_dump,
+                service_without_endpoints_is_refused_fast,
+                headless_and_external_name_services_are_ignored,
+                session_affinity_keeps_a_client_on_one_backend,
+            ]
+        );
     };
 }
 
@@ -678,8 +790,12 @@ every_scenario!(ebpf, svclb_tests::modes::Mode::Ebpf);
 every_scenario!(iptables, svclb_tests::modes::Mode::Iptables);
 // The same rules through iptables-legacy: the scenarios that exercise each rule kind
 // (DNAT with masquerade, UDP, REJECT, conntrack purge).
-in_mode!(iptables_legacy, svclb_tests::modes::Mode::IptablesLegacy, [
-    clusterip_from_pod_and_nodeport_from_external_client,
-    udp_flow_leaves_a_removed_backend,
-    service_without_endpoints_is_refused_fast,
-]);
+in_mode!(
+    iptables_legacy,
+    svclb_tests::modes::Mode::IptablesLegacy,
+    [
+        clusterip_from_pod_and_nodeport_from_external_client,
+        udp_flow_leaves_a_removed_backend,
+        service_without_endpoints_is_refused_fast,
+    ]
+);

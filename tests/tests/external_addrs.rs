@@ -5,10 +5,10 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use svclb_tests::{
-    in_mode,
-    modes::Mode,
     agent::{frontend, has_frontend},
+    in_mode,
     manifests::{self, ServicePort, SlicePort, Target},
+    modes::Mode,
     sandbox::POD_HTTP_PORT,
     semantics::{as_load_balancer, with_external_ips},
     topology::{NODE_IP, pod_ip},
@@ -60,7 +60,8 @@ fn external_and_load_balancer_ips_answer_from_outside(m: Mode) {
         )
         .unwrap();
     // XDP on the external link as well, the fast path real NICs get.
-    sb.start_agent(&m.args_with(&["--xdp-iface", "ext0"])).unwrap();
+    sb.start_agent(&m.args_with(&["--xdp-iface", "ext0"]))
+        .unwrap();
     let dump = sb
         .agent()
         .wait_dump("lb frontends", SYNC, |d| {
@@ -137,10 +138,26 @@ fn with_source_ranges(service: &str, ranges: &[&str]) -> String {
 }
 
 /// Connections from the external client: (answered, attempted).
-fn from_client(sb: &svclb_tests::sandbox::Sandbox, ip: Ipv4Addr, port: u16, count: u32) -> (u64, u64) {
+fn from_client(
+    sb: &svclb_tests::sandbox::Sandbox,
+    ip: Ipv4Addr,
+    port: u16,
+    count: u32,
+) -> (u64, u64) {
     let target = format!("{ip}:{port}");
     let r = sb
-        .probe(sb.client(), &["tcp", "--target", &target, "--count", &count.to_string(), "--timeout-ms", "300"])
+        .probe(
+            sb.client(),
+            &[
+                "tcp",
+                "--target",
+                &target,
+                "--count",
+                &count.to_string(),
+                "--timeout-ms",
+                "300",
+            ],
+        )
         .unwrap();
     (r.ok, r.attempts)
 }
@@ -150,35 +167,85 @@ fn from_client(sb: &svclb_tests::sandbox::Sandbox, ip: Ipv4Addr, port: u16, coun
 fn source_ranges_allow_listed_clients_only(m: Mode) {
     let mut sb = m.sandbox().unwrap();
     sb.client()
-        .ip(&["route", "add", "198.18.60.0/24", "via", &NODE_IP.to_string()])
+        .ip(&[
+            "route",
+            "add",
+            "198.18.60.0/24",
+            "via",
+            &NODE_IP.to_string(),
+        ])
         .unwrap();
     let write = |sb: &svclb_tests::sandbox::Sandbox, ranges: &[&str]| {
         let doc = lb(&[], &[INGRESS_IP], &sb.backend_ips());
-        sb.manifests.write("lb.yaml", &with_source_ranges(&doc, ranges)).unwrap();
+        sb.manifests
+            .write("lb.yaml", &with_source_ranges(&doc, ranges))
+            .unwrap();
     };
     // The external client is 198.18.100.2.
     write(&sb, &["198.18.100.0/24"]);
     sb.start_agent(m.agent_args()).unwrap();
     sb.agent()
-        .wait_dump("lb frontend", SYNC, |d| has_frontend(d, INGRESS_IP, 80, "TCP", 3))
+        .wait_dump("lb frontend", SYNC, |d| {
+            has_frontend(d, INGRESS_IP, 80, "TCP", 3)
+        })
         .unwrap();
-    assert_eq!(from_client(&sb, INGRESS_IP, 80, 20), (20, 20), "a client in range");
+    assert_eq!(
+        from_client(&sb, INGRESS_IP, 80, 20),
+        (20, 20),
+        "a client in range"
+    );
 
     write(&sb, &["198.18.200.0/24", "198.19.0.0/16"]);
     // Wait for the change to land: the frontend stays, so poll the traffic (bounded).
     let deadline = std::time::Instant::now() + SYNC;
     while from_client(&sb, INGRESS_IP, 80, 1).0 != 0 {
-        assert!(std::time::Instant::now() < deadline, "the out-of-range client is still answered");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the out-of-range client is still answered"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(from_client(&sb, INGRESS_IP, 80, 5).0, 0, "a client out of range");
-    assert_eq!(from_client(&sb, NODE_IP, NODE_PORT, 10), (10, 10), "the NodePort is not filtered");
-    let pod = sb.probe(sb.client_pod(), &["tcp", "--target", &format!("{LB_CLUSTER_IP}:80"), "--count", "10"]).unwrap();
+    assert_eq!(
+        from_client(&sb, INGRESS_IP, 80, 5).0,
+        0,
+        "a client out of range"
+    );
+    assert_eq!(
+        from_client(&sb, NODE_IP, NODE_PORT, 10),
+        (10, 10),
+        "the NodePort is not filtered"
+    );
+    let pod = sb
+        .probe(
+            sb.client_pod(),
+            &[
+                "tcp",
+                "--target",
+                &format!("{LB_CLUSTER_IP}:80"),
+                "--count",
+                "10",
+            ],
+        )
+        .unwrap();
     assert_eq!(pod.ok, 10, "the cluster IP is not filtered: {pod:?}");
 }
 
 // Once per data-path mode (svclb_tests::in_mode): kube-proxy's iptables mode supports
 // these scenarios too.
 
-in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [external_and_load_balancer_ips_answer_from_outside, source_ranges_allow_listed_clients_only]);
-in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [external_and_load_balancer_ips_answer_from_outside, source_ranges_allow_listed_clients_only]);
+in_mode!(
+    ebpf,
+    svclb_tests::modes::Mode::Ebpf,
+    [
+        external_and_load_balancer_ips_answer_from_outside,
+        source_ranges_allow_listed_clients_only
+    ]
+);
+in_mode!(
+    iptables,
+    svclb_tests::modes::Mode::Iptables,
+    [
+        external_and_load_balancer_ips_answer_from_outside,
+        source_ranges_allow_listed_clients_only
+    ]
+);

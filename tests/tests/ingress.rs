@@ -12,10 +12,10 @@ use std::{
 };
 
 use svclb_tests::{
-    in_mode,
-    modes::Mode,
     agent::has_frontend,
+    in_mode,
     manifests::{self, ServicePort, SlicePort, Target},
+    modes::Mode,
     netns::NetNs,
     process::{self, Process},
     sandbox::{POD_HTTP_PORT, TempDir},
@@ -141,7 +141,11 @@ fn nodeport_to_nginx_to_clusterip_routes_by_host(m: Mode) {
     let proc = nginx(nginx_pod, dir.path());
     let deadline = Instant::now() + Duration::from_secs(10);
     // Not listening yet: curl fails; listening: the unknown Host gets 404.
-    while try_curl(sb.client(), "nothing.test", nginx_pod.ip(), NGINX_PORT).map(|r| r.0).ok() != Some(404) {
+    while try_curl(sb.client(), "nothing.test", nginx_pod.ip(), NGINX_PORT)
+        .map(|r| r.0)
+        .ok()
+        != Some(404)
+    {
         assert!(
             Instant::now() < deadline,
             "nginx does not answer:\n{}",
@@ -151,7 +155,8 @@ fn nodeport_to_nginx_to_clusterip_routes_by_host(m: Mode) {
     }
 
     sb.manifests.write("ingress.yaml", &manifests()).unwrap();
-    sb.start_agent(&m.args_with(&["--xdp-iface", "ext0"])).unwrap();
+    sb.start_agent(&m.args_with(&["--xdp-iface", "ext0"]))
+        .unwrap();
     sb.agent()
         .wait_dump("ingress frontends", SYNC, |d| {
             has_frontend(d, ALPHA_IP, 80, "TCP", 2)
@@ -184,5 +189,13 @@ fn nodeport_to_nginx_to_clusterip_routes_by_host(m: Mode) {
 // Once per data-path mode (svclb_tests::in_mode): kube-proxy's iptables mode supports
 // these scenarios too.
 
-in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [nodeport_to_nginx_to_clusterip_routes_by_host]);
-in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [nodeport_to_nginx_to_clusterip_routes_by_host]);
+in_mode!(
+    ebpf,
+    svclb_tests::modes::Mode::Ebpf,
+    [nodeport_to_nginx_to_clusterip_routes_by_host]
+);
+in_mode!(
+    iptables,
+    svclb_tests::modes::Mode::Iptables,
+    [nodeport_to_nginx_to_clusterip_routes_by_host]
+);

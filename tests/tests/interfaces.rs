@@ -16,9 +16,22 @@ use svclb_tests::{
 const WEB_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 
 fn web(pods: &[Ipv4Addr]) -> String {
-    let http = SlicePort { name: "http", protocol: "TCP", port: POD_HTTP_PORT };
+    let http = SlicePort {
+        name: "http",
+        protocol: "TCP",
+        port: POD_HTTP_PORT,
+    };
     manifests::documents(&[
-        manifests::service("web", WEB_IP, Some("web"), &[ServicePort::tcp(Some("http"), 80, Target::Number(POD_HTTP_PORT))]),
+        manifests::service(
+            "web",
+            WEB_IP,
+            Some("web"),
+            &[ServicePort::tcp(
+                Some("http"),
+                80,
+                Target::Number(POD_HTTP_PORT),
+            )],
+        ),
         manifests::endpoint_slice("web", "web-1", &[http], pods),
     ])
 }
@@ -27,7 +40,18 @@ fn web(pods: &[Ipv4Addr]) -> String {
 fn from_client_pod(sb: &Sandbox, count: u64) -> (u64, u64) {
     let target = format!("{WEB_IP}:80");
     let r = sb
-        .probe(sb.client_pod(), &["tcp", "--target", &target, "--count", &count.to_string(), "--timeout-ms", "500"])
+        .probe(
+            sb.client_pod(),
+            &[
+                "tcp",
+                "--target",
+                &target,
+                "--count",
+                &count.to_string(),
+                "--timeout-ms",
+                "500",
+            ],
+        )
         .unwrap();
     (r.ok, r.attempts)
 }
@@ -35,13 +59,21 @@ fn from_client_pod(sb: &Sandbox, count: u64) -> (u64, u64) {
 #[test]
 fn a_recreated_pod_link_gets_the_tc_program_again() {
     let mut sb = Sandbox::new().unwrap();
-    sb.manifests.write("web.yaml", &web(&sb.backend_ips())).unwrap();
+    sb.manifests
+        .write("web.yaml", &web(&sb.backend_ips()))
+        .unwrap();
     // The harness names every node interface; the pattern makes the set dynamic.
     sb.start_agent(&["--iface", "pod*"]).unwrap();
     sb.agent()
-        .wait_dump("web programmed", Duration::from_secs(15), |d| has_frontend(d, WEB_IP, 80, "TCP", 3))
+        .wait_dump("web programmed", Duration::from_secs(15), |d| {
+            has_frontend(d, WEB_IP, 80, "TCP", 3)
+        })
         .unwrap();
-    assert_eq!(from_client_pod(&sb, 10), (10, 10), "before the link is recreated");
+    assert_eq!(
+        from_client_pod(&sb, 10),
+        (10, 10),
+        "before the link is recreated"
+    );
 
     // The client pod's link goes away and comes back: a new interface, no TC on it.
     let client_pod = sb.topo.pods.last().unwrap().index;
@@ -52,11 +84,23 @@ fn a_recreated_pod_link_gets_the_tc_program_again() {
         if ok == n {
             break;
         }
-        assert!(Instant::now() < deadline, "ClusterIP never answered on the new link ({ok}/{n}); log:\n{}", sb.agent().log());
+        assert!(
+            Instant::now() < deadline,
+            "ClusterIP never answered on the new link ({ok}/{n}); log:\n{}",
+            sb.agent().log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(from_client_pod(&sb, 20), (20, 20), "after the link was recreated");
+    assert_eq!(
+        from_client_pod(&sb, 20),
+        (20, 20),
+        "after the link was recreated"
+    );
     let log = sb.agent().log();
     assert!(log.contains("TC interfaces updated"), "{log}");
-    assert!(log.contains(&format!("iface=\"{}\"", pod_node_if(client_pod))) || log.contains(&pod_node_if(client_pod)), "{log}");
+    assert!(
+        log.contains(&format!("iface=\"{}\"", pod_node_if(client_pod)))
+            || log.contains(&pod_node_if(client_pod)),
+        "{log}"
+    );
 }

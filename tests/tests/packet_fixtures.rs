@@ -131,11 +131,7 @@ fn tcp_syn_to_cluster_ip_is_dnated() -> Result<()> {
 
         // Both conntrack entries, with what reverse NAT and purging need.
         let client = SocketAddrV4::new(CLIENT, CPORT);
-        let fwd = h.ct(&ct_key(
-            client,
-            SocketAddrV4::new(VIP, 80),
-            PROTO_TCP,
-        ))?;
+        let fwd = h.ct(&ct_key(client, SocketAddrV4::new(VIP, 80), PROTO_TCP))?;
         let fwd = fwd.context("no forward entry")?;
         ensure!(
             addr_of_be(fwd.nat_addr_be) == *backend(1).ip()
@@ -170,10 +166,7 @@ fn udp_to_cluster_ip_is_dnated() -> Result<()> {
         expect_frame(&out, &dgram.to(*backend(1).ip(), 8080).bytes())?;
         ensure!(h.counters()?.since(&before) == [("fwd_new", 1)]);
         let client = SocketAddrV4::new(CLIENT, CPORT);
-        ensure!(
-            h.ct(&ct_key(backend(1), client, PROTO_UDP))?
-                .is_some()
-        );
+        ensure!(h.ct(&ct_key(backend(1), client, PROTO_UDP))?.is_some());
         Ok(())
     })
 }
@@ -345,7 +338,10 @@ fn established_flow_outlives_its_frontend() -> Result<()> {
         let before = h.counters()?;
         let out = h.run(hook, &ack.bytes())?;
         expect_frame(&out, &ack.to(*target.ip(), target.port()).bytes())?;
-        let reply = ack.to(*target.ip(), target.port()).reply(ACK).payload(b"200");
+        let reply = ack
+            .to(*target.ip(), target.port())
+            .reply(ACK)
+            .payload(b"200");
         let out = h.run(hook, &reply.bytes())?;
         expect_frame(&out, &reply.from(VIP, 80).bytes())?;
         ensure!(h.counters()?.since(&before) == [("fwd_established", 1), ("reply", 1)]);
@@ -368,11 +364,7 @@ fn new_syn_on_closed_or_orphaned_tuple_picks_again() -> Result<()> {
         let mut h = setup(hook, &svc)?;
         let syn = client_pkt(L4::Tcp, CPORT);
         let client = SocketAddrV4::new(CLIENT, CPORT);
-        let fwd_key = ct_key(
-            client,
-            SocketAddrV4::new(VIP, 80),
-            PROTO_TCP,
-        );
+        let fwd_key = ct_key(client, SocketAddrV4::new(VIP, 80), PROTO_TCP);
         let target = dnat_target(&h.run(hook, &syn.bytes())?)?;
 
         // A retransmitted SYN keeps the backend.
@@ -474,8 +466,18 @@ fn no_endpoints_tcp_gets_rst() -> Result<()> {
 
 /// XDP does not answer rejects itself (XDP_TX is lost on veth unless the peer runs
 /// XDP): it passes the packet unchanged to TC on the same interface and counts that.
-fn xdp_leaves_reject_to_tc(h: &Harness, out: &Output, input: &[u8], before: &Counters) -> Result<()> {
-    ensure!(out.verdict == Verdict::Pass, "XDP verdict {:?} (ret {})", out.verdict, out.ret);
+fn xdp_leaves_reject_to_tc(
+    h: &Harness,
+    out: &Output,
+    input: &[u8],
+    before: &Counters,
+) -> Result<()> {
+    ensure!(
+        out.verdict == Verdict::Pass,
+        "XDP verdict {:?} (ret {})",
+        out.verdict,
+        out.ret
+    );
     same_bytes(&out.data, input)?;
     ensure!(
         h.counters()?.since(before) == [("reject_to_tc", 1)],

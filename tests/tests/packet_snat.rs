@@ -12,8 +12,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{Context as _, Result, ensure};
 use svclb_common::{
-    BE_F_LOCAL, Backend, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT, CT_F_SRC_RANGES, CtValue,
-    KIND_CLUSTER_IP, KIND_LOAD_BALANCER, KIND_NODE_PORT, MAP_CONNTRACK, PROTO_TCP,
+    BE_F_LOCAL, Backend, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT, CT_F_SRC_RANGES,
+    CtValue, KIND_CLUSTER_IP, KIND_LOAD_BALANCER, KIND_NODE_PORT, MAP_CONNTRACK, PROTO_TCP,
     SNAT_PORT_MIN, SVC_F_LOCAL, SVC_F_NO_LOCAL_DROP, SVC_F_SRC_RANGES, ServiceValue,
 };
 use svclb_tests::{
@@ -56,7 +56,14 @@ fn in_fib_ns(f: fn(Hook) -> Result<()>) -> Result<()> {
 }
 
 /// One frontend of `kind` with `flags`, one backend (`be_flags`) at BACKEND:BPORT.
-fn setup(kind: u8, fe: Ipv4Addr, port: u16, flags: u16, backend: Ipv4Addr, be_flags: u8) -> Result<Harness> {
+fn setup(
+    kind: u8,
+    fe: Ipv4Addr,
+    port: u16,
+    flags: u16,
+    backend: Ipv4Addr,
+    be_flags: u8,
+) -> Result<Harness> {
     let mut h = Harness::load()?;
     h.put_backend(
         BE_ID,
@@ -87,7 +94,12 @@ fn node_port(flags: u16, be_flags: u8) -> Result<Harness> {
 }
 
 fn expect_frame(out: &Output, want: &[u8]) -> Result<()> {
-    ensure!(out.verdict == Verdict::Pass, "verdict {:?} (ret {}), want Pass", out.verdict, out.ret);
+    ensure!(
+        out.verdict == Verdict::Pass,
+        "verdict {:?} (ret {}), want Pass",
+        out.verdict,
+        out.ret
+    );
     verify_checksums(&out.data).context("output checksums")?;
     same_bytes(&out.data, want)
 }
@@ -112,15 +124,27 @@ fn external_flow_to_remote_endpoint_is_source_natted_both_ways() -> Result<()> {
         let fwd = h
             .ct(&ct_key(sa(CLIENT, CPORT), sa(FE, NP), PROTO_TCP))?
             .context("forward entry")?;
-        ensure!((fwd.flags, fwd.dir) == (CT_F_SNAT, CT_DIR_FORWARD), "{fwd:?}");
-        ensure!((fwd.rev_addr_be, fwd.rev_port_be) == (addr_be(NODE_SRC), CPORT.to_be()), "{fwd:?}");
+        ensure!(
+            (fwd.flags, fwd.dir) == (CT_F_SNAT, CT_DIR_FORWARD),
+            "{fwd:?}"
+        );
+        ensure!(
+            (fwd.rev_addr_be, fwd.rev_port_be) == (addr_be(NODE_SRC), CPORT.to_be()),
+            "{fwd:?}"
+        );
         ensure!((fwd.nat_addr_be, fwd.nat_port_be) == (addr_be(BACKEND), BPORT.to_be()));
         let rep = h
             .ct(&ct_key(sa(BACKEND, BPORT), sa(NODE_SRC, CPORT), PROTO_TCP))?
             .context("reply entry keyed by the NAT address")?;
         ensure!((rep.flags, rep.dir) == (CT_F_SNAT, CT_DIR_REPLY), "{rep:?}");
-        ensure!((rep.nat_addr_be, rep.nat_port_be) == (addr_be(FE), NP.to_be()), "{rep:?}");
-        ensure!((rep.rev_addr_be, rep.rev_port_be) == (addr_be(CLIENT), CPORT.to_be()), "{rep:?}");
+        ensure!(
+            (rep.nat_addr_be, rep.nat_port_be) == (addr_be(FE), NP.to_be()),
+            "{rep:?}"
+        );
+        ensure!(
+            (rep.rev_addr_be, rep.rev_port_be) == (addr_be(CLIENT), CPORT.to_be()),
+            "{rep:?}"
+        );
         ensure!(h.ct_entries()?.len() == 2);
 
         // The endpoint answers the node; the client gets it from the NodePort.
@@ -152,11 +176,23 @@ fn udp_is_source_natted_too() -> Result<()> {
         // Same service over UDP.
         h.put_backend(
             BE_ID,
-            Backend { addr_be: addr_be(BACKEND), port_be: BPORT.to_be(), proto: svclb_common::PROTO_UDP, flags: 0 },
+            Backend {
+                addr_be: addr_be(BACKEND),
+                port_be: BPORT.to_be(),
+                proto: svclb_common::PROTO_UDP,
+                flags: 0,
+            },
         )?;
         h.put_service(
             service_key(FE, NP, svclb_common::PROTO_UDP),
-            ServiceValue { svc_id: SVC_ID, backend_count: 1, flags: 0, affinity_timeout_s: 0, kind: KIND_NODE_PORT, _pad: [0; 3] },
+            ServiceValue {
+                svc_id: SVC_ID,
+                backend_count: 1,
+                flags: 0,
+                affinity_timeout_s: 0,
+                kind: KIND_NODE_PORT,
+                _pad: [0; 3],
+            },
         )?;
         let dgram = Pkt::udp(CLIENT, CPORT, FE, NP);
         let out = h.run(hook, &dgram.bytes())?;
@@ -185,7 +221,8 @@ fn taken_or_frontend_ports_are_skipped() -> Result<()> {
             ..Default::default()
         };
         let taken = ct_key(sa(BACKEND, BPORT), sa(NODE_SRC, CPORT), PROTO_TCP);
-        h.hash_mut::<_, CtValue>(MAP_CONNTRACK)?.insert(taken, other, 0)?;
+        h.hash_mut::<_, CtValue>(MAP_CONNTRACK)?
+            .insert(taken, other, 0)?;
         let syn = Pkt::tcp(CLIENT, CPORT, FE, NP);
         let out = h.run(hook, &syn.bytes())?;
         ensure!(out.verdict == Verdict::Pass);
@@ -206,7 +243,14 @@ fn taken_or_frontend_ports_are_skipped() -> Result<()> {
         let mut h = node_port(0, 0)?;
         h.put_service(
             service_key(NODE_SRC, 31000, PROTO_TCP),
-            ServiceValue { svc_id: 9, backend_count: 0, flags: 0, affinity_timeout_s: 0, kind: KIND_NODE_PORT, _pad: [0; 3] },
+            ServiceValue {
+                svc_id: 9,
+                backend_count: 0,
+                flags: 0,
+                affinity_timeout_s: 0,
+                kind: KIND_NODE_PORT,
+                _pad: [0; 3],
+            },
         )?;
         let syn = Pkt::tcp(CLIENT, 31000, FE, NP);
         h.run(hook, &syn.bytes())?;
@@ -275,7 +319,14 @@ fn hairpin_is_source_natted_to_the_link_local_address() -> Result<()> {
 fn source_ranges_let_only_listed_sources_into_load_balancers() -> Result<()> {
     in_fib_ns(|hook| {
         let lb = Ipv4Addr::new(198, 18, 200, 10);
-        let mut h = setup(KIND_LOAD_BALANCER, lb, 80, SVC_F_SRC_RANGES, BACKEND, BE_F_LOCAL)?;
+        let mut h = setup(
+            KIND_LOAD_BALANCER,
+            lb,
+            80,
+            SVC_F_SRC_RANGES,
+            BACKEND,
+            BE_F_LOCAL,
+        )?;
         let outsider = Pkt::tcp(Ipv4Addr::new(198, 18, 101, 2), CPORT, lb, 80);
         // No prefix at all: nobody.
         let before = h.counters()?;
@@ -293,7 +344,10 @@ fn source_ranges_let_only_listed_sources_into_load_balancers() -> Result<()> {
         let out = h.run(hook, &outsider.bytes())?;
         ensure!(out.verdict == Verdict::Drop, "{:?}", out.verdict);
         ensure!(h.counters()?.since(&before) == [("src_range_drop", 1)]);
-        ensure!(h.ct_entries()?.len() == 2, "only the allowed flow is tracked");
+        ensure!(
+            h.ct_entries()?.len() == 2,
+            "only the allowed flow is tracked"
+        );
         let fwd = h
             .ct(&ct_key(sa(CLIENT, CPORT), sa(lb, 80), PROTO_TCP))?
             .context("forward entry")?;
@@ -315,7 +369,10 @@ fn source_ranges_let_only_listed_sources_into_load_balancers() -> Result<()> {
 #[test]
 fn local_policy_without_local_endpoint_drops_instead_of_rejecting() -> Result<()> {
     in_fib_ns(|hook| {
-        for pkt in [Pkt::tcp(CLIENT, CPORT, FE, NP), Pkt::udp(CLIENT, CPORT, FE, NP)] {
+        for pkt in [
+            Pkt::tcp(CLIENT, CPORT, FE, NP),
+            Pkt::udp(CLIENT, CPORT, FE, NP),
+        ] {
             let mut h = Harness::load()?;
             h.put_service(
                 service_key(FE, NP, pkt.l4.proto()),
@@ -331,7 +388,12 @@ fn local_policy_without_local_endpoint_drops_instead_of_rejecting() -> Result<()
             let before = h.counters()?;
             let out = h.run(hook, &pkt.bytes())?;
             // No reset or ICMP (TC), and XDP does not leave it to TC either.
-            ensure!(out.verdict == Verdict::Drop, "{:?}: {:?}", pkt.l4, out.verdict);
+            ensure!(
+                out.verdict == Verdict::Drop,
+                "{:?}: {:?}",
+                pkt.l4,
+                out.verdict
+            );
             ensure!(h.counters()?.since(&before) == [("no_local_drop", 1)]);
         }
         Ok(())

@@ -14,11 +14,11 @@ use std::{
 
 use serde_json::Value;
 use svclb_tests::{
-    in_mode,
-    modes::Mode,
     agent::frontend,
-    manifests::{self, ServicePort, SlicePort, Target},
+    in_mode,
     kube_env::KubeEnv,
+    manifests::{self, ServicePort, SlicePort, Target},
+    modes::Mode,
     report::ProbeReport,
     sandbox::{POD_HTTP_PORT, finish_probe},
     semantics::{Ep, endpoint_slice},
@@ -79,7 +79,9 @@ impl Env {
     }
 
     fn kubectl_file(&self, verb: &str, docs: &[String]) -> String {
-        self.k.kubectl_file(verb, &format!("{verb}.yaml"), docs).unwrap()
+        self.k
+            .kubectl_file(verb, &format!("{verb}.yaml"), docs)
+            .unwrap()
     }
 
     /// `kubectl replace` of the slice with `eps`.
@@ -94,7 +96,8 @@ impl Env {
             .iter()
             .map(|n| (pod_ip(*n).to_string(), terminating))
             .collect();
-        self.k.sb
+        self.k
+            .sb
             .agent()
             .wait_dump(
                 &format!("web with backends {pods:?} (terminating: {terminating})"),
@@ -105,7 +108,8 @@ impl Env {
     }
 
     fn tcp(&self, count: u64) -> ProbeReport {
-        self.k.sb
+        self.k
+            .sb
             .probe(
                 self.k.sb.client_pod(),
                 &[
@@ -267,7 +271,8 @@ fn rolling_replacement_fails_no_request(m: Mode) {
         env.replace(&ready(&[old.as_slice(), new.as_slice()].concat()));
         env.wait_backends(&[old.as_slice(), new.as_slice()].concat(), false);
         thread::sleep(Duration::from_millis(200));
-        env.k.sb
+        env.k
+            .sb
             .topo
             .pod(gone)
             .ns
@@ -302,5 +307,19 @@ fn rolling_replacement_fails_no_request(m: Mode) {
 // Once per data-path mode (svclb_tests::in_mode): kube-proxy's iptables mode supports
 // these scenarios too.
 
-in_mode!(ebpf, svclb_tests::modes::Mode::Ebpf, [terminating_endpoints_serve_only_when_no_ready_one_is_left, rolling_replacement_fails_no_request]);
-in_mode!(iptables, svclb_tests::modes::Mode::Iptables, [terminating_endpoints_serve_only_when_no_ready_one_is_left, rolling_replacement_fails_no_request]);
+in_mode!(
+    ebpf,
+    svclb_tests::modes::Mode::Ebpf,
+    [
+        terminating_endpoints_serve_only_when_no_ready_one_is_left,
+        rolling_replacement_fails_no_request
+    ]
+);
+in_mode!(
+    iptables,
+    svclb_tests::modes::Mode::Iptables,
+    [
+        terminating_endpoints_serve_only_when_no_ready_one_is_left,
+        rolling_replacement_fails_no_request
+    ]
+);

@@ -23,7 +23,10 @@ pub struct SyncReport {
 /// (frontend, endpoint) pairs of UDP endpoints in `old` that `new` no longer has: the
 /// kernel conntrack flows the rule-based data paths must delete, or a flow keeps
 /// sending its datagrams to a removed endpoint.
-pub fn removed_udp_endpoints(old: &DesiredState, new: &DesiredState) -> Vec<(SocketAddrV4, SocketAddrV4)> {
+pub fn removed_udp_endpoints(
+    old: &DesiredState,
+    new: &DesiredState,
+) -> Vec<(SocketAddrV4, SocketAddrV4)> {
     let mut out = Vec::new();
     for (key, set) in &old.sets {
         let now: BTreeSet<_> = new
@@ -102,13 +105,21 @@ mod tests {
             endpoints: pods
                 .iter()
                 .map(|&n| Endpoint {
-                    backend: BackendAddr { addr: Ipv4Addr::new(198, 19, n, 2), port: 53, proto },
+                    backend: BackendAddr {
+                        addr: Ipv4Addr::new(198, 19, n, 2),
+                        port: 53,
+                        proto,
+                    },
                     terminating: false,
                     local: false,
                 })
                 .collect(),
             frontends: BTreeMap::from([(
-                Frontend { addr: Ipv4Addr::new(198, 18, 0, 12), port: 53, proto },
+                Frontend {
+                    addr: Ipv4Addr::new(198, 18, 0, 12),
+                    port: 53,
+                    proto,
+                },
                 FrontendKind::ClusterIp,
             )]),
             ..Default::default()
@@ -118,12 +129,24 @@ mod tests {
     #[test]
     fn removed_udp_endpoints_are_those_gone_from_their_set() {
         let state = |sets: Vec<(&str, BackendSet)>| DesiredState {
-            sets: sets.into_iter().map(|(k, s)| (SetKey(k.into()), s)).collect(),
+            sets: sets
+                .into_iter()
+                .map(|(k, s)| (SetKey(k.into()), s))
+                .collect(),
         };
-        let old = state(vec![("a:dns/UDP", set(Proto::Udp, &[1, 2, 3])), ("a:dns/TCP", set(Proto::Tcp, &[1, 2]))]);
-        let new = state(vec![("a:dns/UDP", set(Proto::Udp, &[1, 3])), ("a:dns/TCP", set(Proto::Tcp, &[1]))]);
+        let old = state(vec![
+            ("a:dns/UDP", set(Proto::Udp, &[1, 2, 3])),
+            ("a:dns/TCP", set(Proto::Tcp, &[1, 2])),
+        ]);
+        let new = state(vec![
+            ("a:dns/UDP", set(Proto::Udp, &[1, 3])),
+            ("a:dns/TCP", set(Proto::Tcp, &[1])),
+        ]);
         let vip = "198.18.0.12:53".parse().unwrap();
-        assert_eq!(removed_udp_endpoints(&old, &new), [(vip, "198.19.2.2:53".parse().unwrap())]);
+        assert_eq!(
+            removed_udp_endpoints(&old, &new),
+            [(vip, "198.19.2.2:53".parse().unwrap())]
+        );
         // A removed set takes all its UDP endpoints with it; TCP needs no purge.
         let gone = removed_udp_endpoints(&old, &DesiredState::default());
         assert_eq!(gone.len(), 3);

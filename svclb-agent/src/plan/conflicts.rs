@@ -103,23 +103,25 @@ impl Losses {
     /// One error per (loser field, winner), listing every frontend lost that way (a
     /// NodePort conflict covers all node addresses).
     pub fn errors(self) -> impl Iterator<Item = PlanError> {
-        self.0.into_iter().map(|((object, field, by), mut frontends)| {
-            frontends.sort();
-            let list: Vec<String> = frontends.iter().map(Frontend::to_string).collect();
-            let (noun, verb) = if list.len() == 1 {
-                ("frontend", "is")
-            } else {
-                ("frontends", "are")
-            };
-            PlanError {
-                object,
-                field,
-                kind: ErrorKind::Conflict,
-                message: format!(
-                    "{noun} {} {verb} already used by {by}; dropped here",
-                    list.join(", ")
-                ),
-            }
-        })
+        self.0
+            .into_iter()
+            .map(|((object, field, by), mut frontends)| {
+                frontends.sort();
+                let list: Vec<String> = frontends.iter().map(Frontend::to_string).collect();
+                let (noun, verb) = if list.len() == 1 {
+                    ("frontend", "is")
+                } else {
+                    ("frontends", "are")
+                };
+                PlanError {
+                    object,
+                    field,
+                    kind: ErrorKind::Conflict,
+                    message: format!(
+                        "{noun} {} {verb} already used by {by}; dropped here",
+                        list.join(", ")
+                    ),
+                }
+            })
     }
 }

@@ -74,10 +74,30 @@ pub fn diff(current: &MapImage, target: &MapImage, fresh_ids: &BTreeSet<u32>) ->
             d.put_services.push((*k, *v));
         }
     }
-    d.del_services = current.services.keys().filter(|k| !target.services.contains_key(k)).copied().collect();
-    d.del_slots = current.slots.keys().filter(|k| !target.slots.contains_key(k)).copied().collect();
-    d.del_names = current.names.keys().filter(|k| !target.names.contains_key(k)).copied().collect();
-    d.del_backends = current.backends.keys().filter(|k| !target.backends.contains_key(k)).copied().collect();
+    d.del_services = current
+        .services
+        .keys()
+        .filter(|k| !target.services.contains_key(k))
+        .copied()
+        .collect();
+    d.del_slots = current
+        .slots
+        .keys()
+        .filter(|k| !target.slots.contains_key(k))
+        .copied()
+        .collect();
+    d.del_names = current
+        .names
+        .keys()
+        .filter(|k| !target.names.contains_key(k))
+        .copied()
+        .collect();
+    d.del_backends = current
+        .backends
+        .keys()
+        .filter(|k| !target.backends.contains_key(k))
+        .copied()
+        .collect();
 
     for svc_id in current.service_ids() {
         let before = current.members(svc_id);
@@ -85,7 +105,8 @@ pub fn diff(current: &MapImage, target: &MapImage, fresh_ids: &BTreeSet<u32>) ->
             continue;
         }
         let after = target.members(svc_id);
-        d.purge.extend(before.difference(&after).map(|&b| (svc_id, b)));
+        d.purge
+            .extend(before.difference(&after).map(|&b| (svc_id, b)));
     }
     d
 }

@@ -14,14 +14,22 @@ use crate::model::{
 
 fn ep(n: u8) -> Endpoint {
     Endpoint {
-        backend: BackendAddr { addr: Ipv4Addr::new(198, 19, n, 2), port: 8080, proto: Proto::Tcp },
+        backend: BackendAddr {
+            addr: Ipv4Addr::new(198, 19, n, 2),
+            port: 8080,
+            proto: Proto::Tcp,
+        },
         terminating: false,
         local: true,
     }
 }
 
 fn vip(n: u8) -> Frontend {
-    Frontend { addr: Ipv4Addr::new(198, 18, 0, n), port: 80, proto: Proto::Tcp }
+    Frontend {
+        addr: Ipv4Addr::new(198, 18, 0, n),
+        port: 80,
+        proto: Proto::Tcp,
+    }
 }
 
 fn state(sets: &[(&str, u8, &[u8])]) -> DesiredState {
@@ -50,7 +58,10 @@ fn sync(image: &mut MapImage, ids: &mut IdAllocator, desired: &DesiredState) -> 
 #[test]
 fn reapplying_the_same_state_writes_nothing() {
     let (mut image, mut ids) = (MapImage::default(), IdAllocator::default());
-    let s = state(&[("default/a:http/TCP", 10, &[1, 2, 3]), ("default/b:http/TCP", 11, &[2])]);
+    let s = state(&[
+        ("default/a:http/TCP", 10, &[1, 2, 3]),
+        ("default/b:http/TCP", 11, &[2]),
+    ]);
     let first = sync(&mut image, &mut ids, &s);
     assert_eq!(first.put_backends.len(), 3);
     assert_eq!(first.put_slots.len(), 4);
@@ -72,7 +83,13 @@ fn growing_writes_slots_before_the_count_and_shrinking_deletes_after() {
 
     let shrink = sync(&mut image, &mut ids, &state(&[("a", 10, &[2, 3])]));
     // Slots 0 and 1 now name backends 2 and 3; slot 2 goes after the count flip.
-    assert_eq!(shrink.put_slots, vec![(SlotKey { svc_id: 1, slot: 0 }, 2), (SlotKey { svc_id: 1, slot: 1 }, 3)]);
+    assert_eq!(
+        shrink.put_slots,
+        vec![
+            (SlotKey { svc_id: 1, slot: 0 }, 2),
+            (SlotKey { svc_id: 1, slot: 1 }, 3)
+        ]
+    );
     assert_eq!(shrink.put_services[0].1.backend_count, 2);
     assert_eq!(shrink.del_slots, vec![SlotKey { svc_id: 1, slot: 2 }]);
     assert_eq!(shrink.del_backends, vec![1]);
@@ -82,7 +99,11 @@ fn growing_writes_slots_before_the_count_and_shrinking_deletes_after() {
 #[test]
 fn deleting_a_service_removes_everything_it_owned() {
     let (mut image, mut ids) = (MapImage::default(), IdAllocator::default());
-    sync(&mut image, &mut ids, &state(&[("a", 10, &[1, 2]), ("b", 11, &[2])]));
+    sync(
+        &mut image,
+        &mut ids,
+        &state(&[("a", 10, &[1, 2]), ("b", 11, &[2])]),
+    );
     let d = sync(&mut image, &mut ids, &state(&[("b", 11, &[2])]));
     assert_eq!(d.del_services, vec![service_key(&vip(10))]);
     assert_eq!(d.del_names, vec![1]);
@@ -92,7 +113,11 @@ fn deleting_a_service_removes_everything_it_owned() {
     assert_eq!(d.purge, vec![(1, 1), (1, 2)]);
     let gone = sync(&mut image, &mut ids, &DesiredState::default());
     assert!(gone.put_services.is_empty());
-    assert_eq!(image, MapImage::default(), "after removing everything the maps are empty");
+    assert_eq!(
+        image,
+        MapImage::default(),
+        "after removing everything the maps are empty"
+    );
 }
 
 #[test]
@@ -100,7 +125,11 @@ fn adoption_after_restart_changes_nothing() {
     let (mut image, mut ids) = (MapImage::default(), IdAllocator::default());
     let s = state(&[("a", 10, &[1, 2, 3]), ("b", 11, &[4]), ("c", 12, &[])]);
     sync(&mut image, &mut ids, &s);
-    sync(&mut image, &mut ids, &state(&[("b", 11, &[4]), ("c", 12, &[])]));
+    sync(
+        &mut image,
+        &mut ids,
+        &state(&[("b", 11, &[4]), ("c", 12, &[])]),
+    );
     sync(&mut image, &mut ids, &s);
     // A new agent only has the maps.
     let mut adopted = IdAllocator::adopt(&image);
@@ -114,7 +143,10 @@ fn changing_only_the_affinity_rewrites_only_service_entries() {
     let (mut image, mut ids) = (MapImage::default(), IdAllocator::default());
     let mut s = state(&[("a", 10, &[1, 2])]);
     sync(&mut image, &mut ids, &s);
-    s.sets.get_mut(&SetKey("a".into())).unwrap().affinity_timeout_s = Some(30);
+    s.sets
+        .get_mut(&SetKey("a".into()))
+        .unwrap()
+        .affinity_timeout_s = Some(30);
     let d = sync(&mut image, &mut ids, &s);
     assert_eq!(d.writes(), 1);
     assert_eq!(d.put_services[0].1.flags & SVC_F_AFFINITY, SVC_F_AFFINITY);
@@ -139,20 +171,35 @@ fn maglev_sets_hold_a_table_and_removal_rewrites_about_one_nth() {
     s.sets.get_mut(&SetKey("a".into())).unwrap().maglev = true;
     let d = sync(&mut image, &mut ids, &s);
     let (_, v) = d.put_services[0];
-    assert_eq!(v.flags & svclb_common::SVC_F_MAGLEV, svclb_common::SVC_F_MAGLEV);
+    assert_eq!(
+        v.flags & svclb_common::SVC_F_MAGLEV,
+        svclb_common::SVC_F_MAGLEV
+    );
     assert_eq!(v.backend_count, 16381, "the preferred size for 5 backends");
     assert_eq!(d.put_slots.len(), 16381);
     assert_eq!(image.members(1).len(), 5);
 
     let mut fewer = s.clone();
-    fewer.sets.get_mut(&SetKey("a".into())).unwrap().endpoints.pop();
+    fewer
+        .sets
+        .get_mut(&SetKey("a".into()))
+        .unwrap()
+        .endpoints
+        .pop();
     let d = sync(&mut image, &mut ids, &fewer);
     // The table keeps its size, so only the entries of the removed backend (~1/5) change.
-    assert_eq!(d.put_services, vec![], "same size, same flags: the service entry stays");
+    assert_eq!(
+        d.put_services,
+        vec![],
+        "same size, same flags: the service entry stays"
+    );
     assert!(d.del_slots.is_empty());
     let moved = d.put_slots.len();
     // 1/5 of 16381 is 3276; Maglev moves a little more (< 1% of the table extra).
-    assert!((3276..=3276 + 164).contains(&moved), "{moved} of 16381 entries rewritten");
+    assert!(
+        (3276..=3276 + 164).contains(&moved),
+        "{moved} of 16381 entries rewritten"
+    );
     assert_eq!(d.purge, vec![(1, 5)]);
     assert_eq!(d.del_backends, vec![5]);
 }
@@ -215,7 +262,10 @@ fn incremental_delta_equals_the_full_delta() {
             let pending = applied.delta(&desired, Some(&touched), &mut ids).unwrap();
             assert_eq!(pending.delta, full, "step {step}");
             assert_eq!(unhinted.delta, full, "step {step} without a hint");
-            let (del_names, del_backends) = (pending.delta.del_names.clone(), pending.delta.del_backends.clone());
+            let (del_names, del_backends) = (
+                pending.delta.del_names.clone(),
+                pending.delta.del_backends.clone(),
+            );
             applied.commit(pending);
             assert_eq!(applied.image(), &target, "step {step}");
             ids.release(&del_names, &del_backends);

@@ -3,7 +3,7 @@
 //! Service run on it, so the cloud load balancer only sends to nodes that have one
 //! (the others drop such traffic). This is what the planner hands the server
 //! (`crate::health_check`).
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, btree_map::Entry};
 
 /// One Service's health check on this node.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,10 +27,11 @@ pub fn by_port<'a>(
     let mut out = BTreeMap::new();
     let mut losers = Vec::new();
     for c in sorted {
-        if out.contains_key(&c.port) {
-            losers.push(c);
-        } else {
-            out.insert(c.port, c.clone());
+        match out.entry(c.port) {
+            Entry::Occupied(_) => losers.push(c),
+            Entry::Vacant(v) => {
+                v.insert(c.clone());
+            }
         }
     }
     (out, losers)

@@ -72,7 +72,9 @@ impl IdAllocator {
         }
         self.set_hint = id + 1;
         if id >= MAX_SERVICE_IDS {
-            return Err(IdError::ServiceIdsExhausted { max: MAX_SERVICE_IDS - 1 });
+            return Err(IdError::ServiceIdsExhausted {
+                max: MAX_SERVICE_IDS - 1,
+            });
         }
         self.sets.insert(key.clone(), id);
         self.set_ids.insert(id, key.clone());
@@ -123,7 +125,11 @@ mod tests {
     use crate::model::Proto;
 
     fn be(n: u8) -> BackendAddr {
-        BackendAddr { addr: Ipv4Addr::new(198, 19, n, 2), port: 80, proto: Proto::Tcp }
+        BackendAddr {
+            addr: Ipv4Addr::new(198, 19, n, 2),
+            port: 80,
+            proto: Proto::Tcp,
+        }
     }
 
     #[test]

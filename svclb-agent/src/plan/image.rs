@@ -8,7 +8,7 @@ use std::{
 };
 
 use svclb_common::{
-    Backend, BE_F_LOCAL, BE_F_TERMINATING, SVC_F_AFFINITY, SVC_F_LOCAL, SVC_F_MAGLEV, SVC_NAME_LEN,
+    BE_F_LOCAL, BE_F_TERMINATING, Backend, SVC_F_AFFINITY, SVC_F_LOCAL, SVC_F_MAGLEV, SVC_NAME_LEN,
     ServiceKey, ServiceValue, SlotKey, SvcName,
 };
 
@@ -30,12 +30,19 @@ pub struct MapImage {
 impl MapImage {
     /// Backend ids in slots `0..count` of `svc_id`: who may receive new flows.
     pub fn members(&self, svc_id: u32) -> BTreeSet<u32> {
-        let range = SlotKey { svc_id, slot: 0 }..SlotKey { svc_id: svc_id + 1, slot: 0 };
+        let range = SlotKey { svc_id, slot: 0 }..SlotKey {
+            svc_id: svc_id + 1,
+            slot: 0,
+        };
         self.slots.range(range).map(|(_, &b)| b).collect()
     }
 
     pub fn service_ids(&self) -> BTreeSet<u32> {
-        self.services.values().map(|v| v.svc_id).chain(self.names.keys().copied()).collect()
+        self.services
+            .values()
+            .map(|v| v.svc_id)
+            .chain(self.names.keys().copied())
+            .collect()
     }
 }
 
@@ -65,7 +72,9 @@ pub fn backend_addr(be: &Backend) -> Option<BackendAddr> {
 }
 
 pub fn svc_name(name: &str) -> SvcName {
-    let mut out = SvcName { name: [0; SVC_NAME_LEN] };
+    let mut out = SvcName {
+        name: [0; SVC_NAME_LEN],
+    };
     // Truncate on a char boundary; names are ASCII in practice (DNS labels).
     let mut end = name.len().min(SVC_NAME_LEN);
     while !name.is_char_boundary(end) {
@@ -76,7 +85,11 @@ pub fn svc_name(name: &str) -> SvcName {
 }
 
 pub fn svc_name_str(name: &SvcName) -> String {
-    let end = name.name.iter().position(|&b| b == 0).unwrap_or(SVC_NAME_LEN);
+    let end = name
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(SVC_NAME_LEN);
     String::from_utf8_lossy(&name.name[..end]).into_owned()
 }
 
@@ -95,7 +108,9 @@ pub fn compile(
         if new {
             fresh.insert(svc_id);
         }
-        image.names.insert(svc_id, key.0.chars().take(SVC_NAME_LEN).collect());
+        image
+            .names
+            .insert(svc_id, key.0.chars().take(SVC_NAME_LEN).collect());
         let mut ids_in_order = Vec::with_capacity(set.endpoints.len());
         for ep in &set.endpoints {
             let backend_id = ids.backend_id_or_alloc(ep.backend)?;
@@ -120,8 +135,16 @@ pub fn compile(
         // Maglev: the slots hold the lookup table (the data path indexes it by flow
         // hash); otherwise one slot per endpoint, picked at random.
         let table = if set.maglev {
-            let addrs: Vec<_> = set.endpoints.iter().map(|e| (e.backend.addr, e.backend.port)).collect();
-            let prev = set.frontends.keys().next().and_then(|fe| current.services.get(&service_key(fe)));
+            let addrs: Vec<_> = set
+                .endpoints
+                .iter()
+                .map(|e| (e.backend.addr, e.backend.port))
+                .collect();
+            let prev = set
+                .frontends
+                .keys()
+                .next()
+                .and_then(|fe| current.services.get(&service_key(fe)));
             let prev = prev.filter(|v| v.svc_id == svc_id && v.flags & SVC_F_MAGLEV != 0);
             let t = maglev::table(&addrs, prev.map(|v| u32::from(v.backend_count)));
             if t.is_none() && addrs.len() > maglev::MAX_BACKENDS {
@@ -136,7 +159,13 @@ pub fn compile(
             None => ids_in_order,
         };
         for (slot, backend_id) in slots.iter().enumerate() {
-            image.slots.insert(SlotKey { svc_id, slot: slot as u32 }, *backend_id);
+            image.slots.insert(
+                SlotKey {
+                    svc_id,
+                    slot: slot as u32,
+                },
+                *backend_id,
+            );
         }
         let mut flags = 0;
         if set.affinity_timeout_s.is_some() {

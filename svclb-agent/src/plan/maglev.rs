@@ -27,7 +27,10 @@ pub const MAX_BACKENDS: usize = ((MAX_TABLE - 1) / PER_BACKEND) as usize;
 
 #[cfg(test)]
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// Table size for `n` backends: the preferred size (capped at the largest rung, which
@@ -114,14 +117,20 @@ mod tests {
     use super::*;
 
     fn backends(n: u8) -> Vec<(Ipv4Addr, u16)> {
-        (1..=n).map(|i| (Ipv4Addr::new(198, 19, i, 2), 8080)).collect()
+        (1..=n)
+            .map(|i| (Ipv4Addr::new(198, 19, i, 2), 8080))
+            .collect()
     }
 
     /// Share of table entries (≈ flows, whose hashes are uniform over entries) that map
     /// to a different backend identity in `b` than in `a`.
     fn remapped(a: &[(Ipv4Addr, u16)], ta: &[u32], b: &[(Ipv4Addr, u16)], tb: &[u32]) -> f64 {
         if ta.len() == tb.len() {
-            let moved = ta.iter().zip(tb).filter(|(x, y)| a[**x as usize] != b[**y as usize]).count();
+            let moved = ta
+                .iter()
+                .zip(tb)
+                .filter(|(x, y)| a[**x as usize] != b[**y as usize])
+                .count();
             return moved as f64 / ta.len() as f64;
         }
         // Tables of different sizes: compare over flow hashes 0..K, indexed mod size.
@@ -179,10 +188,18 @@ mod tests {
             let t_all = table(&all, None).unwrap();
             let mut worst = (0.0f64, 0.0f64);
             for drop in (0..usize::from(n)).take(8) {
-                let fewer: Vec<_> =
-                    all.iter().enumerate().filter(|(i, _)| *i != drop).map(|(_, b)| *b).collect();
+                let fewer: Vec<_> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != drop)
+                    .map(|(_, b)| *b)
+                    .collect();
                 let t_fewer = table(&fewer, Some(t_all.len() as u32)).unwrap();
-                assert_eq!(t_fewer.len(), t_all.len(), "n={n}: a removal must not resize");
+                assert_eq!(
+                    t_fewer.len(),
+                    t_all.len(),
+                    "n={n}: a removal must not resize"
+                );
                 let removed = remapped(&all, &t_all, &fewer, &t_fewer);
                 let added = remapped(&fewer, &t_fewer, &all, &t_all);
                 worst = (worst.0.max(removed), worst.1.max(added));
@@ -194,8 +211,16 @@ mod tests {
                 worst.0,
                 worst.1
             );
-            assert!(worst.0 <= share + 0.01, "n={n}: removing one remapped {:.4}", worst.0);
-            assert!(worst.1 <= share + 0.01, "n={n}: adding one back remapped {:.4}", worst.1);
+            assert!(
+                worst.0 <= share + 0.01,
+                "n={n}: removing one remapped {:.4}",
+                worst.0
+            );
+            assert!(
+                worst.1 <= share + 0.01,
+                "n={n}: adding one back remapped {:.4}",
+                worst.1
+            );
             // And not less than the removed backend's own share, give or take balance.
             assert!(worst.0 >= share - 0.01, "n={n}: {:.4}", worst.0);
         }
@@ -204,9 +229,17 @@ mod tests {
     #[test]
     fn tables_do_not_depend_on_order() {
         let mut b = backends(5);
-        let t1: Vec<_> = table(&b, None).unwrap().iter().map(|&i| b[i as usize]).collect();
+        let t1: Vec<_> = table(&b, None)
+            .unwrap()
+            .iter()
+            .map(|&i| b[i as usize])
+            .collect();
         b.reverse();
-        let t2: Vec<_> = table(&b, None).unwrap().iter().map(|&i| b[i as usize]).collect();
+        let t2: Vec<_> = table(&b, None)
+            .unwrap()
+            .iter()
+            .map(|&i| b[i as usize])
+            .collect();
         assert_eq!(t1, t2);
     }
 }

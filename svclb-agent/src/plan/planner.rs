@@ -208,7 +208,7 @@ impl Planner {
     /// Keys of the sets that may have changed since the last call (a superset); None
     /// when unknown, i.e. compare them all.
     pub fn take_changed(&mut self) -> Option<BTreeSet<SetKey>> {
-        std::mem::replace(&mut self.changed, Some(BTreeSet::new()))
+        self.changed.replace(BTreeSet::new())
     }
 
     fn mark(&mut self, set: &SetKey) {

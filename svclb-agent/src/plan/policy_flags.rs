@@ -30,18 +30,28 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(extra(&set, FrontendKind::LoadBalancer), SVC_F_SRC_RANGES);
-        for kind in [FrontendKind::ClusterIp, FrontendKind::NodePort, FrontendKind::ExternalIp] {
+        for kind in [
+            FrontendKind::ClusterIp,
+            FrontendKind::NodePort,
+            FrontendKind::ExternalIp,
+        ] {
             assert_eq!(extra(&set, kind), 0, "{kind:?}");
         }
         // An empty allow-list still restricts (to nobody).
-        let closed = BackendSet { source_ranges: Some(vec![]), ..Default::default() };
+        let closed = BackendSet {
+            source_ranges: Some(vec![]),
+            ..Default::default()
+        };
         assert_eq!(extra(&closed, FrontendKind::LoadBalancer), SVC_F_SRC_RANGES);
         assert_eq!(extra(&BackendSet::default(), FrontendKind::LoadBalancer), 0);
     }
 
     #[test]
     fn no_local_drop_on_every_kind() {
-        let set = BackendSet { no_local_drop: true, ..Default::default() };
+        let set = BackendSet {
+            no_local_drop: true,
+            ..Default::default()
+        };
         assert_eq!(extra(&set, FrontendKind::NodePort), SVC_F_NO_LOCAL_DROP);
         assert_eq!(extra(&set, FrontendKind::ClusterIp), SVC_F_NO_LOCAL_DROP);
     }

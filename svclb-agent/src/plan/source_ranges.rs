@@ -16,7 +16,10 @@ pub(crate) fn parse(
     object: &str,
     errors: &mut Vec<PlanError>,
 ) -> Option<Vec<(Ipv4Addr, u8)>> {
-    let texts = spec.load_balancer_source_ranges.as_ref().filter(|r| !r.is_empty())?;
+    let texts = spec
+        .load_balancer_source_ranges
+        .as_ref()
+        .filter(|r| !r.is_empty())?;
     let mut out = Vec::new();
     for (i, text) in texts.iter().enumerate() {
         match cidr(text.trim()) {
@@ -40,8 +43,8 @@ fn cidr(text: &str) -> Result<Option<(Ipv4Addr, u8)>, Invalid> {
     };
     let (addr, len) = text.split_once('/').ok_or_else(bad)?;
     if addr.contains(':') {
-        let ok = addr.parse::<std::net::Ipv6Addr>().is_ok()
-            && len.parse::<u8>().is_ok_and(|l| l <= 128);
+        let ok =
+            addr.parse::<std::net::Ipv6Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 128);
         return if ok { Ok(None) } else { Err(bad()) };
     }
     let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
@@ -83,7 +86,10 @@ mod tests {
     #[test]
     fn unset_or_empty_allows_all() {
         let mut errors = Vec::new();
-        assert_eq!(parse(&ServiceSpec::default(), "Service d/s", &mut errors), None);
+        assert_eq!(
+            parse(&ServiceSpec::default(), "Service d/s", &mut errors),
+            None
+        );
         assert_eq!(parse(&spec(&[]), "Service d/s", &mut errors), None);
         assert!(errors.is_empty());
     }
@@ -92,7 +98,13 @@ mod tests {
     fn bad_entries_are_reported_and_skipped_not_opened() {
         let mut errors = Vec::new();
         let got = parse(
-            &spec(&["198.18.0.0/33", "garbage", "198.18.5.0/24", "1.2.3.4", "fd00::/129"]),
+            &spec(&[
+                "198.18.0.0/33",
+                "garbage",
+                "198.18.5.0/24",
+                "1.2.3.4",
+                "fd00::/129",
+            ]),
             "Service d/s",
             &mut errors,
         );
@@ -107,10 +119,17 @@ mod tests {
                 "spec.loadBalancerSourceRanges[4]",
             ]
         );
-        assert!(errors.iter().all(|e| e.object == "Service d/s" && e.kind == ErrorKind::InvalidAddress));
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.object == "Service d/s" && e.kind == ErrorKind::InvalidAddress)
+        );
         // Only bad entries: an allow-list of nothing, never "allow all".
         let mut errors = Vec::new();
-        assert_eq!(parse(&spec(&["nope"]), "Service d/s", &mut errors), Some(vec![]));
+        assert_eq!(
+            parse(&spec(&["nope"]), "Service d/s", &mut errors),
+            Some(vec![])
+        );
         assert_eq!(errors.len(), 1);
     }
 }

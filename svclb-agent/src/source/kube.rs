@@ -29,8 +29,8 @@ use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use tracing::{debug, info, warn};
 
 use super::{Objects, change::Change};
-use crate::plan::{Lookup, Touched as PlanTouched};
 use crate::metrics::Metrics;
+use crate::plan::{Lookup, Touched as PlanTouched};
 
 pub mod client;
 pub mod lenient;
@@ -314,7 +314,7 @@ impl KubeSource {
         if services.is_empty() && slices.is_empty() && !node_changed {
             return None;
         }
-        self.touched = (!all && !node_changed).then(|| PlanTouched {
+        self.touched = (!all && !node_changed).then_some(PlanTouched {
             services: services.keys,
             slices: slices.keys,
         });

@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::resource::{self, ResourceType};
-use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, discovery::v1 as discovery, rbac::v1 as rbac};
+use k8s_openapi::api::{
+    apps::v1 as apps, core::v1 as core, discovery::v1 as discovery, rbac::v1 as rbac,
+};
 
 /// How unknown fields are treated (`fieldValidation` query parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -21,7 +21,10 @@ const MERGE_LISTS: &[(&str, Option<&str>)] = &[
     ("spec.template.spec.initContainers", Some("name")),
     ("spec.template.spec.containers.env", Some("name")),
     ("spec.template.spec.containers.ports", Some("containerPort")),
-    ("spec.template.spec.containers.volumeMounts", Some("mountPath")),
+    (
+        "spec.template.spec.containers.volumeMounts",
+        Some("mountPath"),
+    ),
     ("spec.template.spec.volumes", Some("name")),
     ("spec.template.spec.imagePullSecrets", Some("name")),
 ];

@@ -18,7 +18,8 @@ const SIZE: (u32, u32) = (960, 600);
 type Series = BTreeMap<String, Vec<(f64, f64)>>;
 
 fn load(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -79,9 +80,11 @@ fn per_packet(v: &Value) -> Series {
 fn conn_rate(v: &Value) -> Series {
     let mut s = Series::new();
     for r in v.as_array().into_iter().flatten() {
-        let (Some(n), Some(mode), Some(rate)) =
-            (r["services"].as_f64(), r["mode"].as_str(), r["conn_per_s"][1].as_f64())
-        else {
+        let (Some(n), Some(mode), Some(rate)) = (
+            r["services"].as_f64(),
+            r["mode"].as_str(),
+            r["conn_per_s"][1].as_f64(),
+        ) else {
             continue;
         };
         s.entry(mode.to_string()).or_default().push((n, rate));
@@ -90,19 +93,35 @@ fn conn_rate(v: &Value) -> Series {
 }
 
 fn main() -> Result<()> {
-    let dir = std::env::args().nth(1).context("usage: benchplot DIR (with the bench JSON files)")?;
+    let dir = std::env::args()
+        .nth(1)
+        .context("usage: benchplot DIR (with the bench JSON files)")?;
     let dir = Path::new(&dir);
     let font = std::fs::read(FONT).with_context(|| format!("{FONT} (Debian fonts-dejavu-core)"))?;
-    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
-        .map_err(|_| anyhow::anyhow!("{FONT}: not a usable font"))?;
+    plotters::style::register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        Box::leak(font.into_boxed_slice()),
+    )
+    .map_err(|_| anyhow::anyhow!("{FONT}: not a usable font"))?;
 
     let pkt = per_packet(&load(&dir.join("pktbench.json"))?);
-    chart(&dir.join("per-packet.png"), "Per-packet cost (BPF_PROG_TEST_RUN, median)", "ns per packet", &pkt)?;
+    chart(
+        &dir.join("per-packet.png"),
+        "Per-packet cost (BPF_PROG_TEST_RUN, median)",
+        "ns per packet",
+        &pkt,
+    )?;
     println!("benchplot: {}", dir.join("per-packet.png").display());
     let traffic = dir.join("trafficbench.json");
     if traffic.exists() {
         let rate = conn_rate(&load(&traffic)?);
-        chart(&dir.join("conn-rate.png"), "New connections per second through a ClusterIP (median)", "connections / s", &rate)?;
+        chart(
+            &dir.join("conn-rate.png"),
+            "New connections per second through a ClusterIP (median)",
+            "connections / s",
+            &rate,
+        )?;
         println!("benchplot: {}", dir.join("conn-rate.png").display());
     }
     Ok(())

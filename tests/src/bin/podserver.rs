@@ -115,7 +115,9 @@ fn serve_udp(socket: UdpSocket, name: String) {
 fn serve_peer_tcp(listener: TcpListener, name: String) {
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        let Ok(peer) = stream.peer_addr() else { continue };
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
         if let Err(e) = writeln!(stream, "{name} {peer}") {
             eprintln!("{name}: peer tcp to {peer}: {e}");
         }

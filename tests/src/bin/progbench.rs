@@ -5,17 +5,16 @@
 use std::{path::PathBuf, time::Instant};
 
 use anyhow::{Context as _, Result};
-use svclb_tests::synthetic;
-use svclb_agent::{
-    dataplane::{
-        Dataplane,
-        ebpf::{EbpfDataplane, EbpfOptions, cleanup},
-    },
+use svclb_agent::dataplane::{
+    Dataplane,
+    ebpf::{EbpfDataplane, EbpfOptions, cleanup},
 };
-
+use svclb_tests::synthetic;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn stats(v: &mut [f64]) -> (f64, f64, f64) {
@@ -34,7 +33,14 @@ fn main() -> Result<()> {
     let reps: usize = arg(&args, "--reps").map_or(Ok(3), |s| s.parse())?;
     let pins = PathBuf::from(format!("/sys/fs/bpf/svclb-bench-{}", std::process::id()));
     let mut rows = Vec::new();
-    println!("{:>8} {:>5} | {:>28} | {:>28} | {:>28}", "services", "eps", "initial sync ms min/med/max", "one change: map µs min/med/max", "sync total µs min/med/max");
+    println!(
+        "{:>8} {:>5} | {:>28} | {:>28} | {:>28}",
+        "services",
+        "eps",
+        "initial sync ms min/med/max",
+        "one change: map µs min/med/max",
+        "sync total µs min/med/max"
+    );
     let result = (|| -> Result<()> {
         for &n in &sizes {
             let desired = synthetic::state(n, endpoints);
@@ -67,7 +73,9 @@ fn main() -> Result<()> {
             let (a, b, c) = stats(&mut initial);
             let (d, e, f) = stats(&mut change);
             let (g, h, i) = stats(&mut change_total);
-            println!("{n:>8} {endpoints:>5} | {a:>8.1} {b:>8.1} {c:>8.1}    | {d:>8.1} {e:>8.1} {f:>8.1} | {g:>9.1} {h:>9.1} {i:>9.1}");
+            println!(
+                "{n:>8} {endpoints:>5} | {a:>8.1} {b:>8.1} {c:>8.1}    | {d:>8.1} {e:>8.1} {f:>8.1} | {g:>9.1} {h:>9.1} {i:>9.1}"
+            );
             rows.push(format!(
                 "{{\"services\":{n},\"endpoints\":{endpoints},\"initial_ms\":[{a:.3},{b:.3},{c:.3}],\"one_change_map_us\":[{d:.3},{e:.3},{f:.3}],\"one_change_total_us\":[{g:.3},{h:.3},{i:.3}]}}"
             ));
@@ -79,6 +87,8 @@ fn main() -> Result<()> {
     if let Some(path) = arg(&args, "--json") {
         std::fs::write(&path, format!("[{}]\n", rows.join(",")))?;
     }
-    println!("initial sync = compile + diff + all map writes (wall clock); one change: map = the map writes, total = compile + diff + writes");
+    println!(
+        "initial sync = compile + diff + all map writes (wall clock); one change: map = the map writes, total = compile + diff + writes"
+    );
     Ok(())
 }

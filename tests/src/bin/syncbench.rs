@@ -39,7 +39,11 @@ const NAMESPACE: &str = "default";
 
 fn arg(args: &[String], name: &str, default: u32) -> Result<u32> {
     match args.iter().position(|a| a == name) {
-        Some(i) => args.get(i + 1).context(name.to_string())?.parse().context(name.to_string()),
+        Some(i) => args
+            .get(i + 1)
+            .context(name.to_string())?
+            .parse()
+            .context(name.to_string()),
         None => Ok(default),
     }
 }
@@ -68,7 +72,12 @@ fn slice(i: u32, endpoints: u32) -> Value {
 }
 
 fn key(i: u32) -> ServiceKey {
-    ServiceKey { addr_be: u32::from(vip(i)).to_be(), port_be: 80u16.to_be(), proto: PROTO_TCP, _pad: 0 }
+    ServiceKey {
+        addr_be: u32::from(vip(i)).to_be(),
+        port_be: 80u16.to_be(),
+        proto: PROTO_TCP,
+        _pad: 0,
+    }
 }
 
 fn open_services(pins: &std::path::Path) -> Option<HashMap<MapData, ServiceKey, ServiceValue>> {
@@ -118,12 +127,23 @@ fn main() -> Result<()> {
     let n = arg(&args, "--services", 10_000)?;
     let e = arg(&args, "--endpoints", 10)?;
     let changes = arg(&args, "--changes", 1000)?;
-    ensure!(n >= 1 && e >= 2 && e <= 16, "need --services ≥ 1 and 2 ≤ --endpoints ≤ 16");
-    let json_out = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    ensure!(
+        n >= 1 && (2..=16).contains(&e),
+        "need --services ≥ 1 and 2 ≤ --endpoints ≤ 16"
+    );
+    let json_out = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
 
     // Only the agent is needed, built in the same profile as this binary.
     let agent_bin = std::env::current_exe()?.with_file_name("svclb-agent");
-    ensure!(agent_bin.exists(), "{} not found: build the agent (cargo xtask bench does)", agent_bin.display());
+    ensure!(
+        agent_bin.exists(),
+        "{} not found: build the agent (cargo xtask bench does)",
+        agent_bin.display()
+    );
     let ns = NetNs::new("syncbench")?;
     // A veth pair inside the namespace (this kernel has no dummy driver): no traffic,
     // just an interface to attach to.
@@ -138,8 +158,12 @@ fn main() -> Result<()> {
     let objects = server.objects();
     let seed_start = Instant::now();
     for i in 0..n {
-        objects.create(&service(i)).map_err(|e| anyhow::anyhow!("create svc-{i}: {e}"))?;
-        objects.create(&slice(i, e)).map_err(|e| anyhow::anyhow!("create slice {i}: {e}"))?;
+        objects
+            .create(&service(i))
+            .map_err(|e| anyhow::anyhow!("create svc-{i}: {e}"))?;
+        objects
+            .create(&slice(i, e))
+            .map_err(|e| anyhow::anyhow!("create slice {i}: {e}"))?;
     }
     let seeded = seed_start.elapsed();
     let tmp = TempDir::named("syncbench")?;
@@ -150,8 +174,14 @@ fn main() -> Result<()> {
 
     let mut cmd = ns.command(&agent_bin.to_string_lossy())?;
     cmd.args(["run", "--kubeconfig"]).arg(&kubeconfig).args([
-        "--iface", "d0", "--xdp-mode", "off",
-        "--metrics-bind-address", "127.0.0.1:0", "--healthz-bind-address", "127.0.0.1:0",
+        "--iface",
+        "d0",
+        "--xdp-mode",
+        "off",
+        "--metrics-bind-address",
+        "127.0.0.1:0",
+        "--healthz-bind-address",
+        "127.0.0.1:0",
     ]);
     cmd.arg("--bpffs").arg(pins.path());
     let log = dir.join("agent.log");
@@ -161,7 +191,10 @@ fn main() -> Result<()> {
     // 1. Initial sync: until every frontend is in the map (bounded).
     let services = loop {
         if started.elapsed() > Duration::from_secs(120) {
-            bail!("no full sync after 120 s; agent log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            bail!(
+                "no full sync after 120 s; agent log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         }
         // Every frontend, not a sample: one sync writes them in batches, in key order.
         if let Some(m) = open_services(pins.path())
@@ -178,7 +211,14 @@ fn main() -> Result<()> {
             .ok()?
             .lines()
             .find(|l| l.contains(" synced") && l.contains("map_us="))
-            .and_then(|l| l.split("map_us=").nth(1)?.split_whitespace().next()?.parse().ok())
+            .and_then(|l| {
+                l.split("map_us=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
     };
     let waited = Instant::now();
     let map_us = loop {
@@ -199,9 +239,14 @@ fn main() -> Result<()> {
         let want = if state[i as usize] == e { e - 1 } else { e };
         thread::sleep(QUIET_GAP);
         let t0 = Instant::now();
-        objects.replace(&slice(i, want)).map_err(|err| anyhow::anyhow!("replace slice {i}: {err}"))?;
+        objects
+            .replace(&slice(i, want))
+            .map_err(|err| anyhow::anyhow!("replace slice {i}: {err}"))?;
         loop {
-            if services.get(&key(i), 0).is_ok_and(|v| u32::from(v.backend_count) == want) {
+            if services
+                .get(&key(i), 0)
+                .is_ok_and(|v| u32::from(v.backend_count) == want)
+            {
                 break;
             }
             if t0.elapsed() > Duration::from_secs(10) {
@@ -224,7 +269,14 @@ fn main() -> Result<()> {
         .lines()
         .filter(|l| l.contains(" synced") && l.contains("total_us="))
         .skip(1)
-        .filter_map(|l| l.split("total_us=").nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
+        .filter_map(|l| {
+            l.split("total_us=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
         .map(|us| us / 1e3)
         .collect();
     reconcile_ms.sort_by(f64::total_cmp);
@@ -233,11 +285,26 @@ fn main() -> Result<()> {
     drop(server);
 
     lat_ms.sort_by(f64::total_cmp);
-    let (p50, p99, max) = (percentile(&lat_ms, 0.5), percentile(&lat_ms, 0.99), *lat_ms.last().unwrap_or(&0.0));
-    println!("services {n} × {e} endpoints (seeded into the apiserver in {:.2} s)", seeded.as_secs_f64());
-    println!("initial sync, agent start → all {n} frontends in the map: {:.3} s", initial.as_secs_f64());
-    println!("  of which map programming (agent's first sync, map_us): {}", map_us.map_or("?".into(), |u| format!("{:.3} s", u as f64 / 1e6)));
-    println!("change → data path over {changes} changes: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
+    let (p50, p99, max) = (
+        percentile(&lat_ms, 0.5),
+        percentile(&lat_ms, 0.99),
+        *lat_ms.last().unwrap_or(&0.0),
+    );
+    println!(
+        "services {n} × {e} endpoints (seeded into the apiserver in {:.2} s)",
+        seeded.as_secs_f64()
+    );
+    println!(
+        "initial sync, agent start → all {n} frontends in the map: {:.3} s",
+        initial.as_secs_f64()
+    );
+    println!(
+        "  of which map programming (agent's first sync, map_us): {}",
+        map_us.map_or("?".into(), |u| format!("{:.3} s", u as f64 / 1e6))
+    );
+    println!(
+        "change → data path over {changes} changes: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
+    );
     if !reconcile_ms.is_empty() {
         println!(
             "  of which the agent's reconcile (plan + map writes) over {} syncs: p50 {:.2} ms, p99 {:.2} ms",
@@ -246,8 +313,15 @@ fn main() -> Result<()> {
             percentile(&reconcile_ms, 0.99)
         );
     }
-    println!("agent RSS: {} MiB after the initial sync, {} MiB after the changes", rss_initial / 1024, rss_after / 1024);
-    println!("BPF map memory (memlock of the pinned maps, preallocated for their capacity): {} MiB", maps_kib / 1024);
+    println!(
+        "agent RSS: {} MiB after the initial sync, {} MiB after the changes",
+        rss_initial / 1024,
+        rss_after / 1024
+    );
+    println!(
+        "BPF map memory (memlock of the pinned maps, preallocated for their capacity): {} MiB",
+        maps_kib / 1024
+    );
     if let Some(path) = json_out {
         let v = json!({"services": n, "endpoints": e, "initial_sync_s": initial.as_secs_f64(),
             "map_programming_s": map_us.map(|u| u as f64 / 1e6),

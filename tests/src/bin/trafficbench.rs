@@ -41,7 +41,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_CONNS: usize = 40_000;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 /// ClusterIP of filler Service `i` (198.18.128.0 upwards: clear of the test topology).
@@ -51,13 +54,33 @@ fn filler_vip(i: u32) -> Ipv4Addr {
 
 /// `services - 1` filler Services, then the target, in one manifest file.
 fn manifest(services: u32, backend: Ipv4Addr) -> String {
-    let port = |t| [ServicePort::tcp(Some("http"), TARGET_PORT, Target::Number(t))];
-    let slice_port = [SlicePort { name: "http", protocol: "TCP", port: POD_HTTP_PORT }];
+    let port = |t| {
+        [ServicePort::tcp(
+            Some("http"),
+            TARGET_PORT,
+            Target::Number(t),
+        )]
+    };
+    let slice_port = [SlicePort {
+        name: "http",
+        protocol: "TCP",
+        port: POD_HTTP_PORT,
+    }];
     let mut docs = Vec::with_capacity(2 * services as usize);
     for i in 0..services - 1 {
         let name = format!("svc-{i}");
-        docs.push(manifests::service(&name, filler_vip(i), Some(&name), &port(POD_HTTP_PORT)));
-        docs.push(manifests::endpoint_slice(&name, &format!("{name}-1"), &slice_port, &[IDLE_BACKEND]));
+        docs.push(manifests::service(
+            &name,
+            filler_vip(i),
+            Some(&name),
+            &port(POD_HTTP_PORT),
+        ));
+        docs.push(manifests::endpoint_slice(
+            &name,
+            &format!("{name}-1"),
+            &slice_port,
+            &[IDLE_BACKEND],
+        ));
     }
     let target = manifests::service("zz-target", TARGET_VIP, Some("zz"), &port(POD_HTTP_PORT))
         .replace("namespace: default", "namespace: zz");
@@ -149,7 +172,10 @@ fn main() -> Result<()> {
         .split(',')
         .map(|s| s.parse().context("--services"))
         .collect::<Result<_>>()?;
-    ensure!(sizes.iter().all(|&n| (1..=30_000).contains(&n)), "--services: 1 to 30000 each");
+    ensure!(
+        sizes.iter().all(|&n| (1..=30_000).contains(&n)),
+        "--services: 1 to 30000 each"
+    );
     let secs: f64 = arg(&args, "--seconds").map_or(Ok(2.0), |s| s.parse())?;
     let reps: usize = arg(&args, "--reps").map_or(Ok(3), |s| s.parse())?;
     let modes: Vec<String> = arg(&args, "--modes")
@@ -157,8 +183,14 @@ fn main() -> Result<()> {
         .split(',')
         .map(str::to_string)
         .collect();
-    ensure!(secs > 0.0 && secs <= 30.0 && (1..=20).contains(&reps), "--seconds ≤ 30, --reps 1..=20");
-    ensure!((1..=3).contains(&modes.len()), "--modes: one to three (each gets its own source-port range)");
+    ensure!(
+        secs > 0.0 && secs <= 30.0 && (1..=20).contains(&reps),
+        "--seconds ≤ 30, --reps 1..=20"
+    );
+    ensure!(
+        (1..=3).contains(&modes.len()),
+        "--modes: one to three (each gets its own source-port range)"
+    );
     let json_out = arg(&args, "--json").map(PathBuf::from);
 
     let mut rows = Vec::new();
@@ -166,7 +198,13 @@ fn main() -> Result<()> {
     let _ = writeln!(
         table,
         "{:>8} {:>9} | {:>26} | {:>8} {:>8} | {:>24} | {:>6}",
-        "services", "mode", "conn/s min/med/max", "p50 µs", "p99 µs", "vs direct min/med/max", "failed"
+        "services",
+        "mode",
+        "conn/s min/med/max",
+        "p50 µs",
+        "p99 µs",
+        "vs direct min/med/max",
+        "failed"
     );
     for &n in &sizes {
         let mut sb = Sandbox::with_backends(1)?;
@@ -174,7 +212,8 @@ fn main() -> Result<()> {
         sb.client_pod().sysctl("net.ipv4.tcp_tw_reuse", "1")?;
         let backend = sb.backend_ips()[0];
         sb.manifests.write("bench.yaml", &manifest(n, backend))?;
-        let mut runs: Vec<(String, Vec<Run>)> = modes.iter().map(|m| (m.clone(), Vec::new())).collect();
+        let mut runs: Vec<(String, Vec<Run>)> =
+            modes.iter().map(|m| (m.clone(), Vec::new())).collect();
         for rep in 0..reps {
             for k in 0..modes.len() {
                 let i = (k + rep) % modes.len();
@@ -185,7 +224,8 @@ fn main() -> Result<()> {
                 // TIME_WAIT with newer timestamps (PAWS) and the connection stalls, which
                 // showed as a ~15 ms p99 in every mode once the modes were interleaved.
                 let (lo, hi) = (10_000 + 18_000 * i, 10_000 + 18_000 * i + 17_999);
-                sb.client_pod().sysctl("net.ipv4.ip_local_port_range", &format!("{lo} {hi}"))?;
+                sb.client_pod()
+                    .sysctl("net.ipv4.ip_local_port_range", &format!("{lo} {hi}"))?;
                 let run = if mode == "direct" {
                     load(&sb, SocketAddrV4::new(backend, POD_HTTP_PORT), secs)?
                 } else {
@@ -226,11 +266,13 @@ fn main() -> Result<()> {
                 "{n:>8} {mode:>9} | {lo:>8.0} {med:>8.0} {hi:>8.0} | {p50:>8.0} {p99:>8.0} | {:>24} | {failed:>6}",
                 ratio.map_or("-".into(), |(a, m, b)| format!("{a:.3} {m:.3}× {b:.3}"))
             );
-            rows.push(json!({"services": n, "mode": mode, "conn_per_s": [lo, med, hi],
+            rows.push(
+                json!({"services": n, "mode": mode, "conn_per_s": [lo, med, hi],
                 "p50_us": p50, "p99_us": p99, "vs_direct": ratio.map(|r| r.1),
                 "vs_direct_min_med_max": ratio.map(|(a, m, b)| [a, m, b]),
                 "vs_direct_per_rep": ratios, "failed": failed,
-                "connections": rs.iter().map(|r| r.conns).sum::<usize>()}));
+                "connections": rs.iter().map(|r| r.conns).sum::<usize>()}),
+            );
         }
         if runs.iter().any(|(_, rs)| rs.iter().all(|r| r.conns == 0)) {
             bail!("a mode completed no connection:\n{table}");

@@ -461,10 +461,14 @@ impl Harness {
     /// Writes many entries with BPF_MAP_UPDATE_BATCH (one syscall per few thousand
     /// entries instead of one per entry). aya 0.14 has no batch API.
     pub fn update_batch<K: Pod, V: Pod>(&self, map: &str, keys: &[K], values: &[V]) -> Result<()> {
-        anyhow::ensure!(keys.len() == values.len(), "{} keys, {} values", keys.len(), values.len());
+        anyhow::ensure!(
+            keys.len() == values.len(),
+            "{} keys, {} values",
+            keys.len(),
+            values.len()
+        );
         let entries: Vec<(K, V)> = keys.iter().copied().zip(values.iter().copied()).collect();
         svclb_agent::dataplane::ebpf::batch::update(self.map_data(map)?, &entries)
             .with_context(|| format!("batch update of {map}"))
     }
 }
-

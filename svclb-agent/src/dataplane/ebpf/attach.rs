@@ -30,7 +30,9 @@ fn open_pin(path: &Path) -> Result<Option<PinnedLink>> {
 /// Remove a pinned link: the attachment goes away with the last reference.
 pub fn detach_pinned(path: &Path) -> Result<()> {
     if let Some(link) = open_pin(path)? {
-        let fd: FdLink = link.unpin().with_context(|| format!("unpinning {}", path.display()))?;
+        let fd: FdLink = link
+            .unpin()
+            .with_context(|| format!("unpinning {}", path.display()))?;
         drop(fd);
     }
     Ok(())
@@ -48,12 +50,21 @@ fn replace_pinned<L>(
 where
     L: TryFrom<FdLink, Error = LinkError>,
 {
-    let Some(old) = open_pin(path)? else { return Ok(false) };
-    let link = L::try_from(FdLink::from(old))
-        .with_context(|| format!("pinned {hook} link {} is not the expected kind", path.display()))?;
+    let Some(old) = open_pin(path)? else {
+        return Ok(false);
+    };
+    let link = L::try_from(FdLink::from(old)).with_context(|| {
+        format!(
+            "pinned {hook} link {} is not the expected kind",
+            path.display()
+        )
+    })?;
     match replace(link) {
         Ok(()) => {
-            info!(iface, "{hook} program replaced atomically in the pinned link");
+            info!(
+                iface,
+                "{hook} program replaced atomically in the pinned link"
+            );
             Ok(true)
         }
         Err(e) => {
@@ -67,22 +78,36 @@ where
 pub fn attach_tc(prog: &mut SchedClassifier, pins: &PinLayout, iface: &str) -> Result<()> {
     let path = pins.link(Hook::Tc, iface);
     // The pin holds the link after the swap; our fd is not needed.
-    let swap = |l: SchedClassifierLink| prog.attach_to_link(l).and_then(|id| prog.take_link(id).map(drop));
+    let swap = |l: SchedClassifierLink| {
+        prog.attach_to_link(l)
+            .and_then(|id| prog.take_link(id).map(drop))
+    };
     if replace_pinned(&path, iface, "TC", swap)? {
         return Ok(());
     }
     let id = prog
-        .attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
         .with_context(|| format!("attaching TC ingress to {iface} (tcx needs kernel ≥ 6.6)"))?;
-    let link: FdLink = prog.take_link(id)?.try_into().context("TC attachment is not a bpf_link")?;
-    link.pin(&path).with_context(|| format!("pinning {}", path.display()))?;
+    let link: FdLink = prog
+        .take_link(id)?
+        .try_into()
+        .context("TC attachment is not a bpf_link")?;
+    link.pin(&path)
+        .with_context(|| format!("pinning {}", path.display()))?;
     info!(iface, "TC program attached (tcx ingress)");
     Ok(())
 }
 
 pub fn attach_xdp(prog: &mut Xdp, pins: &PinLayout, iface: &str, mode: XdpMode) -> Result<()> {
     let path = pins.link(Hook::Xdp, iface);
-    let swap = |l: XdpLink| prog.attach_to_link(l).and_then(|id| prog.take_link(id).map(drop));
+    let swap = |l: XdpLink| {
+        prog.attach_to_link(l)
+            .and_then(|id| prog.take_link(id).map(drop))
+    };
     if replace_pinned(&path, iface, "XDP", swap)? {
         return Ok(());
     }
@@ -97,9 +122,12 @@ pub fn attach_xdp(prog: &mut Xdp, pins: &PinLayout, iface: &str, mode: XdpMode) 
     };
     let link: FdLink = match prog.take_link(id)?.try_into() {
         Ok(l) => l,
-        Err(_) => bail!("XDP on {iface} attached through netlink, not a bpf_link: cannot pin it (kernel < 5.9?)"),
+        Err(_) => bail!(
+            "XDP on {iface} attached through netlink, not a bpf_link: cannot pin it (kernel < 5.9?)"
+        ),
     };
-    link.pin(&path).with_context(|| format!("pinning {}", path.display()))?;
+    link.pin(&path)
+        .with_context(|| format!("pinning {}", path.display()))?;
     info!(iface, ?mode, "XDP program attached");
     Ok(())
 }
@@ -108,7 +136,11 @@ pub fn attach_xdp(prog: &mut Xdp, pins: &PinLayout, iface: &str, mode: XdpMode) 
 pub fn detach_others(pins: &PinLayout, hook: Hook, keep: &[String]) -> Result<()> {
     for (iface, path) in pins.pinned_links(hook) {
         if !keep.contains(&iface) {
-            info!(iface, ?hook, "detaching from an interface no longer configured");
+            info!(
+                iface,
+                ?hook,
+                "detaching from an interface no longer configured"
+            );
             detach_pinned(&path)?;
         }
     }

@@ -3,7 +3,10 @@
 //! map entries, and one syscall per entry costs more than the whole budget.
 //!
 //! Ordering is preserved: the kernel applies a batch element by element, in order.
-use std::{io, os::fd::{AsFd, AsRawFd}};
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd},
+};
 
 use aya::{Pod, maps::MapData};
 
@@ -39,7 +42,11 @@ fn sys_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
             std::mem::size_of::<BatchAttr>() as libc::c_uint,
         )
     };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// One BPF_MAP_UPDATE_BATCH of `count` keys and values laid out back to back.
@@ -53,7 +60,10 @@ fn update_chunk(fd: u32, keys: *const u8, values: *const u8, count: usize) -> io
     };
     sys_batch(BPF_MAP_UPDATE_BATCH, &mut attr)?;
     if attr.count as usize != count {
-        return Err(io::Error::other(format!("batch update wrote {} of {count}", attr.count)));
+        return Err(io::Error::other(format!(
+            "batch update wrote {} of {count}",
+            attr.count
+        )));
     }
     Ok(())
 }
@@ -116,10 +126,21 @@ fn delete_one<K: Pod>(fd: u32, key: &K) -> io::Result<()> {
         value: u64,
         flags: u64,
     }
-    let mut attr = ElemAttr { map_fd: fd, _pad: 0, key: key as *const K as u64, value: 0, flags: 0 };
+    let mut attr = ElemAttr {
+        map_fd: fd,
+        _pad: 0,
+        key: key as *const K as u64,
+        value: 0,
+        flags: 0,
+    };
     // SAFETY: attr is a valid bpf_attr prefix for BPF_MAP_DELETE_ELEM; key is live.
     let r = unsafe {
-        libc::syscall(libc::SYS_bpf, 3 as libc::c_long, &mut attr as *mut ElemAttr, std::mem::size_of::<ElemAttr>() as libc::c_uint)
+        libc::syscall(
+            libc::SYS_bpf,
+            3 as libc::c_long,
+            &mut attr as *mut ElemAttr,
+            std::mem::size_of::<ElemAttr>() as libc::c_uint,
+        )
     };
     if r < 0 {
         let e = io::Error::last_os_error();

@@ -5,9 +5,10 @@ use std::collections::BTreeSet;
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use svclb_common::{
-    AffinityKey, AffinityValue, Backend, IfaceInfo, MAP_IFACES, COUNTER_COUNT, Config, CtKey, CtValue,
-    MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_SERVICES, MAP_SLOTS,
-    MAP_SVC_NAMES, MAP_SVC_STATS, PROTO_UDP, ServiceKey, ServiceValue, SlotKey, SvcName, SvcStats,
+    AffinityKey, AffinityValue, Backend, COUNTER_COUNT, Config, CtKey, CtValue, IfaceInfo,
+    MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_IFACES, MAP_SERVICES,
+    MAP_SLOTS, MAP_SVC_NAMES, MAP_SVC_STATS, PROTO_UDP, ServiceKey, ServiceValue, SlotKey, SvcName,
+    SvcStats,
 };
 
 use super::{batch, pins::PinLayout};
@@ -36,7 +37,8 @@ pub trait MapSource {
 
 impl MapSource for &mut aya::Ebpf {
     fn take(&mut self, name: &str) -> Result<Map> {
-        self.take_map(name).with_context(|| format!("the eBPF object has no map {name}"))
+        self.take_map(name)
+            .with_context(|| format!("the eBPF object has no map {name}"))
     }
 }
 
@@ -44,7 +46,10 @@ impl MapSource for &PinLayout {
     fn take(&mut self, name: &str) -> Result<Map> {
         let path = self.map(name);
         let data = MapData::from_pin(&path).with_context(|| {
-            format!("cannot open pinned map {} (is the agent installed? see `svclb-agent run`)", path.display())
+            format!(
+                "cannot open pinned map {} (is the agent installed? see `svclb-agent run`)",
+                path.display()
+            )
         })?;
         Ok(Map::from_map_data(data)?)
     }
@@ -97,12 +102,23 @@ impl Maps {
     /// as batches.
     pub fn write(&mut self, delta: &Delta) -> Result<()> {
         batch::update(self.backends.map(), &delta.put_backends).context("writing backends")?;
-        let names: Vec<(u32, SvcName)> = delta.put_names.iter().map(|(id, n)| (*id, svc_name(n))).collect();
+        let names: Vec<(u32, SvcName)> = delta
+            .put_names
+            .iter()
+            .map(|(id, n)| (*id, svc_name(n)))
+            .collect();
         batch::update(self.names.map(), &names).context("writing service names")?;
         if !delta.reset_stats.is_empty() {
-            let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
-            batch::zero_percpu(self.svc_stats.map(), &delta.reset_stats, size_of::<SvcStats>(), cpus)
-                .context("resetting per-service stats")?;
+            let cpus = aya::util::nr_cpus()
+                .map_err(|(_, e)| e)
+                .context("counting CPUs")?;
+            batch::zero_percpu(
+                self.svc_stats.map(),
+                &delta.reset_stats,
+                size_of::<SvcStats>(),
+                cpus,
+            )
+            .context("resetting per-service stats")?;
         }
         batch::update(self.slots.map(), &delta.put_slots).context("writing backend slots")?;
         batch::update(self.services.map(), &delta.put_services).context("writing frontends")?;
@@ -162,7 +178,9 @@ impl Maps {
             remove_existing(&mut self.ifaces, k)?;
         }
         for (idx, info) in ifaces {
-            self.ifaces.insert(idx, info, 0).with_context(|| format!("writing interface {idx}"))?;
+            self.ifaces
+                .insert(idx, info, 0)
+                .with_context(|| format!("writing interface {idx}"))?;
         }
         Ok(())
     }
@@ -193,11 +211,16 @@ impl Maps {
 }
 
 /// Delete `key`; a key that is already gone is fine (returns false).
-fn remove_existing<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>, key: &K) -> Result<bool> {
+fn remove_existing<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    key: &K,
+) -> Result<bool> {
     match map.remove(key) {
         Ok(()) => Ok(true),
         Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
         Err(e) => bail!(e),
     }
 }

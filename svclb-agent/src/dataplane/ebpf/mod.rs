@@ -7,8 +7,8 @@ use aya::{
     EbpfLoader,
     programs::{SchedClassifier, Xdp, XdpMode},
 };
-use svclb_common::{ALL_MAPS, CFG_F_DEBUG_LOG, Config, IF_F_PEER, IfaceInfo, PROG_TC, PROG_XDP};
 use svclb_common::PROTO_UDP;
+use svclb_common::{ALL_MAPS, CFG_F_DEBUG_LOG, Config, IF_F_PEER, IfaceInfo, PROG_TC, PROG_XDP};
 use tracing::{debug, info, warn};
 
 pub mod attach;
@@ -19,8 +19,8 @@ pub mod src_ranges;
 
 use self::{
     maps::Maps,
-    src_ranges::SrcRanges,
     pins::{Hook, PinLayout},
+    src_ranges::SrcRanges,
 };
 use super::{Dataplane, SyncReport};
 use crate::{
@@ -61,7 +61,10 @@ impl EbpfDataplane {
         let pins = PinLayout::new(&opts.bpffs);
         for dir in [pins.maps_dir(), pins.links_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| {
-                format!("creating {} (is bpffs mounted at /sys/fs/bpf?)", dir.display())
+                format!(
+                    "creating {} (is bpffs mounted at /sys/fs/bpf?)",
+                    dir.display()
+                )
             })?;
         }
         let map_paths: Vec<_> = ALL_MAPS.iter().map(|m| (*m, pins.map(m))).collect();
@@ -92,7 +95,10 @@ impl EbpfDataplane {
             indexed.push((iface.clone(), idx));
         }
         maps.set_ifaces(&ifaces)?;
-        maps.set_config(Config { flags: if opts.debug_log { CFG_F_DEBUG_LOG } else { 0 }, _pad: 0 })?;
+        maps.set_config(Config {
+            flags: if opts.debug_log { CFG_F_DEBUG_LOG } else { 0 },
+            _pad: 0,
+        })?;
         let tc: &mut SchedClassifier = ebpf
             .program_mut(PROG_TC)
             .context("no TC program in the object")?
@@ -116,7 +122,10 @@ impl EbpfDataplane {
         // Pins of map layouts this version no longer uses (their name carries the layout
         // version): nothing reads them any more.
         for p in pins.pinned_maps() {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if !ALL_MAPS.contains(&name.as_str()) {
                 info!(map = name, "removing the pin of an older map layout");
                 std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
@@ -164,7 +173,10 @@ impl EbpfDataplane {
             return Ok(());
         }
         // The interface table first: a reject on a new veth must know it has a peer.
-        let entries: Vec<_> = present.iter().map(|(name, idx)| (*idx, iface_info(name))).collect();
+        let entries: Vec<_> = present
+            .iter()
+            .map(|(name, idx)| (*idx, iface_info(name)))
+            .collect();
         self.maps.set_ifaces(&entries)?;
         let tc: &mut SchedClassifier = self
             .ebpf
@@ -179,7 +191,11 @@ impl EbpfDataplane {
             }
             match attach::attach_tc(tc, &self.pins, &entry.0) {
                 Ok(()) => attached.push(entry.clone()),
-                Err(e) => warn!(iface = entry.0, error = format!("{e:#}"), "TC not attached; retried at the next interface check"),
+                Err(e) => warn!(
+                    iface = entry.0,
+                    error = format!("{e:#}"),
+                    "TC not attached; retried at the next interface check"
+                ),
             }
         }
         let names: Vec<String> = attached.iter().map(|(n, _)| n.clone()).collect();
@@ -207,7 +223,11 @@ impl Dataplane for EbpfDataplane {
         self.sync_changed(desired, None)
     }
 
-    fn sync_changed(&mut self, desired: &DesiredState, changed: Option<&BTreeSet<SetKey>>) -> Result<SyncReport> {
+    fn sync_changed(
+        &mut self,
+        desired: &DesiredState,
+        changed: Option<&BTreeSet<SetKey>>,
+    ) -> Result<SyncReport> {
         let pending = self.applied.delta(desired, changed, &mut self.ids)?;
         let delta = &pending.delta;
         // Allow-list prefixes go in before the frontends that check them, out after.
@@ -215,7 +235,10 @@ impl Dataplane for EbpfDataplane {
         let ranges_added = self.src_ranges.add(&ranges)?;
         if delta.is_empty() {
             let writes = ranges_added + self.src_ranges.remove_stale(&ranges)?;
-            return Ok(SyncReport { writes, ..SyncReport::default() });
+            return Ok(SyncReport {
+                writes,
+                ..SyncReport::default()
+            });
         }
         let start = Instant::now();
         if let Err(e) = self.maps.write(delta) {
@@ -232,7 +255,12 @@ impl Dataplane for EbpfDataplane {
             .purge
             .iter()
             .copied()
-            .filter(|(_, b)| image.backends.get(b).is_some_and(|be| be.proto == PROTO_UDP))
+            .filter(|(_, b)| {
+                image
+                    .backends
+                    .get(b)
+                    .is_some_and(|be| be.proto == PROTO_UDP)
+            })
             .collect();
         let writes = delta.writes();
         self.ids.release(&delta.del_names, &delta.del_backends);
@@ -244,7 +272,11 @@ impl Dataplane for EbpfDataplane {
         let duration = start.elapsed();
         debug!(writes, purged, "map delta applied");
         let writes = writes + ranges_added + ranges_removed;
-        Ok(SyncReport { writes, purged, duration })
+        Ok(SyncReport {
+            writes,
+            purged,
+            duration,
+        })
     }
 }
 
@@ -271,7 +303,11 @@ pub fn cleanup(bpffs: &Path) -> Result<()> {
         match std::fs::remove_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {} (unknown files left in it?)", dir.display())),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("removing {} (unknown files left in it?)", dir.display())
+                });
+            }
         }
     }
     Ok(())

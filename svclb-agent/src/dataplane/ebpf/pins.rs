@@ -45,7 +45,9 @@ impl PinLayout {
     }
     /// Every svclb map pin in the maps directory, whatever its layout version.
     pub fn pinned_maps(&self) -> Vec<PathBuf> {
-        let Ok(dir) = std::fs::read_dir(self.maps_dir()) else { return Vec::new() };
+        let Ok(dir) = std::fs::read_dir(self.maps_dir()) else {
+            return Vec::new();
+        };
         let mut out: Vec<_> = dir
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with("SVCLB_"))
@@ -57,7 +59,9 @@ impl PinLayout {
 
     /// Pinned links of `hook`, as (interface name, pin path).
     pub fn pinned_links(&self, hook: Hook) -> Vec<(String, PathBuf)> {
-        let Ok(dir) = std::fs::read_dir(self.links_dir()) else { return Vec::new() };
+        let Ok(dir) = std::fs::read_dir(self.links_dir()) else {
+            return Vec::new();
+        };
         let mut out: Vec<_> = dir
             .flatten()
             .filter_map(|e| {

@@ -45,7 +45,9 @@ impl SrcRanges {
     /// Opens the map and reads what an earlier agent left in it.
     pub fn open(mut src: impl MapSource) -> Result<Self> {
         let map: LpmTrie<MapData, SrcRangeKey, u8> = LpmTrie::try_from(src.take(MAP_SRC_RANGES)?)
-            .with_context(|| format!("map {MAP_SRC_RANGES} has an unexpected type or layout"))?;
+            .with_context(|| {
+            format!("map {MAP_SRC_RANGES} has an unexpected type or layout")
+        })?;
         let mut held = BTreeSet::new();
         for k in map.keys() {
             let k = k.with_context(|| format!("reading {MAP_SRC_RANGES}"))?;
@@ -53,7 +55,11 @@ impl SrcRanges {
             let len = k.prefix_len().saturating_sub(32) as u8;
             held.insert((data.svc_id, Ipv4Addr::from(u32::from_be(data.addr_be)), len));
         }
-        Ok(SrcRanges { map, held, by_set: BTreeMap::new() })
+        Ok(SrcRanges {
+            map,
+            held,
+            by_set: BTreeMap::new(),
+        })
     }
 
     /// The prefixes `desired` asks for, under the ids its sets have in `ids`. With
@@ -95,9 +101,9 @@ impl SrcRanges {
     pub fn add(&mut self, wanted: &BTreeSet<Range>) -> Result<usize> {
         let missing: Vec<Range> = wanted.difference(&self.held).copied().collect();
         for r in &missing {
-            self.map
-                .insert(&key(r), 0, 0)
-                .with_context(|| format!("adding source range {}/{} of service id {}", r.1, r.2, r.0))?;
+            self.map.insert(&key(r), 0, 0).with_context(|| {
+                format!("adding source range {}/{} of service id {}", r.1, r.2, r.0)
+            })?;
             self.held.insert(*r);
         }
         Ok(missing.len())
@@ -111,7 +117,10 @@ impl SrcRanges {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(e) => {
                     return Err(e).with_context(|| {
-                        format!("removing source range {}/{} of service id {}", r.1, r.2, r.0)
+                        format!(
+                            "removing source range {}/{} of service id {}",
+                            r.1, r.2, r.0
+                        )
                     });
                 }
             }

@@ -181,7 +181,9 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
     }
     for c in [SERVICES, EXTERNAL_SERVICES] {
         for rule in chain(Table::Filter, c) {
-            let no_local = rule.arg("--comment").is_some_and(|c| c.ends_with(" has no local endpoints"));
+            let no_local = rule
+                .arg("--comment")
+                .is_some_and(|c| c.ends_with(" has no local endpoints"));
             if rule.arg("-j") != Some("REJECT") && !no_local {
                 continue;
             }

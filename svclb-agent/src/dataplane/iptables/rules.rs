@@ -64,7 +64,13 @@ pub const FIXED: &[(Table, &str)] = &[
 ];
 
 /// Prefixes of the per-Service chains.
-pub const PER_SERVICE: &[&str] = &["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"];
+pub const PER_SERVICE: &[&str] = &[
+    "KUBE-SVC-",
+    "KUBE-SVL-",
+    "KUBE-EXT-",
+    "KUBE-FW-",
+    "KUBE-SEP-",
+];
 
 /// Whether `chain` is one this agent writes (fixed or per-Service).
 pub fn is_ours(table: Table, chain: &str) -> bool {

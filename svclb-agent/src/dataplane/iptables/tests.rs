@@ -431,7 +431,11 @@ fn source_ranges_let_listed_clients_reach_the_load_balancer_and_drop_the_rest() 
         )]
     );
     // The NodePort and the cluster IP are not filtered.
-    assert!(nat_services.iter().any(|r| r.contains("198.18.0.10/32") && r.ends_with(&name.svc_chain())));
+    assert!(
+        nat_services
+            .iter()
+            .any(|r| r.contains("198.18.0.10/32") && r.ends_with(&name.svc_chain()))
+    );
 }
 
 #[test]
@@ -449,7 +453,9 @@ fn a_local_policy_without_local_endpoints_drops_instead_of_rejecting() {
     let chains = generate(&state([(key, set)])).unwrap();
     assert_eq!(
         chains[&(Table::Filter, "KUBE-EXTERNAL-SERVICES".into())],
-        ["-d 198.18.100.1/32 -p tcp -m comment --comment \"default/web:http/TCP@ext nodePort has no local endpoints\" -m tcp --dport 30080 -j DROP"]
+        [
+            "-d 198.18.100.1/32 -p tcp -m comment --comment \"default/web:http/TCP@ext nodePort has no local endpoints\" -m tcp --dport 30080 -j DROP"
+        ]
     );
     // dump shows it as a frontend without endpoints.
     let save = "\
@@ -480,8 +486,19 @@ COMMIT
         .frontends
         .iter()
         .map(|f| {
-            let bes: Vec<String> = f.backends.iter().map(|b| format!("{}:{}", b.address, b.port)).collect();
-            format!("{} {} {}:{} [{}]", f.service, f.kind, f.address, f.port, bes.join(","))
+            let bes: Vec<String> = f
+                .backends
+                .iter()
+                .map(|b| format!("{}:{}", b.address, b.port))
+                .collect();
+            format!(
+                "{} {} {}:{} [{}]",
+                f.service,
+                f.kind,
+                f.address,
+                f.port,
+                bes.join(",")
+            )
         })
         .collect();
     assert_eq!(

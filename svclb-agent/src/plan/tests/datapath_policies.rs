@@ -45,14 +45,18 @@ fn local_policy_without_local_endpoint_drops_only_when_others_exist() {
     assert!(!set(&p, KEY).no_local_drop);
 
     // No endpoint anywhere: reject, as for any Service without endpoints.
-    let no_eps = svc("node-b", "  externalTrafficPolicy: Local").replace("- {addresses: [198.19.2.2], nodeName: node-b}", "");
+    let no_eps = svc("node-b", "  externalTrafficPolicy: Local")
+        .replace("- {addresses: [198.19.2.2], nodeName: node-b}", "");
     let p = run_clean(&no_eps);
     assert!(p.state.sets.values().all(|s| !s.no_local_drop));
 }
 
 #[test]
 fn source_ranges_are_carried_and_bad_ones_reported() {
-    let p = run_clean(&svc("node-a", "  loadBalancerSourceRanges: [198.18.100.0/24]"));
+    let p = run_clean(&svc(
+        "node-a",
+        "  loadBalancerSourceRanges: [198.18.100.0/24]",
+    ));
     assert_eq!(
         set(&p, KEY).source_ranges,
         Some(vec![(Ipv4Addr::new(198, 18, 100, 0), 24)])
@@ -65,13 +69,21 @@ fn source_ranges_are_carried_and_bad_ones_reported() {
     let e = &p.errors[0];
     assert_eq!(
         (e.object.as_str(), e.field.as_str(), e.kind),
-        ("Service default/web", "spec.loadBalancerSourceRanges[1]", ErrorKind::InvalidAddress)
+        (
+            "Service default/web",
+            "spec.loadBalancerSourceRanges[1]",
+            ErrorKind::InvalidAddress
+        )
     );
     // The rest of the Service is programmed.
     let s = set(&p, KEY);
-    assert_eq!(s.source_ranges, Some(vec![(Ipv4Addr::new(198, 18, 100, 0), 24)]));
+    assert_eq!(
+        s.source_ranges,
+        Some(vec![(Ipv4Addr::new(198, 18, 100, 0), 24)])
+    );
     assert_eq!(s.frontends.len(), 3);
     // Only LoadBalancer Services have source ranges.
-    let np = svc("node-a", "  loadBalancerSourceRanges: [198.18.100.0/24]").replace("type: LoadBalancer", "type: NodePort");
+    let np = svc("node-a", "  loadBalancerSourceRanges: [198.18.100.0/24]")
+        .replace("type: LoadBalancer", "type: NodePort");
     assert_eq!(set(&run_clean(&np), KEY).source_ranges, None);
 }

@@ -134,7 +134,9 @@ fn incremental_plan_equals_a_full_plan_after_every_change() {
                         let svc = service(&mut r, name, version);
                         touched.services.push(key(&svc.metadata));
                         let key = (svc.metadata.namespace.clone(), svc.metadata.name.clone());
-                        objects.services.retain(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()) != key);
+                        objects.services.retain(|s| {
+                            (s.metadata.namespace.clone(), s.metadata.name.clone()) != key
+                        });
                         objects.services.push(svc);
                     }
                     3..=5 => {
@@ -142,12 +144,16 @@ fn incremental_plan_equals_a_full_plan_after_every_change() {
                         let s = slice(&mut r, name, version);
                         touched.slices.push(key(&s.metadata));
                         let key = (s.metadata.namespace.clone(), s.metadata.name.clone());
-                        objects.slices.retain(|o| (o.metadata.namespace.clone(), o.metadata.name.clone()) != key);
+                        objects.slices.retain(|o| {
+                            (o.metadata.namespace.clone(), o.metadata.name.clone()) != key
+                        });
                         objects.slices.push(s);
                     }
                     6 if !objects.services.is_empty() => {
                         let i = r.below(objects.services.len() as u64) as usize;
-                        touched.services.push(key(&objects.services.remove(i).metadata));
+                        touched
+                            .services
+                            .push(key(&objects.services.remove(i).metadata));
                     }
                     7 if !objects.slices.is_empty() => {
                         let i = r.below(objects.slices.len() as u64) as usize;
@@ -177,7 +183,11 @@ fn incremental_plan_equals_a_full_plan_after_every_change() {
             assert_eq!(planner.ignored(), full.ignored, "{ctx}: ignored");
             assert_eq!(by_events.state(), &full.state, "{ctx}: state from events");
             assert_eq!(by_events.errors(), full.errors, "{ctx}: errors from events");
-            assert_eq!(by_events.ignored(), full.ignored, "{ctx}: ignored from events");
+            assert_eq!(
+                by_events.ignored(),
+                full.ignored,
+                "{ctx}: ignored from events"
+            );
             // The changed-set report covers every set that differs from the last one.
             for p in [&mut planner, &mut by_events] {
                 if let Some(changed) = p.take_changed() {
@@ -187,9 +197,17 @@ fn incremental_plan_equals_a_full_plan_after_every_change() {
                     }
                 }
             }
-            let services: std::collections::BTreeSet<&str> =
-                full.state.sets.keys().map(|k| k.0.split_once(':').unwrap().0).collect();
-            let counts = (services.len(), full.state.frontend_count(), full.state.endpoint_count());
+            let services: std::collections::BTreeSet<&str> = full
+                .state
+                .sets
+                .keys()
+                .map(|k| k.0.split_once(':').unwrap().0)
+                .collect();
+            let counts = (
+                services.len(),
+                full.state.frontend_count(),
+                full.state.endpoint_count(),
+            );
             assert_eq!(planner.counts(), counts, "{ctx}: counts");
             assert_eq!(by_events.counts(), counts, "{ctx}: counts from events");
             before = full.state;
@@ -208,8 +226,12 @@ fn unchanged_objects_are_not_planned_again() {
     let first = planner.update(&objects, &node(0));
     assert!(first.replanned > 0);
     let cacheable = |o: &Objects| {
-        o.services.iter().all(|s| s.metadata.resource_version.is_some())
-            && o.slices.iter().all(|s| s.metadata.resource_version.is_some())
+        o.services
+            .iter()
+            .all(|s| s.metadata.resource_version.is_some())
+            && o.slices
+                .iter()
+                .all(|s| s.metadata.resource_version.is_some())
     };
     let again = planner.update(&objects, &node(0));
     if cacheable(&objects) {
@@ -220,21 +242,38 @@ fn unchanged_objects_are_not_planned_again() {
     changed.services[0].metadata.resource_version = Some("2".into());
     let mut all_versioned = changed.clone();
     for s in &mut all_versioned.services {
-        s.metadata.resource_version.get_or_insert_with(|| "1".into());
+        s.metadata
+            .resource_version
+            .get_or_insert_with(|| "1".into());
     }
     for s in &mut all_versioned.slices {
-        s.metadata.resource_version.get_or_insert_with(|| "1".into());
+        s.metadata
+            .resource_version
+            .get_or_insert_with(|| "1".into());
     }
     planner.update(&all_versioned, &node(0));
     all_versioned.services[1].metadata.resource_version = Some("3".into());
     let one = planner.update(&all_versioned, &node(0));
-    assert_eq!(one, crate::plan::Update { replanned: 1, removed: 0 });
+    assert_eq!(
+        one,
+        crate::plan::Update {
+            replanned: 1,
+            removed: 0
+        }
+    );
     all_versioned.services.remove(2);
     let gone = planner.update(&all_versioned, &node(0));
-    assert_eq!(gone.removed, usize::from(!all_versioned.slices.iter().any(|s| {
-        s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).is_some_and(|n| n == "svc-2")
-            && s.metadata.namespace.as_deref() == Some("a")
-    })));
+    assert_eq!(
+        gone.removed,
+        usize::from(!all_versioned.slices.iter().any(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .is_some_and(|n| n == "svc-2")
+                && s.metadata.namespace.as_deref() == Some("a")
+        }))
+    );
     // A different node plans everything again.
     let moved = planner.update(&all_versioned, &node(1));
     assert!(moved.replanned >= all_versioned.services.len());
