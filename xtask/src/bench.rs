@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: per-packet cost through BPF_PROG_TEST_RUN (pktbench,
+//! `cargo xtask bench [--quick] [--out DIR]`: per-packet cost through BPF_PROG_TEST_RUN (pktbench,
 //! with the no-op XDP floor measured in the same run), map programming time
 //! (progbench), the control plane against the test apiserver (syncbench), and real
 //! traffic through a ClusterIP against a direct connection and the iptables mode
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::{cmd, toolchain};
 
-pub fn run(quick: bool) -> Result<()> {
+pub fn run(quick: bool, out: Option<&Path>) -> Result<()> {
     cmd::ensure_root("`cargo xtask bench`")?;
     let started = Instant::now();
     let root = cmd::workspace_root();
@@ -43,7 +43,8 @@ pub fn run(quick: bool) -> Result<()> {
         "svclb-agent",
     ]))?;
     let bin = |name: &str| cmd::target_dir().join("release").join(name);
-    let out_dir = root.join("bench-results");
+    let report_dir = out.map_or_else(|| root.clone(), Path::to_path_buf);
+    let out_dir = report_dir.join("bench-results");
     fs::create_dir_all(&out_dir)?;
     let json = |name: &str| out_dir.join(format!("{name}.json"));
 
@@ -198,9 +199,11 @@ pub fn run(quick: bool) -> Result<()> {
         traffic_args.join(" "),
         traffic
     );
-    fs::write(root.join("BENCHMARKS.md"), md).context("writing BENCHMARKS.md")?;
+    let md_path = report_dir.join("BENCHMARKS.md");
+    fs::write(&md_path, md).with_context(|| format!("writing {}", md_path.display()))?;
     println!(
-        "bench: wrote BENCHMARKS.md and {} in {:.0} s",
+        "bench: wrote {} and {} in {:.0} s",
+        md_path.display(),
         out_dir.display(),
         started.elapsed().as_secs_f64()
     );

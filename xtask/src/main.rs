@@ -39,6 +39,10 @@ enum Cmd {
         /// A short run (smoke test: checks the benchmarks still work, not their numbers).
         #[arg(long)]
         quick: bool,
+        /// Write BENCHMARKS.md and bench-results/ here instead of the repository root
+        /// (CI's smoke run keeps the committed results untouched).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// Build the agent's container image (deploy/Dockerfile) with Docker.
     Image,
@@ -53,7 +57,7 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf => build_ebpf::run().map(|path| println!("{}", path.display())),
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo => demo::run(),
-        Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Bench { quick, out } => bench::run(quick, out.as_deref()),
         Cmd::Image => docker::image(),
         Cmd::KindE2e => kind::run(),
     }
