@@ -1,6 +1,6 @@
 //! `svclb-agent dump --flow SRC:PORT-DST:PORT/PROTO`: which backend a flow gets and why,
 //! worked out from the pinned maps the way the data path (svclb-ebpf `lb.rs`) decides:
-//! frontend lookup, then the flow's conntrack entry, then (for a new flow) the client's
+//! the flow's conntrack entry (either direction), then the frontend, then (for a new flow) the client's
 //! session-affinity entry, then a Maglev slot (the same hash as the data path, so the
 //! answer is exact) or a uniformly random slot (the candidates are listed with their
 //! odds). Read-only: nothing is run on a packet, so no conntrack or affinity state is
@@ -21,8 +21,8 @@ use aya::{
 use serde::Serialize;
 use svclb_common::{
     AffinityKey, AffinityValue, BE_F_TERMINATING, Backend, CT_DIR_FORWARD, CT_DIR_REPLY,
-    CT_F_CLOSING, CtKey, CtValue, SVC_F_AFFINITY, SVC_F_MAGLEV, ServiceKey, ServiceValue, SlotKey,
-    flow_hash,
+    CT_F_CLOSING, CT_F_SNAT, CtKey, CtValue, SVC_F_AFFINITY, SVC_F_MAGLEV, ServiceKey,
+    ServiceValue, SlotKey, flow_hash,
 };
 
 use crate::{
@@ -194,6 +194,11 @@ pub struct ConntrackRef {
     /// Whether the backend id still exists (a new SYN on the tuple picks again if not).
     pub backend_present: bool,
     pub idle_ms: u64,
+    /// A source-NATed flow (externalTrafficPolicy Cluster to another node's endpoint,
+    /// or hairpin): forward: the source the node puts on the client's packets; reply:
+    /// the client put back as destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snat: Option<SocketAddrV4>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -264,6 +269,13 @@ fn backend_ref(maps: &impl FlowMaps, id: u32) -> Result<Option<BackendRef>> {
     }))
 }
 
+/// ", source-NATed to ADDR:PORT" for a source-NATed forward entry, else nothing.
+fn snat_note(r: &ConntrackRef) -> String {
+    r.snat
+        .map(|a| format!(", source-NATed to {a}"))
+        .unwrap_or_default()
+}
+
 fn ct_ref(ct: &CtValue, present: bool, now: u64) -> ConntrackRef {
     ConntrackRef {
         direction: if ct.dir == CT_DIR_FORWARD {
@@ -278,6 +290,12 @@ fn ct_ref(ct: &CtValue, present: bool, now: u64) -> ConntrackRef {
         closing: ct.flags & CT_F_CLOSING != 0,
         backend_present: present,
         idle_ms: now.saturating_sub(ct.last_seen_ns) / 1_000_000,
+        snat: (ct.flags & CT_F_SNAT != 0).then(|| {
+            SocketAddrV4::new(
+                Ipv4Addr::from(ct.rev_addr_be.to_ne_bytes()),
+                u16::from_be(ct.rev_port_be),
+            )
+        }),
     }
 }
 
@@ -309,8 +327,12 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
         let r = ct_ref(&ct, present, now);
         view.decision = Decision::Reply;
         view.reason = format!(
-            "reply of a tracked flow: source becomes {}:{}",
-            r.nat_address, r.nat_port
+            "reply of a tracked flow: source becomes {}:{}{}",
+            r.nat_address,
+            r.nat_port,
+            r.snat
+                .map(|c| format!(", destination the client {c} (source-NATed flow)"))
+                .unwrap_or_default()
         );
         view.conntrack = Some(r);
         return Ok(view);
@@ -323,8 +345,12 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
             if (!r.closing && present) || flow.proto == Proto::Udp {
                 view.decision = Decision::Conntrack;
                 view.reason = format!(
-                    "tracked flow (idle {} ms) of a frontend that is gone: keeps backend {}:{} (id {})",
-                    r.idle_ms, r.nat_address, r.nat_port, ct.backend_id
+                    "tracked flow (idle {} ms) of a frontend that is gone: keeps backend {}:{} (id {}){}",
+                    r.idle_ms,
+                    r.nat_address,
+                    r.nat_port,
+                    ct.backend_id,
+                    snat_note(&r)
                 );
                 view.conntrack = Some(r);
                 return Ok(view);
@@ -354,7 +380,6 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
         flags,
     });
 
-    // Conntrack first, as the data path does.
     let mut notes = Vec::new();
     if let Some(ct) = tracked {
         let present = maps.backend(ct.backend_id)?.is_some();
@@ -363,7 +388,7 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
         if reusable || flow.proto == Proto::Udp {
             view.decision = Decision::Conntrack;
             view.reason = format!(
-                "tracked flow (idle {} ms): keeps backend {}:{} (id {}){}",
+                "tracked flow (idle {} ms): keeps backend {}:{} (id {}){}{}",
                 r.idle_ms,
                 r.nat_address,
                 r.nat_port,
@@ -372,7 +397,8 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
                     ""
                 } else {
                     " even though it left the Service"
-                }
+                },
+                snat_note(&r)
             );
             view.backend = Some(BackendRef {
                 id: ct.backend_id,
@@ -560,6 +586,17 @@ pub fn render_text(v: &FlowView) -> String {
                 " backend-gone"
             }
         );
+        if let Some(a) = ct.snat {
+            let _ = writeln!(
+                s,
+                "  source NAT: {}",
+                if ct.direction == "forward" {
+                    format!("the client's packets leave with source {a}")
+                } else {
+                    format!("replies go back to the client {a}")
+                }
+            );
+        }
     }
     if let Some(a) = &v.affinity {
         let _ = writeln!(

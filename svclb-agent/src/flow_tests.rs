@@ -289,3 +289,64 @@ fn maglev_slot_is_the_flow_hash_modulo_the_table() {
     assert_eq!(v.backend.as_ref().unwrap().id, 1 + m.slot % 3);
     assert!(render_text(&v).contains(&format!("slot {}", m.slot)));
 }
+
+#[test]
+fn source_nat_is_shown_both_ways() {
+    // NodePort flow 198.19.4.2:40000 → 198.18.100.1:30080 to pod 2 on another node,
+    // source-NATed to the node address 198.18.100.1:40000.
+    let mut f = web(0);
+    let node = Ipv4Addr::new(198, 18, 100, 1);
+    let fwd = flow("198.19.4.2:40000-198.18.100.1:30080/tcp");
+    let snat = |dir, nat: (Ipv4Addr, u16), rev: (Ipv4Addr, u16)| CtValue {
+        dir,
+        flags: CT_F_SNAT,
+        nat_addr_be: be_addr(nat.0),
+        nat_port_be: nat.1.to_be(),
+        rev_addr_be: be_addr(rev.0),
+        rev_port_be: rev.1.to_be(),
+        backend_id: 2,
+        svc_id: 7,
+        ..Default::default()
+    };
+    f.ct.insert(
+        fwd.ct_key(),
+        snat(CT_DIR_FORWARD, (pod(2), 8080), (node, 40000)),
+    );
+    let reply = flow("198.19.1.3:8080-198.18.100.1:40000/tcp");
+    f.ct.insert(
+        reply.ct_key(),
+        snat(
+            CT_DIR_REPLY,
+            (node, 30080),
+            (Ipv4Addr::new(198, 19, 4, 2), 40000),
+        ),
+    );
+
+    let v = explain(&f, &fwd, 0).unwrap();
+    assert_eq!(v.decision, Decision::Conntrack, "{v:?}");
+    assert!(
+        v.reason.contains("source-NATed to 198.18.100.1:40000"),
+        "{}",
+        v.reason
+    );
+    let json = serde_json::to_value(&v).unwrap();
+    assert_eq!(json["conntrack"]["snat"], "198.18.100.1:40000", "{json:#}");
+    assert!(render_text(&v).contains("leave with source 198.18.100.1:40000"));
+
+    let v = explain(&f, &reply, 0).unwrap();
+    assert_eq!(v.decision, Decision::Reply);
+    assert!(
+        v.reason.contains("the client 198.19.4.2:40000"),
+        "{}",
+        v.reason
+    );
+    assert!(render_text(&v).contains("back to the client 198.19.4.2:40000"));
+
+    // A flow without source NAT says nothing about it.
+    let plain = explain(&web(0), &fwd, 0).unwrap();
+    assert!(
+        serde_json::to_value(&plain).unwrap()["conntrack"]
+            .get("snat")
+            .is_none()
+    );
+}
