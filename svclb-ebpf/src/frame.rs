@@ -3,6 +3,8 @@
 //! resized; everything else is written once against this trait.
 use core::mem::size_of;
 
+use crate::{csum, parse::IP_CSUM_OFF};
+
 /// One address + port rewrite, with the checksums it touches.
 pub struct Rewrite {
     /// Offset of the IPv4 address to replace (source or destination).
@@ -57,4 +59,22 @@ pub fn ptr_at<F: Frame, T>(f: &F, off: usize) -> Option<*mut T> {
         return None;
     }
     Some((start + off) as *mut T)
+}
+
+/// The part of a rewrite both hooks do by direct access: the address, the port and the
+/// IPv4 header checksum (always a full one, RFC 1624). The L4 checksum is left to the
+/// hook: by hand in XDP, through the skb-aware helpers in TC.
+#[inline(always)]
+pub fn rewrite_l3<F: Frame>(f: &F, rw: &Rewrite) -> Result<(), HelperFailed> {
+    let ip_csum: *mut [u8; 2] = ptr_at(f, IP_CSUM_OFF).ok_or(HelperFailed)?;
+    let addr: *mut [u8; 4] = ptr_at(f, rw.addr_off).ok_or(HelperFailed)?;
+    let port: *mut [u8; 2] = ptr_at(f, rw.port_off).ok_or(HelperFailed)?;
+    // SAFETY: bounds-checked pointers into the packet.
+    unsafe {
+        *addr = rw.new_addr.to_ne_bytes();
+        *port = rw.new_port.to_ne_bytes();
+        let c = u16::from_ne_bytes(*ip_csum);
+        *ip_csum = csum::replace4(c, rw.old_addr, rw.new_addr).to_ne_bytes();
+    }
+    Ok(())
 }

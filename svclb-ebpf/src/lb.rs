@@ -68,13 +68,23 @@ pub fn process<F: Frame>(f: &F) -> Verdict {
     }
 }
 
+/// Counts a packet to backend set `svc_id` and checks its source against the set's
+/// `loadBalancerSourceRanges` when `ranges` applies; false (counted) to drop it.
+#[inline(always)]
+fn admit<F: Frame>(f: &F, p: &Parsed, svc_id: u32, ranges: bool) -> bool {
+    stats::service(svc_id, f.len());
+    if ranges && !snat::source_allowed(p, svc_id) {
+        count(Counter::SrcRangeDrop);
+        return false;
+    }
+    true
+}
+
 /// A forward packet of a tracked flow.
 #[inline(always)]
 fn established<F: Frame>(f: &F, p: &Parsed, ct: &mut CtValue) -> Verdict {
-    stats::service(ct.svc_id, f.len());
     // Every packet, not only new flows: a narrowed allow-list also cuts tracked flows.
-    if ct.flags & CT_F_SRC_RANGES != 0 && !snat::source_allowed(p, ct.svc_id) {
-        count(Counter::SrcRangeDrop);
+    if !admit(f, p, ct.svc_id, ct.flags & CT_F_SRC_RANGES != 0) {
         return Verdict::Drop;
     }
     ct::touch(ct, clock::now_ns());
@@ -95,10 +105,8 @@ fn established<F: Frame>(f: &F, p: &Parsed, ct: &mut CtValue) -> Verdict {
 /// A packet to a frontend that starts a flow.
 #[inline(always)]
 fn new_flow<F: Frame>(f: &F, p: &Parsed, svc: &ServiceValue) -> Verdict {
-    stats::service(svc.svc_id, f.len());
     let ranges = svc.flags & SVC_F_SRC_RANGES != 0;
-    if ranges && !snat::source_allowed(p, svc.svc_id) {
-        count(Counter::SrcRangeDrop);
+    if !admit(f, p, svc.svc_id, ranges) {
         return Verdict::Drop;
     }
     let now = clock::now_ns();

@@ -1,19 +1,15 @@
 //! [`Frame`] for TC (`__sk_buff`): L4 checksums through the kernel helpers, which are
 //! also correct for CHECKSUM_PARTIAL skbs (veth with TX offload) and keep
 //! CHECKSUM_COMPLETE's `skb->csum` in step. The IPv4 header checksum is always a full
-//! one, so it is updated by hand (RFC 1624), as `bpf_l3_csum_replace` would: one
-//! helper call less per rewrite.
+//! one, so it is updated by hand ([`rewrite_l3`]), as `bpf_l3_csum_replace` would:
+//! one helper call less per rewrite.
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM},
     helpers::{bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_pull_data, bpf_skb_store_bytes},
     programs::TcContext,
 };
 
-use crate::{
-    csum,
-    frame::{Frame, HelperFailed, Rewrite, ptr_at},
-    parse::IP_CSUM_OFF,
-};
+use crate::frame::{Frame, HelperFailed, Rewrite, rewrite_l3};
 
 #[inline(always)]
 fn ok(ret: i64) -> Result<(), HelperFailed> {
@@ -48,15 +44,7 @@ impl Frame for TcContext {
     #[inline(always)]
     fn rewrite(&self, rw: &Rewrite) -> Result<(), HelperFailed> {
         // Direct writes first: the checksum helpers invalidate packet pointers.
-        let ip_csum: *mut [u8; 2] = ptr_at(self, IP_CSUM_OFF).ok_or(HelperFailed)?;
-        let addr: *mut [u8; 4] = ptr_at(self, rw.addr_off).ok_or(HelperFailed)?;
-        let port: *mut [u8; 2] = ptr_at(self, rw.port_off).ok_or(HelperFailed)?;
-        unsafe {
-            *addr = rw.new_addr.to_ne_bytes();
-            *port = rw.new_port.to_ne_bytes();
-            let c = u16::from_ne_bytes(*ip_csum);
-            *ip_csum = csum::replace4(c, rw.old_addr, rw.new_addr).to_ne_bytes();
-        }
+        rewrite_l3(self, rw)?;
         let mangled = if rw.udp {
             u64::from(BPF_F_MARK_MANGLED_0)
         } else {

@@ -5,8 +5,7 @@ use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
 
 use crate::{
     csum,
-    frame::{Frame, HelperFailed, Rewrite, ptr_at},
-    parse::IP_CSUM_OFF,
+    frame::{Frame, HelperFailed, Rewrite, ptr_at, rewrite_l3},
 };
 
 #[inline(always)]
@@ -39,15 +38,9 @@ impl Frame for XdpContext {
 
     #[inline(always)]
     fn rewrite(&self, rw: &Rewrite) -> Result<(), HelperFailed> {
-        let ip_csum: *mut [u8; 2] = ptr_at(self, IP_CSUM_OFF).ok_or(HelperFailed)?;
-        let addr: *mut [u8; 4] = ptr_at(self, rw.addr_off).ok_or(HelperFailed)?;
-        let port: *mut [u8; 2] = ptr_at(self, rw.port_off).ok_or(HelperFailed)?;
+        rewrite_l3(self, rw)?;
         let l4_csum: *mut [u8; 2] = ptr_at(self, rw.csum_off).ok_or(HelperFailed)?;
         unsafe {
-            *addr = rw.new_addr.to_ne_bytes();
-            *port = rw.new_port.to_ne_bytes();
-            let c = u16::from_ne_bytes(*ip_csum);
-            *ip_csum = csum::replace4(c, rw.old_addr, rw.new_addr).to_ne_bytes();
             let c = u16::from_ne_bytes(*l4_csum);
             if rw.udp && c == 0 {
                 return Ok(());
