@@ -321,10 +321,15 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
     };
     // One conntrack lookup by the packet's own tuple finds either direction, as in the
     // data path, and comes before the Service.
-    let tracked = maps.conntrack(&flow.ct_key())?;
-    if let Some(ct) = tracked.filter(|c| c.dir == CT_DIR_REPLY) {
-        let present = maps.backend(ct.backend_id)?.is_some();
-        let r = ct_ref(&ct, present, now);
+    let tracked = match maps.conntrack(&flow.ct_key())? {
+        Some(ct) => {
+            let be = maps.backend(ct.backend_id)?;
+            let terminating = be.is_some_and(|b| b.flags & BE_F_TERMINATING != 0);
+            Some((ct, ct_ref(&ct, be.is_some(), now), terminating))
+        }
+        None => None,
+    };
+    if let Some((_, r, _)) = tracked.as_ref().filter(|(ct, ..)| ct.dir == CT_DIR_REPLY) {
         view.decision = Decision::Reply;
         view.reason = format!(
             "reply of a tracked flow: source becomes {}:{}{}",
@@ -334,89 +339,77 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
                 .map(|c| format!(", destination the client {c} (source-NATed flow)"))
                 .unwrap_or_default()
         );
-        view.conntrack = Some(r);
+        view.conntrack = tracked.map(|(_, r, _)| r);
         return Ok(view);
     }
     let svc = maps.service(&key)?;
-    let Some(svc) = svc else {
-        if let Some(ct) = tracked {
-            let present = maps.backend(ct.backend_id)?.is_some();
-            let r = ct_ref(&ct, present, now);
-            if (!r.closing && present) || flow.proto == Proto::Udp {
-                view.decision = Decision::Conntrack;
-                view.reason = format!(
-                    "tracked flow (idle {} ms) of a frontend that is gone: keeps backend {}:{} (id {}){}",
-                    r.idle_ms,
-                    r.nat_address,
-                    r.nat_port,
-                    ct.backend_id,
-                    snat_note(&r)
-                );
-                view.conntrack = Some(r);
-                return Ok(view);
+    if let Some(svc) = &svc {
+        let mut flags = Vec::new();
+        for (bit, name) in [
+            (SVC_F_AFFINITY, "affinity"),
+            (svclb_common::SVC_F_LOCAL, "local"),
+            (SVC_F_MAGLEV, "maglev"),
+        ] {
+            if svc.flags & bit != 0 {
+                flags.push(name);
             }
         }
+        view.frontend = Some(FrontendRef {
+            service: maps.name(svc.svc_id)?.unwrap_or_default(),
+            kind: FrontendKind::from_code(svc.kind).map_or("?", FrontendKind::as_str),
+            svc_id: svc.svc_id,
+            backend_count: svc.backend_count,
+            flags,
+        });
+    }
+
+    // A tracked forward entry decides, with or without its frontend, unless a new TCP
+    // SYN may choose again (closing, or its backend is gone).
+    let mut notes = Vec::new();
+    if let Some((ct, r, terminating)) = tracked {
+        if (!r.closing && r.backend_present) || flow.proto == Proto::Udp {
+            view.decision = Decision::Conntrack;
+            let (whose, left) = match (&svc, r.backend_present) {
+                (None, _) => (" of a frontend that is gone", ""),
+                (Some(_), false) => ("", " even though it left the Service"),
+                (Some(_), true) => ("", ""),
+            };
+            view.reason = format!(
+                "tracked flow (idle {} ms){whose}: keeps backend {}:{} (id {}){left}{}",
+                r.idle_ms,
+                r.nat_address,
+                r.nat_port,
+                ct.backend_id,
+                snat_note(&r)
+            );
+            if svc.is_some() {
+                view.backend = Some(BackendRef {
+                    id: ct.backend_id,
+                    address: r.nat_address,
+                    port: r.nat_port,
+                    terminating,
+                });
+            }
+            view.conntrack = Some(r);
+            return Ok(view);
+        }
+        if svc.is_some() {
+            notes.push(format!(
+                "tracked TCP flow to {}:{} is {}: its packets keep that backend, a new SYN on this tuple chooses again as below",
+                r.nat_address,
+                r.nat_port,
+                if r.closing { "closing" } else { "orphaned (backend gone)" }
+            ));
+            view.conntrack = Some(r);
+        }
+    }
+    let Some(svc) = svc else {
         view.reason = format!(
             "no service at {}/{} and no tracked flow: passed untouched",
             flow.dst, flow.proto
         );
         return Ok(view);
     };
-    let mut flags = Vec::new();
-    for (bit, name) in [
-        (SVC_F_AFFINITY, "affinity"),
-        (svclb_common::SVC_F_LOCAL, "local"),
-        (SVC_F_MAGLEV, "maglev"),
-    ] {
-        if svc.flags & bit != 0 {
-            flags.push(name);
-        }
-    }
-    view.frontend = Some(FrontendRef {
-        service: maps.name(svc.svc_id)?.unwrap_or_default(),
-        kind: FrontendKind::from_code(svc.kind).map_or("?", FrontendKind::as_str),
-        svc_id: svc.svc_id,
-        backend_count: svc.backend_count,
-        flags,
-    });
-
-    let mut notes = Vec::new();
-    if let Some(ct) = tracked {
-        let present = maps.backend(ct.backend_id)?.is_some();
-        let r = ct_ref(&ct, present, now);
-        let reusable = !r.closing && present;
-        if reusable || flow.proto == Proto::Udp {
-            view.decision = Decision::Conntrack;
-            view.reason = format!(
-                "tracked flow (idle {} ms): keeps backend {}:{} (id {}){}{}",
-                r.idle_ms,
-                r.nat_address,
-                r.nat_port,
-                ct.backend_id,
-                if present {
-                    ""
-                } else {
-                    " even though it left the Service"
-                },
-                snat_note(&r)
-            );
-            view.backend = Some(BackendRef {
-                id: ct.backend_id,
-                address: r.nat_address,
-                port: r.nat_port,
-                terminating: backend_ref(maps, ct.backend_id)?.is_some_and(|b| b.terminating),
-            });
-            view.conntrack = Some(r);
-            return Ok(view);
-        }
-        notes.push(format!(
-            "tracked TCP flow to {}:{} is {}: its packets keep that backend, a new SYN on this tuple chooses again as below",
-            r.nat_address,
-            r.nat_port,
-            if r.closing { "closing" } else { "orphaned (backend gone)" }
-        ));
-        view.conntrack = Some(r);
-    }
 
     if svc.backend_count == 0 {
         view.decision = Decision::Reject;
