@@ -382,14 +382,12 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
                 ct.backend_id,
                 snat_note(&r)
             );
-            if svc.is_some() {
-                view.backend = Some(BackendRef {
-                    id: ct.backend_id,
-                    address: r.nat_address,
-                    port: r.nat_port,
-                    terminating,
-                });
-            }
+            view.backend = Some(BackendRef {
+                id: ct.backend_id,
+                address: r.nat_address,
+                port: r.nat_port,
+                terminating,
+            });
             view.conntrack = Some(r);
             return Ok(view);
         }

@@ -329,6 +329,12 @@ fn source_nat_is_shown_both_ways() {
         "{}",
         v.reason
     );
+    // No frontend in this fixture (it went): the flow still names its backend.
+    assert!(v.frontend.is_none());
+    assert_eq!(
+        v.backend.as_ref().map(|b| (b.address, b.port)),
+        Some((pod(2), 8080))
+    );
     let json = serde_json::to_value(&v).unwrap();
     assert_eq!(json["conntrack"]["snat"], "198.18.100.1:40000", "{json:#}");
     assert!(render_text(&v).contains("leave with source 198.18.100.1:40000"));
