@@ -337,16 +337,16 @@ impl Planner {
     fn apply(&mut self, changes: Vec<(String, Option<Unit>)>) {
         let mut touched = BTreeSet::new();
         for (key, unit) in changes {
-            let check_before = self.health_checks.get(&key).cloned();
-            if let Some(old) = self.units.remove(&key) {
-                self.retract(&key, &old, &mut touched);
+            let check_before = match self.units.remove(&key) {
+                Some(old) => self.retract(&key, &old, &mut touched),
+                None => None,
+            };
+            if check_before.as_ref() != unit.as_ref().and_then(|u| u.plan.health_check.as_ref()) {
+                self.health_changed = true;
             }
             if let Some(unit) = unit {
                 self.install(&key, &unit, &mut touched);
-                self.units.insert(key.clone(), unit);
-            }
-            if self.health_checks.get(&key) != check_before.as_ref() {
-                self.health_changed = true;
+                self.units.insert(key, unit);
             }
         }
         for fe in touched {
@@ -428,7 +428,13 @@ impl Planner {
         )
     }
 
-    fn retract(&mut self, key: &str, unit: &Unit, touched: &mut BTreeSet<Frontend>) {
+    /// Takes `unit` out of the indexes; returns the health check it had.
+    fn retract(
+        &mut self,
+        key: &str,
+        unit: &Unit,
+        touched: &mut BTreeSet<Frontend>,
+    ) -> Option<HealthCheck> {
         for claim in &unit.plan.claims {
             if let Some(group) = self.claims.get_mut(&claim.frontend) {
                 group.retain(|c| c.priority.key != key);
@@ -449,7 +455,7 @@ impl Planner {
         }
         self.with_errors.remove(key);
         self.ignored.remove(key);
-        self.health_checks.remove(key);
+        self.health_checks.remove(key)
     }
 
     fn install(&mut self, key: &str, unit: &Unit, touched: &mut BTreeSet<Frontend>) {
