@@ -4,17 +4,14 @@
 //! otherwise, so an external load balancer only sends to nodes that can serve it.
 use std::{
     collections::{BTreeMap, HashMap},
-    convert::Infallible,
     net::{Ipv4Addr, SocketAddrV4},
     sync::{Arc, Mutex},
 };
 
-use http_body_util::Full;
-use hyper::{Response, StatusCode, body::Bytes, header, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{StatusCode, header};
 use serde::Serialize;
 use tokio::{net::TcpListener, task::JoinHandle};
-use tracing::{debug, error, info};
+use tracing::{error, info};
 
 use crate::{health::Health, plan::health_check::HealthCheck};
 
@@ -72,13 +69,6 @@ impl HealthCheckServers {
         }
     }
 
-    /// Ports being served now.
-    pub fn ports(&self) -> Vec<u16> {
-        let mut p: Vec<u16> = self.served.keys().copied().collect();
-        p.sort_unstable();
-        p
-    }
-
     /// Serves exactly `checks`: closes ports no longer wanted, updates the counts, and
     /// binds new ports (a port that cannot be bound is logged and tried again on the
     /// next update). Needs a Tokio runtime.
@@ -118,41 +108,20 @@ impl HealthCheckServers {
         let listener = TcpListener::from_std(std)?;
         let check = Arc::new(Mutex::new(check));
         let (shared, health) = (check.clone(), self.health.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let (check, health) = (shared.clone(), health.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |_req| {
-                        let snapshot = check.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                        let (status, body) = answer(&snapshot, health.healthz().0);
-                        let mut resp = Response::new(Full::new(Bytes::from(body)));
-                        *resp.status_mut() = status;
-                        let h = resp.headers_mut();
-                        h.insert(
-                            header::CONTENT_TYPE,
-                            header::HeaderValue::from_static("application/json"),
-                        );
-                        h.insert(
-                            header::X_CONTENT_TYPE_OPTIONS,
-                            header::HeaderValue::from_static("nosniff"),
-                        );
-                        h.insert(
-                            "x-load-balancing-endpoint-weight",
-                            snapshot.local_endpoints.into(),
-                        );
-                        async move { Ok::<_, Infallible>(resp) }
-                    });
-                    if let Err(e) = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await
-                    {
-                        debug!(%peer, error = %e, "health check connection ended with an error");
-                    }
-                });
-            }
+        let task = crate::http::spawn(listener, move |_req| {
+            let snapshot = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let (status, body) = answer(&snapshot, health.healthz().0);
+            let mut resp = crate::http::reply(status, "application/json", body);
+            let h = resp.headers_mut();
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                header::HeaderValue::from_static("nosniff"),
+            );
+            h.insert(
+                "x-load-balancing-endpoint-weight",
+                snapshot.local_endpoints.into(),
+            );
+            resp
         });
         Ok(Served { check, task })
     }

@@ -40,7 +40,15 @@ pub async fn serve(
         .with_context(|| format!("binding the {what} address {addr}"))?;
     let local = listener.local_addr()?;
     info!(%local, "{what} server listening");
-    let task = tokio::spawn(async move {
+    Ok((local, spawn(listener, move |req| route(&routes, req))))
+}
+
+/// Serves HTTP/1.1 on `listener` in a task, every request answered by `answer`.
+pub fn spawn<A>(listener: TcpListener, answer: A) -> JoinHandle<()>
+where
+    A: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -49,11 +57,11 @@ pub async fn serve(
                     continue;
                 }
             };
-            let routes = routes.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
-                    let routes = routes.clone();
-                    async move { Ok::<_, Infallible>(route(&routes, &req)) }
+                    let resp = answer(&req);
+                    async move { Ok::<_, Infallible>(resp) }
                 });
                 if let Err(e) = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -63,8 +71,7 @@ pub async fn serve(
                 }
             });
         }
-    });
-    Ok((local, task))
+    })
 }
 
 fn route(routes: &Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -88,7 +95,7 @@ fn health_reply((ok, report): (bool, crate::health::Report)) -> Response<Full<By
     reply(status, "application/json", body)
 }
 
-fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+pub fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     if let Ok(v) = content_type.parse() {

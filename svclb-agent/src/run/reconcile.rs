@@ -87,14 +87,6 @@ impl<D: Dataplane> Reconciler<D> {
         self.health_checks = Some(servers);
     }
 
-    /// Ports whose health checks are served now.
-    pub fn health_check_ports(&self) -> Vec<u16> {
-        self.health_checks
-            .as_ref()
-            .map(HealthCheckServers::ports)
-            .unwrap_or_default()
-    }
-
     /// After a successful sync (the data path already has what a 200 announces).
     fn update_health_checks(&mut self) {
         let Some(servers) = &mut self.health_checks else {
