@@ -58,28 +58,15 @@ fn lb_with_local_policy_counts_ready_local_endpoints_over_its_ports() {
 
     // On node-b: its one ready endpoint; on a node with none: zero (served, 503).
     let mut p = Planner::new(PlanOptions::default());
-    let b = NodeInfo {
-        name: Some("node-b".into()),
-        ..node()
-    };
-    p.update(&objects(&web("Local", Some(32000))), &b);
-    assert_eq!(
-        p.health_checks()
-            .map(|c| c.local_endpoints)
-            .collect::<Vec<_>>(),
-        [2]
-    );
-    let c = NodeInfo {
-        name: Some("node-c".into()),
-        ..node()
-    };
-    p.update(&objects(&web("Local", Some(32000))), &c);
-    assert_eq!(
-        p.health_checks()
-            .map(|c| c.local_endpoints)
-            .collect::<Vec<_>>(),
-        [0]
-    );
+    for (name, want) in [("node-b", 2), ("node-c", 0)] {
+        let on = NodeInfo {
+            name: Some(name.into()),
+            ..node()
+        };
+        p.update(&objects(&web("Local", Some(32000))), &on);
+        let counts: Vec<usize> = p.health_checks().map(|c| c.local_endpoints).collect();
+        assert_eq!(counts, [want], "{name}");
+    }
 }
 
 #[test]
