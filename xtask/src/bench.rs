@@ -224,26 +224,20 @@ fn targets(dir: &Path) -> String {
         rows.push(format!("| {what} | {measured} | {met} |"));
     };
     if let Some(pkt) = load("pktbench") {
-        let median = |n: u64, hook: &str, case: &str| -> Option<f64> {
-            pkt["results"].as_array()?.iter().find_map(|r| {
-                (r["services"].as_u64() == Some(n) && r["hook"] == hook && r["case"] == case)
-                    .then(|| r["median_ns"].as_f64())?
+        let result = |n: u64, hook: &str, case: &str| -> Option<&Value> {
+            pkt["results"].as_array()?.iter().find(|r| {
+                r["services"].as_u64() == Some(n) && r["hook"] == hook && r["case"] == case
             })
         };
+        let median = |n: u64, hook: &str, case: &str| result(n, hook, case)?["median_ns"].as_f64();
         // Ratio to the no-op: the median over repetitions of sample i / no-op sample i
         // (pktbench takes them repetition-major, so pairs are close in time).
         let samples = |n: u64, hook: &str, case: &str| -> Option<Vec<f64>> {
-            pkt["results"].as_array()?.iter().find_map(|r| {
-                (r["services"].as_u64() == Some(n) && r["hook"] == hook && r["case"] == case).then(
-                    || {
-                        r["samples_ns"]
-                            .as_array()?
-                            .iter()
-                            .map(Value::as_f64)
-                            .collect()
-                    },
-                )?
-            })
+            result(n, hook, case)?["samples_ns"]
+                .as_array()?
+                .iter()
+                .map(Value::as_f64)
+                .collect()
         };
         let to_noop = |n: u64, hook: &str, case: &str| -> Option<f64> {
             let (c, z) = (samples(n, hook, case)?, samples(n, "xdp_noop", "noop")?);
