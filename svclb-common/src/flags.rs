@@ -14,6 +14,21 @@ pub const SVC_F_SRC_RANGES: u16 = 1 << 3;
 /// although the Service has some elsewhere: new flows are dropped, as kube-proxy does,
 /// instead of rejected (a reject means "no endpoints at all").
 pub const SVC_F_NO_LOCAL_DROP: u16 = 1 << 4;
+/// [`crate::ServiceValue::flags`]: a LoadBalancer frontend whose
+/// `loadBalancerSourceRanges` hold none of the node's addresses: the socket programs
+/// deny the node's own clients (kube-proxy lets the node in only when a range holds
+/// one of its addresses; at connect() the source address is not chosen yet, so this
+/// is decided by the agent, which knows the node's addresses).
+pub const SVC_F_NODE_DENIED: u16 = 1 << 5;
+
+/// [`crate::ServiceKey::scope`]: looked up by the packet path (TC, XDP) and, where no
+/// host-scope entry exists, by the socket programs too.
+pub const SCOPE_PACKET: u8 = 0;
+/// [`crate::ServiceKey::scope`]: looked up only by the socket programs, for the node's
+/// own clients: `127.0.0.1:<NodePort>`, and external frontends of a Service with
+/// `externalTrafficPolicy: Local` (node-local clients get every endpoint, as
+/// kube-proxy short-circuits them to the cluster-wide chain). Looked up first.
+pub const SCOPE_HOST: u8 = 1;
 
 /// [`crate::ServiceValue::kind`]: what kind of address the frontend is (for dump).
 pub const KIND_CLUSTER_IP: u8 = 1;
@@ -102,9 +117,20 @@ pub enum Counter {
     SrcRangeDrop = 16,
     /// New flow to a Local-policy frontend without a local endpoint: dropped.
     NoLocalDrop = 17,
+    /// A node-local socket's connect() or sendmsg() to a frontend, sent to a backend.
+    SockNew = 18,
+    /// A node-local connect() or sendmsg() to a frontend without endpoints: refused
+    /// (ECONNREFUSED).
+    SockReject = 19,
+    /// A node-local connect() or sendmsg() refused with EPERM: a Local policy without
+    /// a local endpoint, or a slot/backend missing mid-update.
+    SockDrop = 20,
+    /// getpeername() or recvmsg() of a node-local socket shown the frontend instead of
+    /// the backend.
+    SockRevNat = 21,
 }
 
-pub const COUNTER_COUNT: u32 = 18;
+pub const COUNTER_COUNT: u32 = 22;
 
 pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
     "pass_not_ipv4",
@@ -125,4 +151,8 @@ pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
     "snat_no_route",
     "src_range_drop",
     "no_local_drop",
+    "sock_new",
+    "sock_reject",
+    "sock_drop",
+    "sock_revnat",
 ];

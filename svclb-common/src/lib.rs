@@ -7,11 +7,13 @@
 //! the packet so the data path never swaps bytes.
 #![no_std]
 
+pub mod features;
 pub mod flags;
 pub mod hash;
 pub mod maps;
 pub mod types;
 
+pub use features::*;
 pub use flags::*;
 pub use hash::{flow_hash, fmix};
 pub use maps::*;

@@ -12,7 +12,9 @@ pub struct ServiceKey {
     pub port_be: u16,
     /// `PROTO_TCP` or `PROTO_UDP`.
     pub proto: u8,
-    pub _pad: u8,
+    /// `SCOPE_*`: who looks this frontend up. Was padding (always 0) before node-local
+    /// load balancing, and 0 keeps its meaning, so older pins stay valid.
+    pub scope: u8,
 }
 
 /// Value of the services map.
@@ -170,16 +172,68 @@ pub struct SvcStats {
 pub struct Config {
     /// `CFG_F_*`.
     pub flags: u32,
-    pub _pad: u32,
+    /// `FEAT_*`: what the running agent chose for this kernel, for `dump` to show (the
+    /// programs read their own copy, the load-time global).
+    pub features: u32,
+    /// Cookie of the node's own network namespace (`SO_NETNS_COOKIE`): the socket
+    /// programs translate only sockets of that namespace, so pods keep the per-packet
+    /// path (a service mesh in a pod still sees the ClusterIP). 0: translate none.
+    pub host_netns_cookie: u64,
+    /// Kernels before 5.14 have no `SO_NETNS_COOKIE`: the agent writes the cookie of a
+    /// socket of its own here (`SO_COOKIE`) and connects it; the forward programs, seeing
+    /// that socket, write its namespace's cookie into `learned_netns_cookie`. 0: off.
+    pub probe_sock_cookie: u64,
+    pub learned_netns_cookie: u64,
 }
 
-/// What the data path needs to know about an attached interface.
+/// Where the agent's probe socket connects (see [`Config::probe_sock_cookie`]): the
+/// discard port on loopback, always routable, never a frontend.
+pub const NETNS_PROBE_ADDR: [u8; 4] = [127, 0, 0, 1];
+pub const NETNS_PROBE_PORT: u16 = 9;
+
+/// Key of the socket reverse-NAT map: a node-local socket and the backend the socket
+/// programs sent it to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SockRevKey {
+    /// `bpf_get_socket_cookie` of the socket.
+    pub cookie: u64,
+    /// Backend IPv4 address, network byte order.
+    pub addr_be: u32,
+    /// Backend port, network byte order.
+    pub port_be: u16,
+    /// `PROTO_*`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of the socket reverse-NAT map: the frontend the socket asked for, which
+/// `getpeername()` and `recvmsg()` show instead of the backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockRevValue {
+    /// Frontend IPv4 address, network byte order.
+    pub addr_be: u32,
+    /// Frontend port, network byte order.
+    pub port_be: u16,
+    pub _pad: u16,
+    /// Backend-set id the backend was chosen from (for dump).
+    pub svc_id: u32,
+    /// Backend id (for dump and for closing sockets of a removed backend).
+    pub backend_id: u32,
+}
+
+/// What the data path needs to know about a node interface: every interface with an
+/// IPv4 address is listed (flags only where a program is attached).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IfaceInfo {
     /// `IF_F_*`.
     pub flags: u32,
-    pub _pad: u32,
+    /// The interface's first IPv4 address, network byte order (0: none): the source of
+    /// source-NATed flows leaving through it on kernels whose FIB lookup cannot return
+    /// one (`BPF_FIB_LOOKUP_SRC` is Linux 6.7).
+    pub addr_be: u32,
 }
 
 /// [`IfaceInfo::flags`]: the device has a peer (veth, netkit): a packet sent back to the
@@ -229,7 +283,15 @@ const _: () = {
     assert!(size_of::<AffinityValue>() == 16);
     assert!(offset_of!(AffinityValue, last_used_ns) == 8);
     assert!(size_of::<SvcStats>() == 16);
-    assert!(size_of::<Config>() == 8);
+    assert!(size_of::<Config>() == 32);
+    assert!(offset_of!(Config, host_netns_cookie) == 8);
+    assert!(offset_of!(Config, learned_netns_cookie) == 24);
+    assert!(size_of::<SockRevKey>() == 16);
+    assert!(offset_of!(SockRevKey, addr_be) == 8);
+    assert!(offset_of!(SockRevKey, proto) == 14);
+    assert!(size_of::<SockRevValue>() == 16);
+    assert!(offset_of!(SockRevValue, svc_id) == 8);
+    assert!(offset_of!(ServiceKey, scope) == 7);
     assert!(size_of::<IfaceInfo>() == 8);
     assert!(size_of::<SvcName>() == SVC_NAME_LEN);
 };
@@ -252,4 +314,6 @@ mod pod {
     unsafe impl aya::Pod for IfaceInfo {}
     unsafe impl aya::Pod for SvcName {}
     unsafe impl aya::Pod for SrcRangeKey {}
+    unsafe impl aya::Pod for SockRevKey {}
+    unsafe impl aya::Pod for SockRevValue {}
 }

@@ -11,13 +11,16 @@
 //! clock each time). The value is the coarse CLOCK_MONOTONIC user space can read, a
 //! tick or two behind (a packet between the jiffies increment and the timekeeper
 //! update keeps the older time for that tick), so user space subtracts with
-//! saturation.
+//! saturation. Kernels before 5.11 have no coarse clock: there the cached value is
+//! `bpf_ktime_get_ns`, the same CLOCK_MONOTONIC read precisely, once per tick too.
 use aya_ebpf::{
-    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::map,
     maps::PerCpuArray,
 };
-use svclb_common::MAP_TICK_CACHE;
+use svclb_common::{FEAT_COARSE_CLOCK, MAP_TICK_CACHE};
+
+use crate::features;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -33,17 +36,26 @@ static TICK_CACHE: PerCpuArray<TickCache> = PerCpuArray::with_max_entries(1, 0);
 const _: () = assert!(crate::maps::same(MAP_TICK_CACHE, "SVCLB_TICK"));
 
 #[inline(always)]
+fn read_clock() -> u64 {
+    if features::has(FEAT_COARSE_CLOCK) {
+        unsafe { bpf_ktime_get_coarse_ns() }
+    } else {
+        unsafe { bpf_ktime_get_ns() }
+    }
+}
+
+#[inline(always)]
 pub fn now_ns() -> u64 {
     let j = unsafe { bpf_jiffies64() };
     let Some(c) = TICK_CACHE.get_ptr_mut(0) else {
-        return unsafe { bpf_ktime_get_coarse_ns() };
+        return read_clock();
     };
     // SAFETY: this CPU's slot; a program runs to completion on one CPU.
     unsafe {
         if (*c).jiffies != j {
             *c = TickCache {
                 jiffies: j,
-                ns: bpf_ktime_get_coarse_ns(),
+                ns: read_clock(),
             };
         }
         (*c).ns

@@ -34,7 +34,8 @@ pub fn lookup(key: &CtKey) -> Option<&'static mut CtValue> {
 
 #[inline(always)]
 pub fn touch(ct: &mut CtValue, now: u64) {
-    if now.wrapping_sub(ct.last_seen_ns) > TOUCH_NS {
+    // Saturating, as for affinity: a stamp from another CPU may be a little ahead.
+    if now.saturating_sub(ct.last_seen_ns) > TOUCH_NS {
         ct.last_seen_ns = now;
     }
 }
@@ -136,7 +137,7 @@ fn claim_port(p: &Parsed, reply_key: &mut CtKey, reply: &CtValue) -> Result<u16,
             addr_be: reply_key.daddr_be,
             port_be: port,
             proto: p.proto,
-            _pad: 0,
+            scope: svclb_common::SCOPE_PACKET,
         };
         if unsafe { SERVICES.get(fe) }.is_some() {
             continue;

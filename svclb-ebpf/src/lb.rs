@@ -3,8 +3,8 @@
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use svclb_common::{
     AffinityKey, AffinityValue, Backend, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT, CT_F_SRC_RANGES,
-    Counter, CtValue, SVC_F_AFFINITY, SVC_F_MAGLEV, SVC_F_NO_LOCAL_DROP, SVC_F_SRC_RANGES,
-    ServiceKey, ServiceValue, SlotKey,
+    Counter, CtValue, SCOPE_PACKET, SVC_F_AFFINITY, SVC_F_MAGLEV, SVC_F_NO_LOCAL_DROP,
+    SVC_F_SRC_RANGES, ServiceKey, ServiceValue, SlotKey,
 };
 
 use crate::{
@@ -54,7 +54,7 @@ pub fn process<F: Frame>(f: &F) -> Verdict {
         addr_be: p.daddr,
         port_be: p.dport,
         proto: p.proto,
-        _pad: 0,
+        scope: SCOPE_PACKET,
     };
     match unsafe { SERVICES.get(key) } {
         Some(svc) => {
@@ -121,7 +121,7 @@ fn new_flow<F: Frame>(f: &F, p: &Parsed, svc: &ServiceValue) -> Verdict {
         }
         return reject::reject(f, p);
     }
-    let Some((id, be)) = choose(p, svc, now) else {
+    let Some((id, be)) = choose(p.saddr, svc, now, || packet_hash(p, svc)) else {
         // The agent updates slots before counts, so this is a race with a removal.
         return drop();
     };
@@ -175,14 +175,21 @@ fn reply<F: Frame>(f: &F, p: &Parsed, ct: &mut CtValue) -> Verdict {
     done(r, Counter::Reply)
 }
 
-/// Backend for a new flow: the client's affinity backend while fresh, else a slot.
+/// Backend for a new flow of `client` (an IPv4 address, network byte order; 0 for the
+/// node's own sockets): the client's affinity backend while fresh, else the slot
+/// `slot_hash() % backend_count`. Shared by the packet and the socket paths.
 #[inline(always)]
-fn choose(p: &Parsed, svc: &ServiceValue, now: u64) -> Option<(u32, Backend)> {
+pub fn choose(
+    client: u32,
+    svc: &ServiceValue,
+    now: u64,
+    slot_hash: impl FnOnce() -> u32,
+) -> Option<(u32, Backend)> {
     if svc.flags & SVC_F_AFFINITY == 0 {
-        return pick_slot(p, svc);
+        return pick_slot(svc, slot_hash());
     }
     let akey = AffinityKey {
-        client_addr_be: p.saddr,
+        client_addr_be: client,
         svc_id: svc.svc_id,
     };
     let picked = match affinity(&akey, svc, now) {
@@ -190,7 +197,7 @@ fn choose(p: &Parsed, svc: &ServiceValue, now: u64) -> Option<(u32, Backend)> {
             count(Counter::AffinityHit);
             hit
         }
-        None => pick_slot(p, svc)?,
+        None => pick_slot(svc, slot_hash())?,
     };
     let val = AffinityValue {
         backend_id: picked.0,
@@ -206,7 +213,9 @@ fn choose(p: &Parsed, svc: &ServiceValue, now: u64) -> Option<(u32, Backend)> {
 fn affinity(akey: &AffinityKey, svc: &ServiceValue, now: u64) -> Option<(u32, Backend)> {
     let a = unsafe { AFFINITY.get(akey) }?;
     let timeout_ns = u64::from(svc.affinity_timeout_s) * 1_000_000_000;
-    if now.wrapping_sub(a.last_used_ns) >= timeout_ns {
+    // Saturating: another CPU may have stamped the entry a little later within the
+    // same tick (each CPU caches its own clock read), which is no expiry.
+    if now.saturating_sub(a.last_used_ns) >= timeout_ns {
         return None;
     }
     let id = a.backend_id;
@@ -214,14 +223,19 @@ fn affinity(akey: &AffinityKey, svc: &ServiceValue, now: u64) -> Option<(u32, Ba
     Some((id, *be))
 }
 
+/// The packet path's slot choice: the flow's hash for Maglev, else random.
 #[inline(always)]
-fn pick_slot(p: &Parsed, svc: &ServiceValue) -> Option<(u32, Backend)> {
-    let n = u32::from(svc.backend_count);
-    let r = if svc.flags & SVC_F_MAGLEV != 0 {
+fn packet_hash(p: &Parsed, svc: &ServiceValue) -> u32 {
+    if svc.flags & SVC_F_MAGLEV != 0 {
         svclb_common::flow_hash(p.saddr, p.daddr, p.sport, p.dport, p.proto)
     } else {
         unsafe { bpf_get_prandom_u32() }
-    };
+    }
+}
+
+#[inline(always)]
+fn pick_slot(svc: &ServiceValue, r: u32) -> Option<(u32, Backend)> {
+    let n = u32::from(svc.backend_count);
     let slot = SlotKey {
         svc_id: svc.svc_id,
         slot: r % n,

@@ -24,6 +24,7 @@
 mod clock;
 mod csum;
 mod ct;
+mod features;
 mod frame;
 mod lb;
 mod maps;
@@ -31,6 +32,7 @@ mod nat;
 mod parse;
 mod reject;
 mod snat;
+mod sock;
 mod stats;
 mod tc;
 mod xdp;
@@ -38,8 +40,8 @@ mod xdp;
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     helpers::{bpf_redirect, bpf_redirect_peer},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 use lb::Verdict;
 use svclb_common::IF_F_PEER;
@@ -80,6 +82,54 @@ pub fn svclb_xdp(ctx: XdpContext) -> u32 {
         // Not produced by XDP (Frame::SENDS_REJECTS is false); pass rather than guess.
         Verdict::Reject => xdp_action::XDP_PASS,
     }
+}
+
+// Node-local clients (`sock`): the names are svclb_common::SOCK_PROGS.
+
+#[cgroup_sock_addr(connect4)]
+pub fn svclb_connect4(ctx: SockAddrContext) -> i32 {
+    sock::forward4(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn svclb_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::forward4(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn svclb_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::reverse4(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn svclb_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock::reverse4(&ctx)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn svclb_connect6(ctx: SockAddrContext) -> i32 {
+    sock::forward6(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn svclb_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock::forward6(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn svclb_recvmsg6(ctx: SockAddrContext) -> i32 {
+    sock::reverse6(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn svclb_getpeername6(ctx: SockAddrContext) -> i32 {
+    sock::reverse6(&ctx)
+}
+
+/// Probe of the kernel's FIB source lookup, run once by the agent (see snat.rs).
+#[classifier]
+pub fn svclb_probe_fib_src(ctx: TcContext) -> i32 {
+    snat::probe_fib_src(&ctx)
 }
 
 /// Does nothing: the floor for benchmarks of `svclb_xdp`.

@@ -10,9 +10,10 @@ use aya_ebpf::{
 use svclb_common::{
     AffinityKey, AffinityValue, Backend, COUNTER_COUNT, Config, CtKey, CtValue, IfaceInfo,
     MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_IFACES, MAP_SERVICES,
-    MAP_SLOTS, MAP_SRC_RANGES, MAP_SVC_NAMES, MAP_SVC_STATS, MAX_AFFINITY, MAX_BACKENDS,
-    MAX_CONNTRACK, MAX_IFACES, MAX_SERVICE_IDS, MAX_SERVICES, MAX_SLOTS, MAX_SRC_RANGES,
-    ServiceKey, ServiceValue, SlotKey, SrcRangeKey, SvcName, SvcStats,
+    MAP_SLOTS, MAP_SOCK_REVNAT, MAP_SRC_RANGES, MAP_SVC_NAMES, MAP_SVC_STATS, MAX_AFFINITY,
+    MAX_BACKENDS, MAX_CONNTRACK, MAX_IFACES, MAX_SERVICE_IDS, MAX_SERVICES, MAX_SLOTS,
+    MAX_SOCK_REVNAT, MAX_SRC_RANGES, ServiceKey, ServiceValue, SlotKey, SockRevKey, SockRevValue,
+    SrcRangeKey, SvcName, SvcStats,
 };
 
 #[map(name = "SVCLB_SVC_V1")]
@@ -34,15 +35,15 @@ pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
     LruHashMap::with_max_entries(MAX_AFFINITY, 0);
 
 /// Indexed by `svclb_common::Counter`.
-#[map(name = "SVCLB_CNT_V3")]
+#[map(name = "SVCLB_CNT_V4")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 /// Indexed by service id.
 #[map(name = "SVCLB_SSTAT_V1")]
 pub static SVC_STATS: PerCpuArray<SvcStats> = PerCpuArray::with_max_entries(MAX_SERVICE_IDS, 0);
 
-/// Not read per packet today (no per-packet logging); declared so the agent finds it.
-#[map(name = "SVCLB_CFG_V1")]
+/// Read by the socket programs (the host network namespace's cookie); not per packet.
+#[map(name = "SVCLB_CFG_V3")]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 /// Attached interfaces: how to send a packet back where it came from.
@@ -58,6 +59,12 @@ pub static SVC_NAMES: HashMap<u32, SvcName> =
 /// `loadBalancerSourceRanges` allow-lists (LPM tries are never preallocated).
 #[map(name = "SVCLB_SRCR_V1")]
 pub static SRC_RANGES: LpmTrie<SrcRangeKey, u8> = LpmTrie::with_max_entries(MAX_SRC_RANGES, 0);
+
+/// What the socket programs translated: `getpeername()`/`recvmsg()` put the frontend
+/// back.
+#[map(name = "SVCLB_SKRN_V1")]
+pub static SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> =
+    LruHashMap::with_max_entries(MAX_SOCK_REVNAT, 0);
 
 pub const fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -81,10 +88,11 @@ const _: () = {
     assert!(same(MAP_BACKENDS, "SVCLB_BE_V1"));
     assert!(same(MAP_CONNTRACK, "SVCLB_CT_V3"));
     assert!(same(MAP_AFFINITY, "SVCLB_AFF_V1"));
-    assert!(same(MAP_COUNTERS, "SVCLB_CNT_V3"));
+    assert!(same(MAP_COUNTERS, "SVCLB_CNT_V4"));
+    assert!(same(MAP_SOCK_REVNAT, "SVCLB_SKRN_V1"));
     assert!(same(MAP_SRC_RANGES, "SVCLB_SRCR_V1"));
     assert!(same(MAP_IFACES, "SVCLB_IF_V1"));
     assert!(same(MAP_SVC_STATS, "SVCLB_SSTAT_V1"));
-    assert!(same(MAP_CONFIG, "SVCLB_CFG_V1"));
+    assert!(same(MAP_CONFIG, "SVCLB_CFG_V3"));
     assert!(same(MAP_SVC_NAMES, "SVCLB_NAME_V1"));
 };
