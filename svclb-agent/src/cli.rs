@@ -95,6 +95,29 @@ pub struct RunArgs {
     /// Per-packet debug logs from the data path (slow).
     #[arg(long)]
     pub debug_bpf: bool,
+    /// eBPF mode: load balance the node's own clients (processes of the agent's network
+    /// namespace: kubelet, hostNetwork pods, the agent) at the socket layer, with cgroup
+    /// programs on `connect`/`sendmsg`/`recvmsg`/`getpeername`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub socket_lb: bool,
+    /// cgroup v2 directory the socket programs attach to (they serve every process
+    /// below it). Default: the cgroup v2 root (the first cgroup2 mount).
+    #[arg(long)]
+    pub cgroup_root: Option<PathBuf>,
+    /// The node's /proc/sys, where the agent sets the sysctls its data path needs
+    /// (`rp_filter`, `accept_local`, `route_localnet`). A container sees /proc/sys
+    /// read-only: the DaemonSet mounts the host's /proc/sys/net writable under this.
+    #[arg(long, default_value = "/proc/sys")]
+    pub proc_sys: PathBuf,
+    /// eBPF mode: which variant of each kernel-dependent feature to use (TC attach,
+    /// clock, source NAT source, node-local refusal). `probe`: what this kernel has;
+    /// `baseline`: the variants of the oldest supported kernel (5.10), anywhere.
+    #[arg(long, value_enum, default_value_t = crate::dataplane::ebpf::features::Choice::Probe)]
+    pub kernel_features: crate::dataplane::ebpf::features::Choice,
+    /// kube-proxy's --iptables-localhost-nodeports: NodePorts also answer node-local
+    /// clients on 127.0.0.1 (every mode).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub iptables_localhost_nodeports: bool,
     // --- data path mode (compat: iptables and IPVS) ---
     /// Data path: `auto` takes ebpf when the programs load and attach, else ipvs when
     /// the kernel has IPVS, else iptables. `ipvs` falls back to iptables without IPVS.

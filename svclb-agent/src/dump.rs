@@ -9,7 +9,11 @@ use svclb_common::{
 };
 
 use crate::{
-    dataplane::ebpf::{maps::Maps, pins::PinLayout},
+    dataplane::ebpf::{
+        features::Features,
+        maps::Maps,
+        pins::{Hook, PinLayout},
+    },
     model::FrontendKind,
     plan::image::{MapImage, backend_addr, frontend},
 };
@@ -18,12 +22,25 @@ use crate::{
 pub struct DumpView {
     pub frontends: Vec<FrontendView>,
     pub conntrack: ConntrackView,
+    /// eBPF mode: the variant of each kernel feature the agent chose, and how TC sits
+    /// on each interface.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelView>,
     pub counters: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KernelView {
+    pub features: Features,
+    /// Interface → `tcx` or `netlink`.
+    pub tc: BTreeMap<String, &'static str>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct FrontendView {
     pub kind: &'static str,
+    /// `all`, or `node-local` for a frontend only the node's own sockets look up.
+    pub scope: &'static str,
     pub address: Ipv4Addr,
     pub port: u16,
     pub protocol: &'static str,
@@ -33,6 +50,10 @@ pub struct FrontendView {
     pub affinity_timeout_s: u32,
     pub backend_count: u16,
     pub backends: Vec<BackendView>,
+    /// IPVS mode: real servers of endpoints that left, at weight 0 until their
+    /// connections end (they take no new ones).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub draining: Vec<BackendView>,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -81,6 +102,17 @@ pub fn read(bpffs: &Path) -> Result<DumpView> {
     for (name, value) in COUNTER_NAMES.iter().zip(maps.counters()?) {
         view.counters.insert(name, value);
     }
+    let cfg = maps.config.get(&0, 0)?;
+    let mut tc = BTreeMap::new();
+    for (hook, how) in [(Hook::Tc, "tcx"), (Hook::TcNetlink, "netlink")] {
+        for (iface, _) in pins.pinned_links(hook) {
+            tc.insert(iface, how);
+        }
+    }
+    view.kernel = Some(KernelView {
+        features: Features::from_report(cfg.features),
+        tc,
+    });
     Ok(view)
 }
 
@@ -96,16 +128,18 @@ pub fn read_mode(mode: crate::dataplane::select::ModeArg, bpffs: &Path) -> Resul
         ModeArg::Iptables => Mode::Iptables,
         ModeArg::Ipvs => Mode::Ipvs,
     };
+    let iptables_view = || -> Result<DumpView> {
+        let backend = iptables::BackendArg::Auto.resolve()?;
+        let saved = iptables::read(backend, true)?;
+        iptables::dump::build(&saved).ok_or_else(|| {
+            anyhow::anyhow!("no KUBE-SERVICES chain in iptables-{}", backend.as_str())
+        })
+    };
     match mode {
         Mode::Ebpf => read(bpffs),
-        Mode::Ipvs => crate::dataplane::ipvs::dump_view(),
-        Mode::Iptables => {
-            let backend = iptables::BackendArg::Auto.resolve()?;
-            let saved = iptables::read(backend, true)?;
-            iptables::dump::build(&saved).ok_or_else(|| {
-                anyhow::anyhow!("no KUBE-SERVICES chain in iptables-{}", backend.as_str())
-            })
-        }
+        // Service names from IPVS mode's rules; without them the table still shows.
+        Mode::Ipvs => crate::dataplane::ipvs::dump_view(iptables_view().ok()),
+        Mode::Iptables => iptables_view(),
     }
 }
 
@@ -144,6 +178,7 @@ pub fn build(image: &MapImage, stats: impl Fn(u32) -> (u64, u64)) -> DumpView {
             (SVC_F_MAGLEV, "maglev"),
             (svclb_common::SVC_F_SRC_RANGES, "source-ranges"),
             (svclb_common::SVC_F_NO_LOCAL_DROP, "no-local-drop"),
+            (svclb_common::SVC_F_NODE_DENIED, "node-denied"),
         ] {
             if val.flags & bit != 0 {
                 flags.push(name);
@@ -152,6 +187,7 @@ pub fn build(image: &MapImage, stats: impl Fn(u32) -> (u64, u64)) -> DumpView {
         let (packets, bytes) = stats(val.svc_id);
         frontends.push(FrontendView {
             kind: FrontendKind::from_code(val.kind).map_or("?", FrontendKind::as_str),
+            scope: if fe.is_host() { "node-local" } else { "all" },
             address: fe.addr,
             port: fe.port,
             protocol: fe.proto.as_str(),
@@ -161,17 +197,20 @@ pub fn build(image: &MapImage, stats: impl Fn(u32) -> (u64, u64)) -> DumpView {
             affinity_timeout_s: val.affinity_timeout_s,
             backend_count: val.backend_count,
             backends,
+            draining: Vec::new(),
             packets,
             bytes,
         });
     }
     // Group by owner then address, the way an operator scans the list.
     frontends.sort_by(|a, b| {
-        (&a.service, a.kind, a.address, a.port).cmp(&(&b.service, b.kind, b.address, b.port))
+        (&a.service, a.kind, a.address, a.port, a.scope)
+            .cmp(&(&b.service, b.kind, b.address, b.port, b.scope))
     });
     DumpView {
         frontends,
         conntrack: ConntrackView::default(),
+        kernel: None,
         counters: BTreeMap::new(),
     }
 }
@@ -190,6 +229,12 @@ pub fn render_text(view: &DumpView) -> String {
     );
     for fe in &view.frontends {
         let mut flags = fe.flags.join(",");
+        if fe.scope != "all" {
+            if !flags.is_empty() {
+                flags.push(',');
+            }
+            flags.push_str(fe.scope);
+        }
         if fe.flags.contains(&"affinity") {
             let _ = write!(flags, " timeout {}s", fe.affinity_timeout_s);
         }
@@ -216,6 +261,10 @@ pub fn render_text(view: &DumpView) -> String {
             };
             let _ = writeln!(s, "  -> {:<37} {:<9} {}", baddr, be.id, state);
         }
+        for be in &fe.draining {
+            let baddr = format!("{}:{}", be.address, be.port);
+            let _ = writeln!(s, "  -> {:<37} {:<9} draining (weight 0)", baddr, be.id);
+        }
         let _ = writeln!(s, "     packets {} bytes {}", fe.packets, fe.bytes);
     }
     let ct = &view.conntrack;
@@ -224,6 +273,11 @@ pub fn render_text(view: &DumpView) -> String {
         "\nConntrack: {} entries ({} forward, {} reply; {} TCP, {} UDP)",
         ct.entries, ct.forward, ct.reply, ct.tcp, ct.udp
     );
+    if let Some(k) = &view.kernel {
+        let _ = writeln!(s, "Kernel features: {}", k.features);
+        let tc: Vec<String> = k.tc.iter().map(|(i, how)| format!("{i} ({how})")).collect();
+        let _ = writeln!(s, "TC attached: {}", tc.join(", "));
+    }
     let _ = writeln!(s, "Counters:");
     for (name, v) in &view.counters {
         let _ = writeln!(s, "  {name:<18} {v}");

@@ -21,8 +21,8 @@ use aya::{
 use serde::Serialize;
 use svclb_common::{
     AffinityKey, AffinityValue, BE_F_TERMINATING, Backend, CT_DIR_FORWARD, CT_DIR_REPLY,
-    CT_F_CLOSING, CT_F_SNAT, CtKey, CtValue, SVC_F_AFFINITY, SVC_F_MAGLEV, ServiceKey,
-    ServiceValue, SlotKey, flow_hash,
+    CT_F_CLOSING, CT_F_SNAT, CtKey, CtValue, SCOPE_HOST, SCOPE_PACKET, SVC_F_AFFINITY,
+    SVC_F_MAGLEV, ServiceKey, ServiceValue, SlotKey, SockRevKey, SockRevValue, flow_hash,
 };
 
 use crate::{
@@ -113,6 +113,10 @@ pub trait FlowMaps {
     fn conntrack(&self, k: &CtKey) -> Result<Option<CtValue>>;
     fn affinity(&self, k: &AffinityKey) -> Result<Option<AffinityValue>>;
     fn name(&self, svc_id: u32) -> Result<Option<String>>;
+    /// What the socket programs recorded for a node-local socket.
+    fn sock_revnat(&self, _k: &SockRevKey) -> Result<Option<SockRevValue>> {
+        Ok(None)
+    }
 }
 
 fn get<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>, key: &K) -> Result<Option<V>> {
@@ -142,6 +146,9 @@ impl FlowMaps for Maps {
     fn name(&self, svc_id: u32) -> Result<Option<String>> {
         Ok(get(&self.names, &svc_id)?.map(|n| svc_name_str(&n)))
     }
+    fn sock_revnat(&self, k: &SockRevKey) -> Result<Option<SockRevValue>> {
+        get(&self.sock_revnat, k)
+    }
 }
 
 /// How the backend is chosen.
@@ -162,6 +169,9 @@ pub enum Decision {
     Maglev,
     /// A new flow on a plain list: one slot drawn at random.
     Random,
+    /// A node-local socket: the socket programs sent it to this backend at connect()
+    /// (or sendmsg()); no packet is translated afterwards.
+    Socket,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -251,10 +261,72 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Opens the pins under `bpffs` and explains `flow`.
+/// Opens the pins under `bpffs` and explains `flow`. A flow from one of this network
+/// namespace's own addresses (or loopback) is a node-local one: the socket programs'
+/// decision, with the live socket of that source port if there is one.
 pub fn read(bpffs: &Path, flow: &FlowSpec) -> Result<FlowView> {
     let maps = Maps::open(&PinLayout::new(bpffs))?;
-    explain(&maps, flow, monotonic_ns())
+    let src = *flow.src.ip();
+    let local = src.is_loopback()
+        || crate::ifaces::list()
+            .map(|l| l.iter().any(|i| i.ipv4.contains(&src)))
+            .unwrap_or(false);
+    if !local {
+        return explain(&maps, flow, monotonic_ns());
+    }
+    let sockets = crate::sockdiag::SockDiag::open()
+        .and_then(|mut d| d.sockets(flow.proto.number()))
+        .unwrap_or_default();
+    let peers: Vec<(u64, SocketAddrV4)> = sockets
+        .iter()
+        .filter(|s| s.local.port() == flow.src.port())
+        .filter(|s| s.local.ip() == flow.src.ip() || s.local.ip().is_unspecified())
+        .map(|s| (s.cookie, s.peer))
+        .collect();
+    explain_node_local(&maps, flow, monotonic_ns(), &peers)
+}
+
+/// The decision for a node-local `flow`: `sockets` are the (cookie, peer) of this
+/// namespace's sockets with the flow's source port.
+pub fn explain_node_local(
+    maps: &impl FlowMaps,
+    flow: &FlowSpec,
+    now: u64,
+    sockets: &[(u64, SocketAddrV4)],
+) -> Result<FlowView> {
+    let (_, daddr_be, _, dport_be, proto) = flow.wire();
+    for (cookie, peer) in sockets {
+        let key = SockRevKey {
+            cookie: *cookie,
+            addr_be: u32::from_ne_bytes(peer.ip().octets()),
+            port_be: u16::from_ne_bytes(peer.port().to_be_bytes()),
+            proto,
+            _pad: 0,
+        };
+        let Some(v) = maps.sock_revnat(&key)? else {
+            continue;
+        };
+        if v.addr_be != daddr_be || v.port_be != dport_be {
+            continue;
+        }
+        let mut view = explain_at(maps, flow, now, true)?;
+        view.decision = Decision::Socket;
+        view.affinity = None;
+        view.maglev = None;
+        view.candidates.clear();
+        view.backend = backend_ref(maps, v.backend_id)?.or(Some(BackendRef {
+            id: v.backend_id,
+            address: *peer.ip(),
+            port: peer.port(),
+            terminating: false,
+        }));
+        view.reason = format!(
+            "node-local socket (cookie {cookie}): sent to backend {peer} (id {}) when it connected;              it talks to the backend directly and sees {} as its peer",
+            v.backend_id, flow.dst
+        );
+        return Ok(view);
+    }
+    explain_at(maps, flow, now, true)
 }
 
 fn backend_ref(maps: &impl FlowMaps, id: u32) -> Result<Option<BackendRef>> {
@@ -301,6 +373,17 @@ fn ct_ref(ct: &CtValue, present: bool, now: u64) -> ConntrackRef {
 
 /// The decision for `flow` given the maps and the data path's clock `now` (ns).
 pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowView> {
+    explain_at(maps, flow, now, false)
+}
+
+/// [`explain`], or with `node_local` the socket programs' choice for a new node-local
+/// socket: no conntrack, the host-scope frontend first, the node as the affinity client.
+fn explain_at(
+    maps: &impl FlowMaps,
+    flow: &FlowSpec,
+    now: u64,
+    node_local: bool,
+) -> Result<FlowView> {
     let (_, daddr_be, _, dport_be, proto) = flow.wire();
     let mut view = FlowView {
         flow: flow.to_string(),
@@ -317,11 +400,16 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
         addr_be: daddr_be,
         port_be: dport_be,
         proto,
-        _pad: 0,
+        scope: SCOPE_PACKET,
     };
     // One conntrack lookup by the packet's own tuple finds either direction, as in the
-    // data path, and comes before the Service.
-    let tracked = match maps.conntrack(&flow.ct_key())? {
+    // data path, and comes before the Service. Node-local sockets make no entries.
+    let ct = if node_local {
+        None
+    } else {
+        maps.conntrack(&flow.ct_key())?
+    };
+    let tracked = match ct {
         Some(ct) => {
             let be = maps.backend(ct.backend_id)?;
             let terminating = be.is_some_and(|b| b.flags & BE_F_TERMINATING != 0);
@@ -342,7 +430,18 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
         view.conntrack = tracked.map(|(_, r, _)| r);
         return Ok(view);
     }
-    let svc = maps.service(&key)?;
+    let svc = if node_local {
+        let host = ServiceKey {
+            scope: SCOPE_HOST,
+            ..key
+        };
+        match maps.service(&host)? {
+            Some(v) => Some(v),
+            None => maps.service(&key)?,
+        }
+    } else {
+        maps.service(&key)?
+    };
     if let Some(svc) = &svc {
         let mut flags = Vec::new();
         for (bit, name) in [
@@ -411,13 +510,18 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
 
     if svc.backend_count == 0 {
         view.decision = Decision::Reject;
-        view.reason = "reject (no endpoints): TCP RST / ICMP port unreachable".into();
+        view.reason = if node_local {
+            "reject (no endpoints): connect()/sendmsg() fail with ECONNREFUSED".into()
+        } else {
+            "reject (no endpoints): TCP RST / ICMP port unreachable".into()
+        };
         return Ok(view);
     }
 
     if svc.flags & SVC_F_AFFINITY != 0 {
         let akey = AffinityKey {
-            client_addr_be: flow.wire().0,
+            // The node is one affinity client of its own, whatever address it binds.
+            client_addr_be: if node_local { 0 } else { flow.wire().0 },
             svc_id: svc.svc_id,
         };
         if let Some(a) = maps.affinity(&akey)? {
@@ -461,7 +565,9 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
     }
 
     let n = u32::from(svc.backend_count);
-    if svc.flags & SVC_F_MAGLEV != 0 {
+    // Node-local sockets hash their cookie (UDP, Maglev): a socket not made yet has none.
+    let by_cookie = node_local && (flow.proto == Proto::Udp || svc.flags & SVC_F_MAGLEV != 0);
+    if svc.flags & SVC_F_MAGLEV != 0 && !by_cookie {
         let hash = flow.hash();
         let slot = hash % n;
         let id = maps.slot(&SlotKey {
@@ -507,10 +613,22 @@ pub fn explain(maps: &impl FlowMaps, flow: &FlowSpec, now: u64) -> Result<FlowVi
             }
         }
         view.decision = Decision::Random;
-        view.reason = format!(
-            "new flow; random slot of {n}: any of {} backends",
-            view.candidates.len()
-        );
+        view.reason = if by_cookie {
+            format!(
+                "new node-local socket; slot = hash of the socket's cookie % {n}: any of {} backends",
+                view.candidates.len()
+            )
+        } else if node_local {
+            format!(
+                "new node-local connection; random slot of {n} at connect(): any of {} backends",
+                view.candidates.len()
+            )
+        } else {
+            format!(
+                "new flow; random slot of {n}: any of {} backends",
+                view.candidates.len()
+            )
+        };
     }
     if svc.flags & SVC_F_AFFINITY != 0 {
         notes.push("the choice becomes the client's affinity backend".into());

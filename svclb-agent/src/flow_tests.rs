@@ -53,7 +53,7 @@ fn web(flags: u16) -> Fixture {
             addr_be: be_addr(Ipv4Addr::new(198, 18, 0, 10)),
             port_be: 80u16.to_be(),
             proto: PROTO_TCP,
-            _pad: 0,
+            scope: 0,
         },
         ServiceValue {
             svc_id: 7,
@@ -192,7 +192,7 @@ fn conntrack_wins_then_closing_tcp_chooses_again() {
         addr_be: be_addr(Ipv4Addr::new(198, 18, 0, 10)),
         port_be: 80u16.to_be(),
         proto: svclb_common::PROTO_UDP,
-        _pad: 0,
+        scope: 0,
     };
     f.services
         .insert(key, f.services.values().next().copied().unwrap());

@@ -83,17 +83,70 @@ impl FrontendKind {
     }
 }
 
+/// Who a frontend serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Every client: packets through the node, and node-local sockets too unless a
+    /// host-scope frontend of the same address says otherwise.
+    #[default]
+    Packet,
+    /// Only the node's own sockets (the eBPF mode's socket programs):
+    /// `127.0.0.1:<NodePort>`, and the external frontends of an
+    /// `externalTrafficPolicy: Local` Service, which node-local clients reach with
+    /// every endpoint (kube-proxy short-circuits them to the cluster-wide chain). The
+    /// iptables and IPVS modes do this with their own rules and skip these.
+    Host,
+}
+
+impl Scope {
+    pub fn code(self) -> u8 {
+        match self {
+            Scope::Packet => svclb_common::SCOPE_PACKET,
+            Scope::Host => svclb_common::SCOPE_HOST,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<Self> {
+        match c {
+            svclb_common::SCOPE_PACKET => Some(Scope::Packet),
+            svclb_common::SCOPE_HOST => Some(Scope::Host),
+            _ => None,
+        }
+    }
+}
+
 /// A virtual address: where clients send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Frontend {
     pub addr: Ipv4Addr,
     pub port: u16,
     pub proto: Proto,
+    pub scope: Scope,
+}
+
+impl Frontend {
+    /// A frontend every client uses.
+    pub fn new(addr: Ipv4Addr, port: u16, proto: Proto) -> Self {
+        Frontend {
+            addr,
+            port,
+            proto,
+            scope: Scope::Packet,
+        }
+    }
+
+    /// Only node-local sockets use it.
+    pub fn is_host(&self) -> bool {
+        self.scope == Scope::Host
+    }
 }
 
 impl fmt::Display for Frontend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.addr, self.port, self.proto)
+        write!(f, "{}:{}/{}", self.addr, self.port, self.proto)?;
+        if self.is_host() {
+            f.write_str(" (node-local)")?;
+        }
+        Ok(())
     }
 }
 
@@ -155,6 +208,9 @@ pub struct BackendSet {
     /// `local_policy` left no endpoint although the Service has some on other nodes:
     /// new flows are dropped (as kube-proxy does) rather than rejected.
     pub no_local_drop: bool,
+    /// `source_ranges` hold none of the node's addresses: the node's own clients are
+    /// not let in to the LoadBalancer frontends either.
+    pub node_denied: bool,
 }
 
 /// Everything the data path should hold.

@@ -28,6 +28,7 @@ use crate::{
             node::NodeView,
         },
     },
+    sysctl::ProcSys,
 };
 
 pub mod manifests;
@@ -40,6 +41,8 @@ use self::{
 
 /// How often `--iface` selectors are matched again against the interfaces present.
 const IFACE_CHECK: Duration = Duration::from_secs(1);
+/// How often the data path does work that waits on the kernel (IPVS drains).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// A failed sync is retried after this, doubling up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -162,11 +165,19 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
             xdp_ifaces,
             xdp_mode,
             debug_log: args.debug_bpf,
+            socket_lb: args.socket_lb.then(|| args.cgroup_root.clone()),
+            proc_sys: ProcSys::new(&args.proc_sys),
+            kernel_features: args.kernel_features,
         },
         iptables_backend: args.iptables_backend,
+        iptables: crate::dataplane::iptables::rules::RuleOptions {
+            localhost_node_ports: args.iptables_localhost_nodeports,
+        },
+        proc_sys: ProcSys::new(&args.proc_sys),
         ipvs: IpvsOptions {
             scheduler: args.ipvs_scheduler.clone(),
             iptables_backend: args.iptables_backend,
+            localhost_node_ports: args.iptables_localhost_nodeports,
         },
     })?;
     info!(mode = dp.mode(), bpffs = %args.bpffs.display(), "data path ready");
@@ -191,6 +202,8 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
     let opts = PlanOptions {
         node_port_range,
         maglev_default: args.maglev,
+        host_scope: dp.serves_host_scope(),
+        localhost_node_ports: args.iptables_localhost_nodeports,
     };
     let mut rec = Reconciler::new(dp, metrics, health.clone(), node_name, addresses, opts);
     rec.serve_health_checks(crate::health_check::HealthCheckServers::new(health.clone()));
@@ -199,9 +212,17 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut iface_check = tokio::time::interval(IFACE_CHECK);
     iface_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let change = tokio::select! {
             change = source.next() => change,
+            _ = housekeeping.tick() => {
+                if let Err(e) = rec.dp.housekeep() {
+                    warn!(error = format!("{e:#}"), "data path housekeeping failed; retrying");
+                }
+                continue;
+            }
             _ = iface_check.tick(), if dynamic => {
                 let selected = crate::ifaces::list()
                     .context("listing interfaces")
@@ -263,7 +284,16 @@ fn interfaces(args: &RunArgs) -> Result<(Vec<Ipv4Addr>, Vec<String>)> {
     node_ips.dedup();
     let xdp_ifaces = match (&args.xdp_iface, args.xdp_mode) {
         (_, XdpModeArg::Off) => Vec::new(),
-        (Some(list), _) => list.clone(),
+        (Some(list), _) => {
+            for iface in list.iter().filter(|i| netif::has_peer(i)) {
+                warn!(
+                    iface,
+                    "XDP forced on a veth/netkit link: its peer must send full checksums \
+                     (TX checksum offload off), or translated packets get wrong ones"
+                );
+            }
+            list.clone()
+        }
         // By default not on veth/netkit: their senders usually use TX checksum offload
         // (CHECKSUM_PARTIAL), which XDP's by-hand checksum update would corrupt; TC
         // handles those links correctly. Name them in --xdp-iface to force XDP.

@@ -50,6 +50,12 @@ pub fn removed_udp_endpoints(
 /// A kernel data path the agent keeps equal to the desired state.
 pub trait Dataplane {
     fn mode(&self) -> &'static str;
+    /// Whether this data path serves host-scope frontends (what only the node's own
+    /// clients reach: the eBPF socket programs, iptables' OUTPUT rules): only then are
+    /// they planned for it.
+    fn serves_host_scope(&self) -> bool {
+        false
+    }
     /// Make the kernel state equal to `desired` with minimal, make-before-break writes.
     /// Re-applying an unchanged state writes nothing.
     fn sync(&mut self, desired: &DesiredState) -> anyhow::Result<SyncReport>;
@@ -71,12 +77,21 @@ pub trait Dataplane {
         let _ = tc_ifaces;
         Ok(())
     }
+
+    /// Called every second: work that waits on the kernel rather than on a change
+    /// (IPVS deletes a drained real server once its connections end).
+    fn housekeep(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// The mode is chosen at start ([`select`]): the agent holds whichever it got.
 impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
     fn mode(&self) -> &'static str {
         (**self).mode()
+    }
+    fn serves_host_scope(&self) -> bool {
+        (**self).serves_host_scope()
     }
     fn sync(&mut self, desired: &DesiredState) -> anyhow::Result<SyncReport> {
         (**self).sync(desired)
@@ -90,6 +105,9 @@ impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
     }
     fn set_interfaces(&mut self, tc_ifaces: &[String]) -> anyhow::Result<()> {
         (**self).set_interfaces(tc_ifaces)
+    }
+    fn housekeep(&mut self) -> anyhow::Result<()> {
+        (**self).housekeep()
     }
 }
 
@@ -119,6 +137,7 @@ mod tests {
                     addr: Ipv4Addr::new(198, 18, 0, 12),
                     port: 53,
                     proto,
+                    scope: Default::default(),
                 },
                 FrontendKind::ClusterIp,
             )]),

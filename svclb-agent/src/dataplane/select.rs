@@ -103,15 +103,35 @@ pub struct StartOptions {
     pub requested: ModeArg,
     pub ebpf: EbpfOptions,
     pub iptables_backend: BackendArg,
+    pub iptables: iptables::rules::RuleOptions,
+    /// Where the rule-based modes set `route_localnet` (the eBPF mode's is in `ebpf`).
+    pub proc_sys: crate::sysctl::ProcSys,
     pub ipvs: IpvsOptions,
 }
 
 /// Chooses and starts the data path, logging the choice, then removes what the other
 /// modes left behind (pins and links, KUBE-* chains, IPVS services and kube-ipvs0).
 pub fn start(opts: &StartOptions) -> Result<Box<dyn Dataplane>> {
+    // Before the choice, so that `auto` takes eBPF on a node that booted without a
+    // bpffs; a mount that fails is the reason eBPF is not used.
+    let bpffs = if matches!(opts.requested, ModeArg::Auto | ModeArg::Ebpf) {
+        match crate::bpffs::ensure_mounted(&opts.ebpf.bpffs) {
+            Ok(Some(at)) => {
+                info!(at = %at.display(), "mounted bpffs (nothing was mounted there)");
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    } else {
+        Ok(())
+    };
     let choice = choose(
         opts.requested,
-        || EbpfDataplane::start(&opts.ebpf).map_err(|e| format!("{e:#}")),
+        || {
+            bpffs?;
+            EbpfDataplane::start(&opts.ebpf).map_err(|e| format!("{e:#}"))
+        },
         ipvs::probe,
     )
     .map_err(anyhow::Error::msg)?;
@@ -123,11 +143,15 @@ pub fn start(opts: &StartOptions) -> Result<Box<dyn Dataplane>> {
     clean_other_modes(choice.mode, &opts.ebpf.bpffs)?;
     let dp: Box<dyn Dataplane> = match choice.mode {
         Mode::Ebpf => Box::new(choice.ebpf.context("eBPF data path started")?),
-        Mode::Ipvs => Box::new(IpvsDataplane::start(&opts.ipvs)?),
+        Mode::Ipvs => Box::new(IpvsDataplane::start(&opts.ipvs, &opts.proc_sys)?),
         Mode::Iptables => {
             let backend = opts.iptables_backend.resolve()?;
             info!(backend = backend.as_str(), "iptables backend");
-            Box::new(IptablesDataplane::start(backend)?)
+            Box::new(IptablesDataplane::start(
+                backend,
+                opts.iptables,
+                &opts.proc_sys,
+            )?)
         }
     };
     info!(mode = choice.mode.as_str(), requested = ?opts.requested, "data path mode chosen");
@@ -148,8 +172,10 @@ pub fn clean_other_modes(keep: Mode, bpffs: &Path) -> Result<()> {
             ),
         }
     }
-    // Leftovers are reported, not fatal: the chosen mode must still come up.
-    if keep != Mode::Iptables
+    // Leftovers are reported, not fatal: the chosen mode must still come up. IPVS mode
+    // owns KUBE-* chains too: it adopts the iptables state and rewrites it in its
+    // first sync rather than flushing it (that would break NodePorts until then).
+    if !matches!(keep, Mode::Iptables | Mode::Ipvs)
         && let Err(e) = iptables::cleanup()
     {
         warn!(
@@ -183,10 +209,15 @@ fn ebpf_pins_exist(bpffs: &Path) -> bool {
     pins.maps_dir().exists() || pins.links_dir().exists()
 }
 
-/// Which mode's state `dump` should read: pins, else our iptables chains, else IPVS.
+/// Which mode's state `dump` should read: pins, else IPVS when its dummy link is up (IPVS
+/// mode keeps iptables chains too, so they come after), else our iptables chains, else
+/// IPVS.
 pub fn detect(bpffs: &Path) -> Result<Mode> {
     if ebpf_pins_exist(bpffs) {
         return Ok(Mode::Ebpf);
+    }
+    if ipvs::holds_ours() {
+        return Ok(Mode::Ipvs);
     }
     if iptables::Backend::ALL
         .into_iter()

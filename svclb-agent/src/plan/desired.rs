@@ -22,7 +22,7 @@ use super::{
     service::{self, Outcome, PortView, ServiceView},
 };
 use crate::{
-    model::{BackendSet, DesiredState, Frontend, FrontendKind, SetKey},
+    model::{BackendSet, DesiredState, Frontend, FrontendKind, Scope, SetKey},
     source::objects::Objects,
 };
 
@@ -41,6 +41,13 @@ pub struct PlanOptions {
     pub node_port_range: RangeInclusive<u16>,
     /// Maglev for Services without the `svclb.io/lb-algorithm` annotation.
     pub maglev_default: bool,
+    /// Plan host-scope frontends ([`crate::model::Scope::Host`]) for the eBPF mode's
+    /// socket programs; the iptables and IPVS modes serve node-local clients with
+    /// their own rules and leave this off.
+    pub host_scope: bool,
+    /// NodePorts also on `127.0.0.1` for node-local clients (kube-proxy's
+    /// `--iptables-localhost-nodeports`, default true).
+    pub localhost_node_ports: bool,
 }
 
 /// A backend set with more endpoints is rejected: its Service port is not programmed
@@ -52,6 +59,8 @@ impl Default for PlanOptions {
         PlanOptions {
             node_port_range: 30000..=32767,
             maglev_default: false,
+            host_scope: false,
+            localhost_node_ports: true,
         }
     }
 }
@@ -119,6 +128,7 @@ pub(crate) fn plan_service(
         priority: Priority::of(&svc.metadata),
         slices: &index,
         node_addrs,
+        opts,
     };
     let mut sets = BTreeMap::new();
     let claimed = ports_of(&ctx, &mut sets, &mut out.claims, &mut out.errors);
@@ -166,6 +176,7 @@ struct Ctx<'a> {
     priority: Priority,
     slices: &'a SliceIndex,
     node_addrs: &'a BTreeSet<Ipv4Addr>,
+    opts: &'a PlanOptions,
 }
 
 /// Plans every port of one Service; returns whether any frontend was claimed.
@@ -201,12 +212,25 @@ fn ports_of(
         let elsewhere = !endpoints::select(&candidates, false).is_empty();
         let set = |endpoints: Vec<_>, local_policy| BackendSet {
             no_local_drop: local_policy && endpoints.is_empty() && elsewhere,
+            // kube-proxy's allowFromNode: a range holding a node address lets it in.
+            node_denied: view.source_ranges.as_ref().is_some_and(|ranges| {
+                !ctx.node_addrs.iter().any(|a| {
+                    ranges
+                        .iter()
+                        .any(|&(addr, prefix)| crate::cidr::Ipv4Cidr { addr, prefix }.contains(*a))
+                })
+            }),
             endpoints,
             affinity_timeout_s: view.affinity_timeout_s,
             local_policy,
             maglev: view.maglev,
             frontends: BTreeMap::new(),
             source_ranges: view.source_ranges.clone(),
+        };
+        let host_fe = if ctx.opts.host_scope {
+            host_frontends(view, port, &external_fe, ctx.opts.localhost_node_ports)
+        } else {
+            Vec::new()
         };
         let internal_key = SetKey(base.clone());
         let mut planned = vec![(internal_key.clone(), set(internal, view.internal_local))];
@@ -216,6 +240,20 @@ fn ports_of(
             key
         } else {
             internal_key.clone()
+        };
+        // Node-local clients get every endpoint: the set of the internal or external
+        // scope that has no Local policy, else one of their own.
+        let host_key = if host_fe.is_empty() || !view.internal_local {
+            internal_key.clone()
+        } else if split && !view.external_local {
+            external_key.clone()
+        } else {
+            let key = SetKey(format!("{base}@node"));
+            planned.push((
+                key.clone(),
+                set(endpoints::select(&candidates, false), false),
+            ));
+            key
         };
         if let Some(too_big) = planned
             .iter()
@@ -246,7 +284,8 @@ fn ports_of(
         let fronts = internal_fe
             .into_iter()
             .map(|f| (f, &internal_key))
-            .chain(external_fe.into_iter().map(|f| (f, &external_key)));
+            .chain(external_fe.into_iter().map(|f| (f, &external_key)))
+            .chain(host_fe.into_iter().map(|f| (f, &host_key)));
         for ((frontend, kind, addr_field, port_field), key) in fronts {
             claimed = true;
             claims.push(Claim {
@@ -277,6 +316,7 @@ fn internal_frontends(view: &ServiceView, port: &PortView) -> Vec<FrontendSpec> 
                     addr: *ip,
                     port: port.port,
                     proto: port.proto,
+                    scope: Default::default(),
                 },
                 FrontendKind::ClusterIp,
                 f.clone(),
@@ -284,6 +324,33 @@ fn internal_frontends(view: &ServiceView, port: &PortView) -> Vec<FrontendSpec> 
             )
         })
         .collect()
+}
+
+/// What only node-local sockets look up: `127.0.0.1:<NodePort>` (when enabled), and
+/// under `externalTrafficPolicy: Local` a twin of every external frontend, because
+/// kube-proxy sends locally originated traffic to those through the cluster-wide
+/// chain (every endpoint), not the local one.
+fn host_frontends(
+    view: &ServiceView,
+    port: &PortView,
+    external: &[FrontendSpec],
+    localhost_node_ports: bool,
+) -> Vec<FrontendSpec> {
+    let mut out = Vec::new();
+    if let (Some(np), true) = (port.node_port, localhost_node_ports) {
+        let field = format!("spec.ports[{}].nodePort", port.index);
+        let mut fe = Frontend::new(Ipv4Addr::LOCALHOST, np, port.proto);
+        fe.scope = Scope::Host;
+        out.push((fe, FrontendKind::NodePort, field.clone(), field));
+    }
+    if view.external_local {
+        for (fe, kind, addr_field, port_field) in external {
+            let mut fe = *fe;
+            fe.scope = Scope::Host;
+            out.push((fe, *kind, addr_field.clone(), port_field.clone()));
+        }
+    }
+    out
 }
 
 /// NodePort on every node address, then externalIPs and load-balancer ingress IPs.
@@ -302,6 +369,7 @@ fn external_frontends(
                     addr: *addr,
                     port: np,
                     proto: port.proto,
+                    scope: Default::default(),
                 },
                 FrontendKind::NodePort,
                 field.clone(),
@@ -319,6 +387,7 @@ fn external_frontends(
                     addr: *ip,
                     port: port.port,
                     proto: port.proto,
+                    scope: Default::default(),
                 },
                 kind,
                 f.clone(),

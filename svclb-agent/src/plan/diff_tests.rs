@@ -29,6 +29,7 @@ fn vip(n: u8) -> Frontend {
         addr: Ipv4Addr::new(198, 18, 0, n),
         port: 80,
         proto: Proto::Tcp,
+        scope: Default::default(),
     }
 }
 

@@ -16,7 +16,7 @@ use super::{
     ids::{IdAllocator, IdError},
     maglev,
 };
-use crate::model::{BackendAddr, DesiredState, Frontend, Proto};
+use crate::model::{BackendAddr, DesiredState, Frontend, Proto, Scope};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapImage {
@@ -51,7 +51,7 @@ pub fn service_key(fe: &Frontend) -> ServiceKey {
         addr_be: u32::from(fe.addr).to_be(),
         port_be: fe.port.to_be(),
         proto: fe.proto.number(),
-        _pad: 0,
+        scope: fe.scope.code(),
     }
 }
 
@@ -60,6 +60,7 @@ pub fn frontend(key: &ServiceKey) -> Option<Frontend> {
         addr: Ipv4Addr::from(u32::from_be(key.addr_be)),
         port: u16::from_be(key.port_be),
         proto: Proto::from_number(key.proto)?,
+        scope: Scope::from_code(key.scope)?,
     })
 }
 

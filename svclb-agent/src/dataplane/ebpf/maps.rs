@@ -7,8 +7,8 @@ use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpu
 use svclb_common::{
     AffinityKey, AffinityValue, Backend, COUNTER_COUNT, Config, CtKey, CtValue, IfaceInfo,
     MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_IFACES, MAP_SERVICES,
-    MAP_SLOTS, MAP_SVC_NAMES, MAP_SVC_STATS, PROTO_UDP, ServiceKey, ServiceValue, SlotKey, SvcName,
-    SvcStats,
+    MAP_SLOTS, MAP_SOCK_REVNAT, MAP_SVC_NAMES, MAP_SVC_STATS, PROTO_UDP, ServiceKey, ServiceValue,
+    SlotKey, SockRevKey, SockRevValue, SvcName, SvcStats,
 };
 
 use super::{batch, pins::PinLayout};
@@ -28,6 +28,7 @@ pub struct Maps {
     pub config: Array<MapData, Config>,
     pub names: HashMap<MapData, u32, SvcName>,
     pub ifaces: HashMap<MapData, u32, IfaceInfo>,
+    pub sock_revnat: HashMap<MapData, SockRevKey, SockRevValue>,
 }
 
 /// Where a map comes from.
@@ -73,6 +74,7 @@ impl Maps {
             config: typed(&mut src, MAP_CONFIG)?,
             names: typed(&mut src, MAP_SVC_NAMES)?,
             ifaces: typed(&mut src, MAP_IFACES)?,
+            sock_revnat: typed(&mut src, MAP_SOCK_REVNAT)?,
         })
     }
 
@@ -183,6 +185,11 @@ impl Maps {
                 .with_context(|| format!("writing interface {idx}"))?;
         }
         Ok(())
+    }
+
+    /// The config slot (zeros in a new map).
+    pub fn config(&self) -> Result<Config> {
+        self.config.get(&0, 0).context("reading the config map")
     }
 
     pub fn set_config(&mut self, cfg: Config) -> Result<()> {

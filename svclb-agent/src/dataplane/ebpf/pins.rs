@@ -1,5 +1,7 @@
 //! Where the agent pins things under bpffs:
-//! `<root>/maps/<MAP_NAME>` and `<root>/links/{tc,xdp}-<ifname>`.
+//! `<root>/maps/<MAP_NAME>`, `<root>/links/{tc,xdp}-<ifname>`,
+//! `<root>/links/sock-<hook>`, and `<root>/links/tcnl-<ifname>`: a directory marking
+//! a netlink TC filter (bpffs holds no plain files; the filter itself is no pin).
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/svclb";
@@ -11,15 +13,25 @@ pub struct PinLayout {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
+    /// TCX link.
     Tc,
+    /// Netlink (clsact) filter, marked by a directory.
+    TcNetlink,
     Xdp,
+    /// A socket program on the cgroup root; the "interface" is its hook (`connect4`).
+    Sock,
 }
 
 impl Hook {
+    /// Every hook whose attachments are listed under the links directory.
+    pub const ALL: [Hook; 4] = [Hook::Tc, Hook::TcNetlink, Hook::Xdp, Hook::Sock];
+
     pub fn prefix(self) -> &'static str {
         match self {
             Hook::Tc => "tc-",
+            Hook::TcNetlink => "tcnl-",
             Hook::Xdp => "xdp-",
+            Hook::Sock => "sock-",
         }
     }
 }

@@ -117,6 +117,8 @@ struct Found {
     proto: &'static str,
     /// The chain that picks the endpoint (KUBE-SVC-/KUBE-SVL-); None for a reject.
     set_chain: Option<String>,
+    /// "node-local" for a host-scope rule (`--src-type LOCAL`), else "all".
+    scope: &'static str,
     packets: u64,
     bytes: u64,
 }
@@ -131,6 +133,15 @@ fn frontend_of(rule: &SavedRule) -> Option<(String, FrontendKind, Ipv4Addr, u16,
         _ => return None,
     };
     Some((key, kind, addr, port, proto))
+}
+
+/// Host-scope frontends' rules match only what the node sends (rules::match_frontend).
+fn scope_of(rule: &SavedRule) -> &'static str {
+    if rule.arg("--src-type") == Some("LOCAL") {
+        "node-local"
+    } else {
+        "all"
+    }
 }
 
 /// The dump view of the rules in `saved`; None when none of ours is there.
@@ -174,6 +185,7 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
                 port,
                 proto,
                 set_chain,
+                scope: scope_of(rule),
                 packets: rule.packets,
                 bytes: rule.bytes,
             });
@@ -197,6 +209,7 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
                 port,
                 proto,
                 set_chain: None,
+                scope: scope_of(rule),
                 packets: rule.packets,
                 bytes: rule.bytes,
             });
@@ -258,6 +271,7 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
         }
         frontends.push(FrontendView {
             kind: f.kind.as_str(),
+            scope: f.scope,
             address: f.addr,
             port: f.port,
             protocol: f.proto,
@@ -267,6 +281,7 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
             affinity_timeout_s: affinity.unwrap_or(0),
             backend_count: backends.len() as u16,
             backends,
+            draining: Vec::new(),
             packets: f.packets,
             bytes: f.bytes,
         });
@@ -277,6 +292,7 @@ pub fn build(saved: &Saved) -> Option<DumpView> {
     Some(DumpView {
         frontends,
         conntrack: Default::default(),
+        kernel: None,
         counters: BTreeMap::new(),
     })
 }

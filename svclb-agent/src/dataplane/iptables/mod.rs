@@ -19,7 +19,7 @@ pub use self::exec::Backend;
 use self::{
     dump::{Saved, parse_save},
     restore::{Applied, delete_all, payload},
-    rules::{SERVICES, Table, generate, is_ours},
+    rules::{RuleOptions, SERVICES, Table, generate_with, is_ours},
 };
 use super::{Dataplane, SyncReport};
 use crate::model::DesiredState;
@@ -79,6 +79,7 @@ pub struct IptablesDataplane {
     backend: Backend,
     applied: Applied,
     jumps_ok: bool,
+    opts: RuleOptions,
     /// The last synced state, to find UDP endpoints that left (their flows are purged).
     last: DesiredState,
 }
@@ -86,7 +87,11 @@ pub struct IptablesDataplane {
 impl IptablesDataplane {
     /// Adopts the chains of ours already there (their content is rewritten on the
     /// first sync; nothing is flushed before, so traffic keeps flowing meanwhile).
-    pub fn start(backend: Backend) -> Result<Self> {
+    pub fn start(
+        backend: Backend,
+        opts: RuleOptions,
+        proc_sys: &crate::sysctl::ProcSys,
+    ) -> Result<Self> {
         let saved = read(backend, false).with_context(|| {
             format!("reading the rules with iptables-{}-save", backend.as_str())
         })?;
@@ -110,10 +115,24 @@ impl IptablesDataplane {
                 remove_rules(other)?;
             }
         }
+        if opts.localhost_node_ports {
+            match proc_sys.ensure_route_localnet() {
+                Ok(true) => info!(
+                    "net.ipv4.conf.all.route_localnet: 0 → 1, for NodePorts on 127.0.0.1 \
+                     (--iptables-localhost-nodeports=false turns them off)"
+                ),
+                Ok(false) => {}
+                Err(e) => warn!(
+                    error = %e,
+                    "NodePorts on 127.0.0.1 will not answer (route_localnet not set)"
+                ),
+            }
+        }
         Ok(IptablesDataplane {
             backend,
             applied,
             jumps_ok: false,
+            opts,
             last: DesiredState::default(),
         })
     }
@@ -141,9 +160,12 @@ impl Dataplane for IptablesDataplane {
     fn mode(&self) -> &'static str {
         "iptables"
     }
+    fn serves_host_scope(&self) -> bool {
+        true
+    }
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport> {
-        let chains = generate(desired)?;
+        let chains = generate_with(desired, self.opts)?;
         let start = Instant::now();
         let mut writes = 0;
         if let Some((text, count)) = payload(&chains, &self.applied) {

@@ -18,6 +18,12 @@
 //!   sends only the listed sources on to `KUBE-EXT-…`; the rest stay addressed to the
 //!   load-balancer IP and are dropped in the filter table's `KUBE-EXTERNAL-SERVICES`.
 //!
+//! - host-scope frontends (`127.0.0.1:<NodePort>`, the node's own view of an
+//!   `externalTrafficPolicy: Local` Service) match `-m addrtype --src-type LOCAL` and
+//!   come first in their chain, masqueraded (a 127.0.0.1 source cannot leave the node);
+//!   `127.0.0.1` needs `route_localnet`, and filter `KUBE-FIREWALL` drops what reaches
+//!   127.0.0.0/8 from elsewhere (kube-proxy's guard for that sysctl).
+//!
 //! Maglev sets are programmed like the others (random choice): iptables has no
 //! consistent hashing.
 use std::collections::BTreeMap;
@@ -25,7 +31,9 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use super::names::SetName;
-use crate::model::{BackendSet, DesiredState, Endpoint, Frontend, FrontendKind, Proto, SetKey};
+use crate::model::{
+    BackendSet, DesiredState, Endpoint, Frontend, FrontendKind, Proto, Scope, SetKey,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
@@ -50,6 +58,7 @@ pub const NODEPORTS: &str = "KUBE-NODEPORTS";
 pub const EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
 pub const POSTROUTING: &str = "KUBE-POSTROUTING";
 pub const MARK_MASQ: &str = "KUBE-MARK-MASQ";
+pub const FIREWALL: &str = "KUBE-FIREWALL";
 /// kube-proxy's masquerade bit (its --iptables-masquerade-bit default, 14).
 pub const MASQ_MARK: &str = "0x4000";
 
@@ -57,6 +66,7 @@ pub const MASQ_MARK: &str = "0x4000";
 pub const FIXED: &[(Table, &str)] = &[
     (Table::Filter, SERVICES),
     (Table::Filter, EXTERNAL_SERVICES),
+    (Table::Filter, FIREWALL),
     (Table::Nat, SERVICES),
     (Table::Nat, NODEPORTS),
     (Table::Nat, POSTROUTING),
@@ -117,7 +127,35 @@ pub const JUMPS: &[(Table, &str, &str)] = &[
         "OUTPUT",
         "-m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
     ),
+    // The node's own packets to a load-balancer IP that its source ranges leave out
+    // are dropped there too (kube-proxy's KUBE-PROXY-FIREWALL is in OUTPUT as well).
+    (
+        Table::Filter,
+        "OUTPUT",
+        "-m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES",
+    ),
+    (Table::Filter, "INPUT", "-j KUBE-FIREWALL"),
+    (Table::Filter, "OUTPUT", "-j KUBE-FIREWALL"),
 ];
+
+/// kube-proxy's guard for `route_localnet` (https://issue.k8s.io/90259): nothing from
+/// outside the node reaches a 127.0.0.0/8 address unless it was DNATed there.
+pub const LOCALNET_GUARD: &str = "-m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP";
+
+/// Choices of the node, not of any Service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// `--iptables-localhost-nodeports`: NodePorts answer on 127.0.0.1 too.
+    pub localhost_node_ports: bool,
+}
+
+impl Default for RuleOptions {
+    fn default() -> Self {
+        RuleOptions {
+            localhost_node_ports: true,
+        }
+    }
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RulesError {
@@ -142,11 +180,17 @@ fn proto_lower(p: Proto) -> &'static str {
     }
 }
 
-/// `-d A/32 -p tcp -m comment --comment "…" -m tcp --dport P`
+/// `-d A/32 -p tcp -m comment --comment "…" -m tcp --dport P`, and for a host-scope
+/// frontend ` -m addrtype --src-type LOCAL` (sent by the node itself).
 fn match_frontend(fe: &Frontend, comment: &str) -> String {
     let p = proto_lower(fe.proto);
+    let local = if fe.scope == Scope::Host {
+        " -m addrtype --src-type LOCAL"
+    } else {
+        ""
+    };
     format!(
-        "-d {}/32 -p {p} -m comment --comment \"{comment}\" -m {p} --dport {}",
+        "-d {}/32 -p {p} -m comment --comment \"{comment}\" -m {p} --dport {}{local}",
         fe.addr, fe.port
     )
 }
@@ -167,9 +211,17 @@ fn probability(n: usize) -> String {
     format!("{:.10}", 1.0 / n as f64)
 }
 
-/// Every chain for `state`, fixed ones included.
+/// Every chain for `state` with the default options (tests).
 pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
+    generate_with(state, RuleOptions::default())
+}
+
+/// Every chain for `state`, fixed ones included.
+pub fn generate_with(state: &DesiredState, opts: RuleOptions) -> Result<Chains, RulesError> {
     let mut chains = Chains::new();
+    // Host-scope rules go first in their chain (before a packet-scope rule for the same
+    // address and port); collected here, put in front at the end.
+    let mut host_first: BTreeMap<(Table, String), Vec<String>> = BTreeMap::new();
     for (table, chain) in FIXED {
         chains.insert((*table, (*chain).to_owned()), Vec::new());
     }
@@ -207,10 +259,14 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
                         reject_with(fe.proto)
                     )
                 };
-                chains
-                    .get_mut(&filter(chain))
-                    .expect("fixed chain")
-                    .push(rule);
+                if fe.scope == Scope::Host {
+                    host_first.entry(filter(chain)).or_default().push(rule);
+                } else {
+                    chains
+                        .get_mut(&filter(chain))
+                        .expect("fixed chain")
+                        .push(rule);
+                }
             }
             continue;
         }
@@ -224,6 +280,21 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
         for (fe, kind) in &set.frontends {
             let comment = format!("{key} {}", kind_words(*kind));
             let (chain, target) = match kind {
+                // Masqueraded like external traffic: a 127.0.0.1 source cannot leave.
+                _ if fe.scope == Scope::Host => {
+                    external = true;
+                    let chain = if *kind == FrontendKind::NodePort {
+                        NODEPORTS
+                    } else {
+                        SERVICES
+                    };
+                    host_first.entry(nat(chain)).or_default().push(format!(
+                        "{} -j {}",
+                        match_frontend(fe, &comment),
+                        name.ext_chain()
+                    ));
+                    continue;
+                }
                 FrontendKind::ClusterIp => (SERVICES, set_chain.clone()),
                 FrontendKind::NodePort => (NODEPORTS, name.ext_chain()),
                 FrontendKind::LoadBalancer if set.source_ranges.is_some() => {
@@ -280,9 +351,26 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
             chains.insert(nat(&name.fw_chain()), rules);
         }
     }
+    for (chain, mut rules) in host_first {
+        let rest = chains.get_mut(&chain).expect("fixed chain");
+        rules.append(rest);
+        *rest = rules;
+    }
+    // As kube-proxy: without localhost NodePorts, 127.0.0.0/8 never reaches them.
+    let not_localhost = if opts.localhost_node_ports {
+        ""
+    } else {
+        " ! -d 127.0.0.0/8"
+    };
     chains.get_mut(&nat(SERVICES)).expect("fixed chain").push(format!(
-        "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j {NODEPORTS}"
+        "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL{not_localhost} -j {NODEPORTS}"
     ));
+    if opts.localhost_node_ports {
+        chains
+            .get_mut(&filter(FIREWALL))
+            .expect("fixed chain")
+            .push(LOCALNET_GUARD.to_owned());
+    }
     Ok(chains)
 }
 

@@ -28,6 +28,7 @@ fn fe(a: [u8; 4], port: u16, proto: Proto) -> Frontend {
         addr: Ipv4Addr::from(a),
         port,
         proto,
+        scope: Default::default(),
     }
 }
 
@@ -95,7 +96,9 @@ fn a_cluster_ip_and_node_port_service_is_kube_proxys_rule_set() {
     ];
     decl.sort();
     let mut want = String::from(
-        "*filter\n:KUBE-EXTERNAL-SERVICES - [0:0]\n:KUBE-SERVICES - [0:0]\nCOMMIT\n*nat\n",
+        "*filter\n:KUBE-EXTERNAL-SERVICES - [0:0]\n:KUBE-FIREWALL - [0:0]\n:KUBE-SERVICES - [0:0]\n\
+         -A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP\n\
+         COMMIT\n*nat\n",
     );
     for c in &decl {
         want += &format!(":{c} - [0:0]\n");
@@ -143,7 +146,85 @@ fn a_cluster_ip_and_node_port_service_is_kube_proxys_rule_set() {
     let chains = generate(&state([web()])).unwrap();
     let (text, count) = payload(&chains, &fresh()).unwrap();
     assert_eq!(text, want);
-    assert_eq!(count, 2 + decl.len());
+    assert_eq!(count, 3 + decl.len());
+}
+
+/// web with `127.0.0.1:30080` and, as under `externalTrafficPolicy: Local`, the node's
+/// own view of its NodePort: host-scope frontends.
+fn web_with_host_scope() -> (SetKey, BackendSet) {
+    let (key, mut set) = web();
+    for addr in [[127, 0, 0, 1], [198, 18, 100, 1]] {
+        let mut f = fe(addr, 30080, Proto::Tcp);
+        f.scope = crate::model::Scope::Host;
+        set.frontends.insert(f, FrontendKind::NodePort);
+    }
+    (key, set)
+}
+
+#[test]
+fn host_scope_frontends_match_local_sources_first_and_are_masqueraded() {
+    let (key, set) = web_with_host_scope();
+    let n = SetName::parse(&key).unwrap();
+    let ext = n.ext_chain();
+    let chains = generate(&state([(key, set)])).unwrap();
+    let nodeports = &chains[&(Table::Nat, "KUBE-NODEPORTS".to_owned())];
+    let local = " -m addrtype --src-type LOCAL";
+    assert_eq!(
+        nodeports,
+        &[
+            format!(
+                "-d 127.0.0.1/32 -p tcp -m comment --comment \"default/web:http/TCP nodePort\" -m tcp --dport 30080{local} -j {ext}"
+            ),
+            format!(
+                "-d 198.18.100.1/32 -p tcp -m comment --comment \"default/web:http/TCP nodePort\" -m tcp --dport 30080{local} -j {ext}"
+            ),
+            format!(
+                "-d 198.18.100.1/32 -p tcp -m comment --comment \"default/web:http/TCP nodePort\" -m tcp --dport 30080 -j {ext}"
+            ),
+        ]
+    );
+    // The external chain masquerades all it gets (a 127.0.0.1 source cannot leave).
+    assert!(chains[&(Table::Nat, ext.clone())][0].ends_with("-j KUBE-MARK-MASQ"));
+    // And dump says which rules only the node's own clients reach.
+    let (text, _) = payload(&chains, &fresh()).unwrap();
+    let mut saved = Saved::new();
+    parse_save(&text, &mut saved);
+    let view = build(&saved).unwrap();
+    let scopes: Vec<(String, &str)> = view
+        .frontends
+        .iter()
+        .map(|f| (format!("{}:{}", f.address, f.port), f.scope))
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            ("198.18.0.10:80".to_owned(), "all"),
+            ("127.0.0.1:30080".to_owned(), "node-local"),
+            ("198.18.100.1:30080".to_owned(), "node-local"),
+            ("198.18.100.1:30080".to_owned(), "all"),
+        ]
+    );
+}
+
+#[test]
+fn without_localhost_node_ports_loopback_never_reaches_them() {
+    let opts = super::rules::RuleOptions {
+        localhost_node_ports: false,
+    };
+    let chains = super::rules::generate_with(&state([web()]), opts).unwrap();
+    let services = &chains[&(Table::Nat, "KUBE-SERVICES".to_owned())];
+    assert!(
+        services
+            .last()
+            .unwrap()
+            .ends_with("-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS"),
+        "{services:?}"
+    );
+    // No route_localnet, so no guard for it either.
+    assert_eq!(
+        chains[&(Table::Filter, "KUBE-FIREWALL".to_owned())],
+        Vec::<String>::new()
+    );
 }
 
 #[test]

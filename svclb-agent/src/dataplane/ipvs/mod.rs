@@ -29,7 +29,7 @@ use super::{
     Dataplane, SyncReport,
     iptables::{self, Backend, BackendArg, restore::Applied},
 };
-use crate::model::{DesiredState, FrontendKind, Proto};
+use crate::model::{DesiredState, FrontendKind, Proto, Scope};
 
 /// The dummy interface that holds the VIPs.
 pub const DUMMY_IF: &str = "kube-ipvs0";
@@ -39,6 +39,9 @@ pub struct IpvsOptions {
     /// `--ipvs-scheduler`: rr, lc, sh, wrr, …
     pub scheduler: String,
     pub iptables_backend: BackendArg,
+    /// `--iptables-localhost-nodeports`: NodePort virtual servers on 127.0.0.1 too (as
+    /// kube-proxy's IPVS mode lists them), with `route_localnet` set.
+    pub localhost_node_ports: bool,
 }
 
 /// Whether this kernel has IPVS: `/proc/net/ip_vs`, after loading the `ip_vs` module
@@ -95,6 +98,12 @@ pub fn virtual_servers(
             continue;
         }
         for fe in set.frontends.keys() {
+            // Host scope: IPVS serves node-local clients from its own virtual servers
+            // (IPVS sees locally originated connections), so of those frontends only
+            // the one no packet-scope frontend has, 127.0.0.1:<NodePort>, is added.
+            if fe.scope == Scope::Host && !fe.addr.is_loopback() {
+                continue;
+            }
             let vs = VirtualServer {
                 addr: fe.addr,
                 port: fe.port,
@@ -133,12 +142,27 @@ pub struct IpvsDataplane {
     scheduler: String,
     backend: Backend,
     applied_rules: Applied,
+    /// Virtual servers and their serving (weight 1) real servers.
     services: BTreeMap<VsKey, (VirtualServer, BTreeSet<RealServer>)>,
+    localhost_node_ports: bool,
+    /// Real servers whose endpoint left, at weight 0 until their connections end
+    /// (KEP-1669's graceful termination, as kube-proxy does it): then deleted.
+    draining: BTreeMap<VsKey, BTreeSet<RealServer>>,
     last: DesiredState,
 }
 
+/// A real server as it serves: the identity the desired state compares.
+fn serving(rs: &RealServer) -> RealServer {
+    RealServer { weight: 1, ..*rs }
+}
+
+/// UDP has no connection end to wait for: kube-proxy deletes its real servers at once.
+fn drains(vs: &VirtualServer) -> bool {
+    vs.protocol != libc::IPPROTO_UDP as u16
+}
+
 impl IpvsDataplane {
-    pub fn start(opts: &IpvsOptions) -> Result<Self> {
+    pub fn start(opts: &IpvsOptions, proc_sys: &crate::sysctl::ProcSys) -> Result<Self> {
         let mut sock = IpvsSocket::open().context("IPVS generic netlink")?;
         let backend = opts.iptables_backend.resolve()?;
         ip(&["link", "add", DUMMY_IF, "type", "dummy"])
@@ -155,23 +179,59 @@ impl IpvsDataplane {
                 warn!(path, error = %e, "IPVS sysctl not set");
             }
         }
+        if opts.localhost_node_ports {
+            match proc_sys.ensure_route_localnet() {
+                Ok(true) => info!(
+                    "net.ipv4.conf.all.route_localnet: 0 → 1, for NodePorts on 127.0.0.1 \
+                     (--iptables-localhost-nodeports=false turns them off)"
+                ),
+                Ok(false) => {}
+                Err(e) => warn!(
+                    error = %e,
+                    "NodePorts on 127.0.0.1 will not answer (route_localnet not set)"
+                ),
+            }
+        }
+        // Adopt what an earlier agent left, changing nothing before the first sync:
+        // traffic keeps flowing across a restart.
         let mut services = BTreeMap::new();
+        let mut draining: BTreeMap<VsKey, BTreeSet<RealServer>> = BTreeMap::new();
         for vs in sock.services()? {
-            let reals = sock.dests(&vs)?.into_iter().collect();
+            let mut reals = BTreeSet::new();
+            for rs in sock.dests(&vs)? {
+                if rs.weight == 0 {
+                    draining.entry(key(&vs)).or_default().insert(serving(&rs));
+                } else {
+                    reals.insert(rs);
+                }
+            }
             services.insert(key(&vs), (vs, reals));
         }
         if !services.is_empty() {
             info!(
                 services = services.len(),
+                draining = draining.values().map(BTreeSet::len).sum::<usize>(),
                 "adopted the IPVS virtual servers of an earlier run"
             );
         }
+        // The iptables chains IPVS mode owns are adopted too: the first sync rewrites
+        // them in one restore (and deletes those of iptables mode it does not use).
+        let saved = iptables::read(backend, false).with_context(|| {
+            format!("reading the rules with iptables-{}-save", backend.as_str())
+        })?;
+        let applied_rules: Applied = saved
+            .keys()
+            .filter(|(t, c)| iptables::rules::is_ours(*t, c))
+            .map(|k| (k.clone(), None))
+            .collect();
         Ok(IpvsDataplane {
             sock,
             scheduler: opts.scheduler.clone(),
             backend,
-            applied_rules: Applied::new(),
+            applied_rules,
             services,
+            localhost_node_ports: opts.localhost_node_ports,
+            draining,
             last: DesiredState::default(),
         })
     }
@@ -180,6 +240,10 @@ impl IpvsDataplane {
 impl Dataplane for IpvsDataplane {
     fn mode(&self) -> &'static str {
         "ipvs"
+    }
+    /// Only for `127.0.0.1:<NodePort>` (see [`virtual_servers`]).
+    fn serves_host_scope(&self) -> bool {
+        self.localhost_node_ports
     }
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport> {
@@ -207,6 +271,7 @@ impl Dataplane for IpvsDataplane {
             .collect();
         for k in gone {
             let (vs, _) = self.services.remove(&k).expect("listed");
+            self.draining.remove(&k);
             self.sock
                 .call(|f, s| msg::del_service(f, s, &vs), "IPVS_CMD_DEL_SERVICE")?;
             writes += 1;
@@ -216,6 +281,7 @@ impl Dataplane for IpvsDataplane {
                 Some((old, have)) if old == vs => have.clone(),
                 Some((old, _)) => {
                     let old = old.clone();
+                    self.draining.remove(k);
                     self.sock
                         .call(|f, s| msg::del_service(f, s, &old), "IPVS_CMD_DEL_SERVICE")?;
                     self.sock
@@ -230,15 +296,32 @@ impl Dataplane for IpvsDataplane {
                     BTreeSet::new()
                 }
             };
+            let draining = self.draining.entry(*k).or_default();
             for rs in reals.difference(&have) {
-                self.sock
-                    .call(|f, s| msg::new_dest(f, s, vs, rs), "IPVS_CMD_NEW_DEST")?;
+                // An endpoint back while it drained: serving again, same connections.
+                if draining.remove(rs) {
+                    self.sock
+                        .call(|f, s| msg::set_dest(f, s, vs, rs), "IPVS_CMD_SET_DEST")?;
+                } else {
+                    self.sock
+                        .call(|f, s| msg::new_dest(f, s, vs, rs), "IPVS_CMD_NEW_DEST")?;
+                }
                 writes += 1;
             }
             for rs in have.difference(reals) {
-                self.sock
-                    .call(|f, s| msg::del_dest(f, s, vs, rs), "IPVS_CMD_DEL_DEST")?;
+                if drains(vs) {
+                    let quiet = RealServer { weight: 0, ..*rs };
+                    self.sock
+                        .call(|f, s| msg::set_dest(f, s, vs, &quiet), "IPVS_CMD_SET_DEST")?;
+                    draining.insert(*rs);
+                } else {
+                    self.sock
+                        .call(|f, s| msg::del_dest(f, s, vs, rs), "IPVS_CMD_DEL_DEST")?;
+                }
                 writes += 1;
+            }
+            if draining.is_empty() {
+                self.draining.remove(k);
             }
             self.services.insert(*k, (vs.clone(), reals.clone()));
         }
@@ -257,6 +340,45 @@ impl Dataplane for IpvsDataplane {
             duration: start.elapsed(),
         })
     }
+
+    /// Deletes the drained real servers whose connections have all ended.
+    fn housekeep(&mut self) -> Result<()> {
+        let keys: Vec<VsKey> = self.draining.keys().copied().collect();
+        for k in keys {
+            let Some((vs, _)) = self.services.get(&k) else {
+                self.draining.remove(&k);
+                continue;
+            };
+            let vs = vs.clone();
+            let present = self.sock.dests_with_conns(&vs)?;
+            let set = self.draining.get_mut(&k).expect("listed");
+            let mut done = Vec::new();
+            for rs in set.iter() {
+                match present.iter().find(|(p, _)| serving(p) == *rs) {
+                    // Gone already (deleted by hand, or with its virtual server).
+                    None => done.push(*rs),
+                    Some((p, 0)) => {
+                        self.sock
+                            .call(|f, s| msg::del_dest(f, s, &vs, p), "IPVS_CMD_DEL_DEST")?;
+                        info!(
+                            vs = %format!("{}:{}", vs.addr, vs.port),
+                            real = %format!("{}:{}", p.addr, p.port),
+                            "drained real server deleted: its connections ended"
+                        );
+                        done.push(*rs);
+                    }
+                    Some(_) => {}
+                }
+            }
+            for rs in &done {
+                set.remove(rs);
+            }
+            if set.is_empty() {
+                self.draining.remove(&k);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Removes every virtual server and `kube-ipvs0` (cleanup, switching modes). Without
@@ -274,9 +396,15 @@ pub fn cleanup() -> Result<()> {
     Ok(())
 }
 
-/// The IPVS table as the dump view (frontend kinds and Service names are not kept by
-/// IPVS: kind is "?" and service empty).
-pub fn dump_view() -> Result<crate::dump::DumpView> {
+/// The IPVS table as the dump view. IPVS keeps no names: a virtual server's kind and
+/// Service come from the comment of its rule in KUBE-SERVICES (rules.rs), else "?".
+pub fn dump_view(iptables: Option<crate::dump::DumpView>) -> Result<crate::dump::DumpView> {
+    let labels: BTreeMap<(Ipv4Addr, u16, &'static str), crate::dump::FrontendView> = iptables
+        .map(|v| v.frontends)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| ((f.address, f.port, f.protocol), f))
+        .collect();
     let mut sock = IpvsSocket::open()?;
     let mut frontends = Vec::new();
     for (i, vs) in sock.services()?.into_iter().enumerate() {
@@ -285,26 +413,34 @@ pub fn dump_view() -> Result<crate::dump::DumpView> {
         } else {
             "TCP"
         };
-        let backends: Vec<crate::dump::BackendView> = sock
-            .dests(&vs)?
-            .into_iter()
-            .enumerate()
-            .map(|(j, rs)| crate::dump::BackendView {
-                id: j as u32 + 1,
-                address: rs.addr,
-                port: rs.port,
-                protocol,
-                terminating: false,
-                local: false,
-            })
-            .collect();
+        let view = |(j, rs): (usize, &RealServer)| crate::dump::BackendView {
+            id: j as u32 + 1,
+            address: rs.addr,
+            port: rs.port,
+            protocol,
+            terminating: false,
+            local: false,
+        };
+        let dests = sock.dests(&vs)?;
+        let (serving, quiet): (Vec<&RealServer>, Vec<&RealServer>) =
+            dests.iter().partition(|rs| rs.weight > 0);
+        let backends: Vec<crate::dump::BackendView> =
+            serving.into_iter().enumerate().map(view).collect();
+        let draining = quiet.into_iter().enumerate().map(view).collect();
+        let label = labels.get(&(vs.addr, vs.port, protocol));
         frontends.push(crate::dump::FrontendView {
-            kind: "?",
+            kind: label.map_or("?", |l| l.kind),
+            // 127.0.0.1 is reached from the node only.
+            scope: if vs.addr.is_loopback() {
+                "node-local"
+            } else {
+                "all"
+            },
             address: vs.addr,
             port: vs.port,
             protocol,
-            service: String::new(),
-            svc_id: i as u32 + 1,
+            service: label.map(|l| l.service.clone()).unwrap_or_default(),
+            svc_id: label.map_or(i as u32 + 1, |l| l.svc_id),
             flags: if vs.persistent_s.is_some() {
                 vec!["affinity"]
             } else {
@@ -313,19 +449,40 @@ pub fn dump_view() -> Result<crate::dump::DumpView> {
             affinity_timeout_s: vs.persistent_s.unwrap_or(0),
             backend_count: backends.len() as u16,
             backends,
+            draining,
             packets: 0,
             bytes: 0,
         });
     }
+    // Frontends without endpoints have no virtual server, only their REJECT rule.
+    let served: BTreeSet<_> = frontends
+        .iter()
+        .map(|f| (f.address, f.port, f.protocol))
+        .collect();
+    frontends.extend(
+        labels
+            .into_iter()
+            .filter(|(k, f)| f.backends.is_empty() && !served.contains(k))
+            .map(|(_, f)| f),
+    );
     Ok(crate::dump::DumpView {
         frontends,
         conntrack: Default::default(),
+        kernel: None,
         counters: Default::default(),
     })
 }
 
+/// Whether IPVS mode ran here: its dummy link exists and the kernel has IPVS.
+pub fn holds_ours() -> bool {
+    link_exists() && probe().is_ok()
+}
+
+/// By name in this process's network namespace (/sys/class/net may show another's).
 fn link_exists() -> bool {
-    Path::new("/sys/class/net").join(DUMMY_IF).exists()
+    let name = std::ffi::CString::new(DUMMY_IF).expect("no NUL");
+    // SAFETY: a NUL-terminated name; the call only reads it.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
 fn dummy_addrs() -> Result<BTreeSet<Ipv4Addr>> {
@@ -380,6 +537,7 @@ mod tests {
             addr: Ipv4Addr::from(a),
             port,
             proto: Proto::Tcp,
+            scope: Default::default(),
         };
         let web = BackendSet {
             endpoints: vec![ep(1), ep(2)],
@@ -428,6 +586,53 @@ mod tests {
     }
 
     #[test]
+    fn of_the_host_scope_only_localhost_node_ports_get_virtual_servers() {
+        let mut st = state();
+        let web = st
+            .sets
+            .get_mut(&SetKey("default/web:http/TCP".into()))
+            .unwrap();
+        let host = |a: Ipv4Addr, port| Frontend {
+            addr: a,
+            port,
+            proto: Proto::Tcp,
+            scope: Scope::Host,
+        };
+        web.frontends
+            .insert(host(Ipv4Addr::LOCALHOST, 30080), FrontendKind::NodePort);
+        // An externalTrafficPolicy: Local twin: IPVS serves the node from the packet
+        // frontend's virtual server.
+        web.frontends.insert(
+            host(Ipv4Addr::new(198, 18, 100, 1), 30080),
+            FrontendKind::NodePort,
+        );
+        let keys: Vec<_> = virtual_servers(&st, "rr").keys().copied().collect();
+        assert_eq!(
+            keys,
+            [
+                (Ipv4Addr::new(127, 0, 0, 1), 30080, 6),
+                (Ipv4Addr::new(198, 18, 0, 10), 80, 6),
+                (Ipv4Addr::new(198, 18, 100, 1), 30080, 6)
+            ]
+        );
+        assert!(!vips(&st).contains(&Ipv4Addr::LOCALHOST));
+        let chains = rules::generate(&st).unwrap();
+        let services = &chains[&(Table::Nat, "KUBE-SERVICES".into())];
+        assert!(
+            services
+                .iter()
+                .any(|r| r.starts_with("-d 127.0.0.1/32") && r.ends_with("-j KUBE-MARK-MASQ")),
+            "{services:?}"
+        );
+        // 127.0.0.1, the ClusterIP, the node address: no rule for the twin.
+        assert_eq!(services.len(), 3, "{services:?}");
+        assert_eq!(
+            chains[&(Table::Filter, "KUBE-FIREWALL".into())],
+            [crate::dataplane::iptables::rules::LOCALNET_GUARD]
+        );
+    }
+
+    #[test]
     fn vips_are_every_address_but_node_ports() {
         assert_eq!(
             vips(&state()),
@@ -441,8 +646,30 @@ mod tests {
         assert_eq!(
             chains[&(Table::Nat, "KUBE-SERVICES".into())],
             [
+                "-d 198.18.0.10/32 -p tcp -m comment --comment \"default/web:http/TCP cluster IP\" -m tcp --dport 80 -j ACCEPT",
                 "-d 198.18.100.1/32 -p tcp -m comment --comment \"default/web:http/TCP nodePort\" -m tcp --dport 30080 -j KUBE-MARK-MASQ"
             ]
+        );
+        // `dump` names the virtual servers after these comments.
+        use crate::dataplane::iptables::dump;
+        let mut save = String::new();
+        for ((table, chain), rules) in &chains {
+            save.push_str(if *table == Table::Nat { "*nat\n" } else { "*filter\n" });
+            for r in rules {
+                save.push_str(&format!("-A {chain} {r}\n"));
+            }
+        }
+        let mut saved = dump::Saved::new();
+        dump::parse_save(&save, &mut saved);
+        let named = dump::build(&saved).unwrap();
+        let kinds: Vec<_> = named
+            .frontends
+            .iter()
+            .map(|f| (f.address, f.kind, f.service.as_str()))
+            .collect();
+        assert!(
+            kinds.contains(&(Ipv4Addr::new(198, 18, 0, 10), "ClusterIP", "default/web:http/TCP")),
+            "{kinds:?}"
         );
         assert_eq!(
             chains[&(Table::Filter, "KUBE-EXTERNAL-SERVICES".into())],

@@ -17,6 +17,7 @@ pub const IPVS_CMD_NEW_SERVICE: u8 = 1;
 pub const IPVS_CMD_DEL_SERVICE: u8 = 3;
 pub const IPVS_CMD_GET_SERVICE: u8 = 4;
 pub const IPVS_CMD_NEW_DEST: u8 = 5;
+pub const IPVS_CMD_SET_DEST: u8 = 6;
 pub const IPVS_CMD_DEL_DEST: u8 = 7;
 pub const IPVS_CMD_GET_DEST: u8 = 8;
 
@@ -38,6 +39,8 @@ pub const IPVS_DEST_ATTR_FWD_METHOD: u16 = 3;
 pub const IPVS_DEST_ATTR_WEIGHT: u16 = 4;
 pub const IPVS_DEST_ATTR_U_THRESH: u16 = 5;
 pub const IPVS_DEST_ATTR_L_THRESH: u16 = 6;
+pub const IPVS_DEST_ATTR_ACTIVE_CONNS: u16 = 7;
+pub const IPVS_DEST_ATTR_INACT_CONNS: u16 = 8;
 pub const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
 
 /// `IP_VS_CONN_F_MASQ`: NAT to the real server (the only method that works for pods).
@@ -233,6 +236,22 @@ pub fn new_dest(family: u16, seq: u32, vs: &VirtualServer, rs: &RealServer) -> V
     )
 }
 
+/// IPVS_CMD_SET_DEST: the real server's weight becomes `rs.weight` (0: it takes no
+/// new connections and keeps its established ones: graceful termination).
+pub fn set_dest(family: u16, seq: u32, vs: &VirtualServer, rs: &RealServer) -> Vec<u8> {
+    let mut a = Vec::new();
+    put_nested(&mut a, IPVS_CMD_ATTR_SERVICE, |b| service_id(b, vs));
+    put_nested(&mut a, IPVS_CMD_ATTR_DEST, |b| dest_attrs(b, rs, true));
+    message(
+        family,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        IPVS_CMD_SET_DEST,
+        IPVS_GENL_VERSION,
+        &a,
+    )
+}
+
 /// IPVS_CMD_DEL_DEST.
 pub fn del_dest(family: u16, seq: u32, vs: &VirtualServer, rs: &RealServer) -> Vec<u8> {
     let mut a = Vec::new();
@@ -283,6 +302,19 @@ pub fn parse_service(payload: &[u8]) -> Option<VirtualServer> {
             .into_owned(),
         persistent_s: (flags & IP_VS_SVC_F_PERSISTENT != 0).then_some(timeout),
     })
+}
+
+/// The connections IPVS counts on a real server (`ipvsadm -Ln`'s ActiveConn and
+/// InActConn), from the IPVS_CMD_ATTR_DEST payload of a GET reply: 0 when absent.
+pub fn parse_dest_conns(payload: &[u8]) -> u64 {
+    let a = attrs(payload);
+    let get = |t: u16| {
+        a.iter()
+            .find(|(ty, _)| *ty == t)
+            .and_then(|(_, p)| Some(u32::from_ne_bytes(p.get(..4)?.try_into().ok()?)))
+            .unwrap_or(0)
+    };
+    u64::from(get(IPVS_DEST_ATTR_ACTIVE_CONNS)) + u64::from(get(IPVS_DEST_ATTR_INACT_CONNS))
 }
 
 /// A real server from the IPVS_CMD_ATTR_DEST payload of a GET reply.
@@ -412,6 +444,20 @@ mod tests {
         .concat();
         assert_eq!(top[1].1, &dest[..]);
         assert_eq!(parse_dest(top[1].1), Some(rs));
+        assert_eq!(parse_dest_conns(top[1].1), 0, "no counters in a request");
+        let drained = RealServer { weight: 0, ..rs };
+        let set = set_dest(0x22, 4, &vs(None), &drained);
+        assert_eq!(set[16], IPVS_CMD_SET_DEST);
+        let top_set = attrs(&set[20..]);
+        assert_eq!(parse_dest(top_set[1].1), Some(drained));
+        // A reply's counters: ACTIVE_CONNS 3, INACT_CONNS 2.
+        let reply: Vec<u8> = [
+            dest.as_slice(),
+            &[8, 0, 7, 0, 3, 0, 0, 0],
+            &[8, 0, 8, 0, 2, 0, 0, 0],
+        ]
+        .concat();
+        assert_eq!(parse_dest_conns(&reply), 5);
         let d = del_dest(0x22, 3, &vs(None), &rs);
         assert_eq!(d[16], IPVS_CMD_DEL_DEST);
         let top = attrs(&d[20..]);

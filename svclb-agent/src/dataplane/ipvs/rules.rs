@@ -6,13 +6,18 @@
 //! - nat `KUBE-POSTROUTING`: masquerade of marked traffic, and of hairpin traffic (a pod
 //!   reaching itself through a VIP);
 //! - filter `KUBE-EXTERNAL-SERVICES` (INPUT and FORWARD): REJECT for frontends without
-//!   endpoints (there is no virtual server for them; the VIP is local, so INPUT sees them).
+//!   endpoints (there is no virtual server for them; the VIP is local, so INPUT sees them);
+//! - nat `KUBE-SERVICES`: every other frontend with endpoints ACCEPTs (IPVS translates
+//!   it), as kube-proxy's KUBE-CLUSTER-IP match does; each rule's comment names its
+//!   Service, which is how `dump` names the virtual servers;
+//! - `127.0.0.1:<NodePort>` (virtual servers on the loopback address): always marked for
+//!   masquerade, and filter `KUBE-FIREWALL` gets kube-proxy's `route_localnet` guard.
 use crate::{
     dataplane::iptables::rules::{
-        Chains, EXTERNAL_SERVICES, FIXED, MARK_MASQ, MASQ_MARK, POSTROUTING, RulesError, SERVICES,
-        Table, kind_words,
+        Chains, EXTERNAL_SERVICES, FIREWALL, FIXED, LOCALNET_GUARD, MARK_MASQ, MASQ_MARK,
+        POSTROUTING, RulesError, SERVICES, Table, kind_words,
     },
-    model::{DesiredState, Proto},
+    model::{DesiredState, Proto, Scope},
 };
 
 fn p(proto: Proto) -> &'static str {
@@ -37,8 +42,14 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
         vec![format!("-j MARK --or-mark {MASQ_MARK}")],
     );
     let mut hairpin = std::collections::BTreeSet::new();
+    let mut localhost = false;
     for (key, set) in &state.sets {
         for (fe, kind) in &set.frontends {
+            // Of the host-scope frontends IPVS serves 127.0.0.1 only (see mod.rs).
+            if fe.scope == Scope::Host && !fe.addr.is_loopback() {
+                continue;
+            }
+            localhost |= fe.addr.is_loopback();
             let m = format!(
                 "-d {}/32 -p {pr} -m comment --comment \"{key} {}{}\" -m {pr} --dport {}",
                 fe.addr,
@@ -63,11 +74,19 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
                             "icmp-port-unreachable"
                         }
                     ));
-            } else if kind.is_external() && !set.local_policy {
+            } else if fe.addr.is_loopback() || (kind.is_external() && !set.local_policy) {
+                // 127.0.0.1 as a source cannot leave the node: always masqueraded.
                 chains
                     .get_mut(&(Table::Nat, SERVICES.to_owned()))
                     .expect("fixed")
                     .push(format!("{m} -j {MARK_MASQ}"));
+            } else {
+                // Nothing for iptables to do (IPVS translates it), as kube-proxy's
+                // KUBE-CLUSTER-IP set match: the rule names the frontend for `dump`.
+                chains
+                    .get_mut(&(Table::Nat, SERVICES.to_owned()))
+                    .expect("fixed")
+                    .push(format!("{m} -j ACCEPT"));
             }
         }
         for ep in &set.endpoints {
@@ -86,5 +105,11 @@ pub fn generate(state: &DesiredState) -> Result<Chains, RulesError> {
         );
     }
     chains.insert((Table::Nat, POSTROUTING.to_owned()), post);
+    if localhost {
+        chains
+            .get_mut(&(Table::Filter, FIREWALL.to_owned()))
+            .expect("fixed")
+            .push(LOCALNET_GUARD.to_owned());
+    }
     Ok(chains)
 }

@@ -1,7 +1,7 @@
 //! A generic-netlink socket speaking to the IPVS family: requests with acks, and dumps.
 use std::{
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
 };
 
 use super::msg::{
@@ -34,34 +34,7 @@ pub struct IpvsSocket {
 impl IpvsSocket {
     /// Opens a NETLINK_GENERIC socket and resolves the "IPVS" family.
     pub fn open() -> Result<Self, NlError> {
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_GENERIC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // Replies within 5 s or an error: no sync waits forever on the kernel.
-        let tv = libc::timeval {
-            tv_sec: 5,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt with a timeval we own, of its size.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-        }
+        let fd = crate::nlsock::open(libc::SOCK_RAW, libc::NETLINK_GENERIC)?;
         let mut s = IpvsSocket {
             fd,
             family: 0,
@@ -161,6 +134,18 @@ impl IpvsSocket {
     }
 
     pub fn dests(&mut self, vs: &VirtualServer) -> Result<Vec<RealServer>, NlError> {
+        Ok(self
+            .dests_with_conns(vs)?
+            .into_iter()
+            .map(|(rs, _)| rs)
+            .collect())
+    }
+
+    /// Every real server of `vs` with its connection count (active + inactive).
+    pub fn dests_with_conns(
+        &mut self,
+        vs: &VirtualServer,
+    ) -> Result<Vec<(RealServer, u64)>, NlError> {
         let seq = self.next_seq();
         let replies = self.request(&msg::get_dests(self.family, seq, vs), "IPVS_CMD_GET_DEST")?;
         Ok(replies
@@ -172,7 +157,7 @@ impl IpvsSocket {
                     .map(|(_, p)| p.to_vec())
                     .collect::<Vec<_>>()
             })
-            .filter_map(|p| msg::parse_dest(&p))
+            .filter_map(|p| Some((msg::parse_dest(&p)?, msg::parse_dest_conns(&p))))
             .collect())
     }
 

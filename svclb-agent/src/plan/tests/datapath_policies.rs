@@ -1,28 +1,13 @@
 //! Drop-instead-of-reject under Local policies, and loadBalancerSourceRanges.
 use super::*;
 
-/// A Service whose only endpoint runs on `node`, with `spec_extra` lines.
+/// A LoadBalancer Service whose only endpoint runs on `node`, with `spec_extra` lines.
 fn svc(node: &str, spec_extra: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: web}}
-spec:
-  type: LoadBalancer
-  clusterIP: 198.18.0.10
-  ports: [{{name: http, port: 80, nodePort: 30080}}]
-{spec_extra}
-status: {{loadBalancer: {{ingress: [{{ip: 198.18.200.10}}]}}}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}
-addressType: IPv4
-ports: [{{name: http, port: 8080}}]
-endpoints:
-- {{addresses: [198.19.2.2], nodeName: {node}}}
-"#
+    web_service(
+        "LoadBalancer",
+        spec_extra,
+        "status: {loadBalancer: {ingress: [{ip: 198.18.200.10}]}}",
+        &[&format!("{{addresses: [198.19.2.2], nodeName: {node}}}")],
     )
 }
 

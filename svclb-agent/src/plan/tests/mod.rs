@@ -6,6 +6,7 @@ mod determinism;
 mod endpoints;
 mod frontends;
 mod health_checks;
+mod host_scope;
 mod incremental;
 mod policies;
 
@@ -104,6 +105,53 @@ pub(super) fn only_error<'a>(
         "{e}"
     );
     e
+}
+
+/// Service `default/web` of type `svc_type` (port 80, NodePort 30080 → 8080) with
+/// `spec_extra` lines and a `status` line (or none), and one EndpointSlice whose
+/// endpoints are `endpoints` (YAML flow mappings).
+pub(super) fn web_service(
+    svc_type: &str,
+    spec_extra: &str,
+    status: &str,
+    endpoints: &[&str],
+) -> String {
+    let endpoints: String = endpoints.iter().map(|e| format!("- {e}\n")).collect();
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: {svc_type}
+  clusterIP: 198.18.0.10
+  ports: [{{name: http, port: 80, nodePort: 30080}}]
+{spec_extra}
+{status}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080}}]
+endpoints:
+{endpoints}"#
+    )
+}
+
+/// NodePort `default/web` with `spec_extra` lines and three endpoints: .1 on node-a
+/// (ours), .2 on node-b, .3 on node-a but not ready.
+pub(super) fn nodeport_web(spec_extra: &str) -> String {
+    web_service(
+        "NodePort",
+        spec_extra,
+        "",
+        &[
+            "{addresses: [198.19.1.2], nodeName: node-a}",
+            "{addresses: [198.19.2.2], nodeName: node-b}",
+            "{addresses: [198.19.3.2], nodeName: node-a, conditions: {ready: false}}",
+        ],
+    )
 }
 
 /// A plain healthy Service `default/ok` with one endpoint, to show that other

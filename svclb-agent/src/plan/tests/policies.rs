@@ -1,32 +1,7 @@
 //! Locality and traffic policies, session affinity, load-balancing algorithm.
 use super::*;
 
-/// NodePort Service `default/web` with the given extra spec lines, and three
-/// endpoints: .1 on node-a (ours), .2 on node-b, .3 on node-a but not ready.
-fn web(spec_extra: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: web}}
-spec:
-  type: NodePort
-  clusterIP: 198.18.0.10
-  ports: [{{name: http, port: 80, nodePort: 30080}}]
-{spec_extra}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}
-addressType: IPv4
-ports: [{{name: http, port: 8080}}]
-endpoints:
-- {{addresses: [198.19.1.2], nodeName: node-a}}
-- {{addresses: [198.19.2.2], nodeName: node-b}}
-- {{addresses: [198.19.3.2], nodeName: node-a, conditions: {{ready: false}}}}
-"#
-    )
-}
+use super::nodeport_web as web;
 
 const KEY: &str = "default/web:http/TCP";
 const EXT: &str = "default/web:http/TCP@ext";
