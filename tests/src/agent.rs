@@ -31,7 +31,8 @@ pub struct AgentConfig {
     pub bin: PathBuf,
     pub source: AgentSource,
     pub ifaces: Vec<String>,
-    pub node_ip: Ipv4Addr,
+    /// `--node-ip`; None: the agent finds the node's addresses itself.
+    pub node_ip: Option<Ipv4Addr>,
     pub bpffs: PathBuf,
     /// stderr (the agent's log) goes here.
     pub log: PathBuf,
@@ -39,6 +40,10 @@ pub struct AgentConfig {
     /// A program (and its arguments) the agent runs under, e.g. `capsh --drop=… --`;
     /// empty: the agent runs directly.
     pub wrapper: Vec<String>,
+    /// The test's cgroup for the socket programs (`--cgroup-root`); None: no
+    /// socket-level load balancing (`--socket-lb=false`), so a test never attaches
+    /// programs to the machine's own cgroup root.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// A running agent: SIGTERM then SIGKILL on drop. When the current thread is panicking
@@ -70,11 +75,24 @@ impl Agent {
             .arg(source_path)
             .arg("--iface")
             .arg(config.ifaces.join(","))
-            .arg("--node-ip")
-            .arg(config.node_ip.to_string())
             .arg("--bpffs")
-            .arg(&config.bpffs)
-            .args(&config.extra_args)
+            .arg(&config.bpffs);
+        if let Some(ip) = config.node_ip {
+            cmd.arg("--node-ip").arg(ip.to_string());
+        }
+        match &config.cgroup {
+            Some(cg) => {
+                // As on a node, where the agent's own cgroup is below the one the socket
+                // programs serve (kernels before 5.14 need it: the agent learns its
+                // namespace's cookie from them). A bad-input test's path is no cgroup.
+                if cg.join("cgroup.procs").exists() {
+                    crate::cgroup::enter(cg, &mut cmd)?;
+                }
+                cmd.arg("--cgroup-root").arg(cg)
+            }
+            None => cmd.arg("--socket-lb=false"),
+        };
+        cmd.args(&config.extra_args)
             .env("RUST_LOG_STYLE", "never")
             .env("NO_COLOR", "1");
         let process = Process::spawn("svclb-agent", cmd, &config.log)?;
@@ -119,7 +137,7 @@ impl Agent {
         timeout: Duration,
         ready: impl Fn(&Value) -> bool,
     ) -> Result<Value> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + crate::slowdown::scaled(timeout);
         loop {
             if !self.is_running() {
                 bail!(

@@ -2,49 +2,23 @@
 //! `svclb-agent cleanup` and removed on drop.
 
 use std::{
-    ffi::CString,
-    os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
-    process::Command,
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::process;
 
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// Whether `path` is on a bpffs.
-pub fn is_bpffs(path: &Path) -> bool {
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs(2) into a zeroed struct we own.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c_path.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
-    }
-}
-
 /// Mounts bpffs on /sys/fs/bpf when nothing is mounted there (systemd does this at boot;
-/// minimal machines and containers may not). Never unmounted: others may pin there too.
+/// minimal machines and containers may not), the way the agent does. Never unmounted:
+/// others may pin there too.
 pub fn ensure_mounted() -> Result<()> {
-    let root = Path::new(BPFFS_ROOT);
-    if is_bpffs(root) {
-        return Ok(());
-    }
-    let mut cmd = Command::new("mount");
-    cmd.args(["-t", "bpf", "bpf", BPFFS_ROOT]);
-    // Two test threads may race here; the loser's mount fails but the check passes.
-    let result = process::run(cmd, Duration::from_secs(10));
-    if is_bpffs(root) {
-        return Ok(());
-    }
-    result.context("mount bpffs on /sys/fs/bpf")?;
-    bail!("{BPFFS_ROOT} is still not a bpffs after mounting")
+    svclb_agent::bpffs::ensure_mounted(Path::new(BPFFS_ROOT))
+        .map(drop)
+        .context("mount bpffs on /sys/fs/bpf")
 }
 
 /// A unique pin directory. On drop: `svclb-agent cleanup --bpffs DIR` (run in the

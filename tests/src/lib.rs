@@ -1,7 +1,9 @@
 //! Shared helpers for svclb's integration tests.
 pub mod agent;
 pub mod bpffs;
+pub mod cgroup;
 pub mod demo;
+pub mod fixtures;
 pub mod http;
 pub mod kube_env;
 pub mod manifests;
@@ -13,5 +15,7 @@ pub mod process;
 pub mod report;
 pub mod sandbox;
 pub mod semantics;
+pub mod slowdown;
+pub mod stock;
 pub mod synthetic;
 pub mod topology;

@@ -3,39 +3,43 @@
 
 use anyhow::Result;
 
-use crate::{
-    netns::NetNs,
-    sandbox::Sandbox,
-    topology::{CLIENT_IP, NODE_EXT_IF},
-};
+use crate::{netns::NetNs, sandbox::Sandbox};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// TC + XDP programs (XDP forced on the external veth, as the eBPF tests always did).
+    /// The eBPF programs as the agent attaches them by default: TC on every link here
+    /// (all veths), socket programs for the node's own clients. XDP is tested where a
+    /// scenario forces it (the external client then sends full checksums, like a NIC).
     Ebpf,
+    /// The eBPF mode with the oldest supported kernel's variant of every kernel feature
+    /// (`--kernel-features baseline`: TC through a netlink clsact filter, the precise
+    /// clock, source NAT from the interface table, EPERM for node-local refusals), so
+    /// those variants are proven on this kernel too, not only in the VMs.
+    EbpfBaseline,
     /// kube-proxy's iptables rules through iptables-nft.
     Iptables,
     /// The same rules through iptables-legacy (x_tables).
     IptablesLegacy,
+    /// kube-proxy's IPVS mode: virtual servers, `kube-ipvs0`, the iptables rules beside
+    /// them. Needs a kernel with IP_VS (this machine's has none: the VMs run it).
+    Ipvs,
 }
 
 impl Mode {
     /// The agent's arguments for this mode.
     pub fn agent_args(self) -> &'static [&'static str] {
         match self {
-            // The external link is a veth, where the agent attaches no XDP by default;
-            // the client sends full checksums like a host behind a NIC, so force XDP
-            // there to test that path.
-            Mode::Ebpf => &["--mode", "ebpf", "--xdp-iface", "ext0"],
+            Mode::Ebpf => &["--mode", "ebpf"],
+            Mode::EbpfBaseline => &["--mode", "ebpf", "--kernel-features", "baseline"],
             Mode::Iptables => &["--mode", "iptables", "--iptables-backend", "nft"],
             Mode::IptablesLegacy => &["--mode", "iptables", "--iptables-backend", "legacy"],
+            Mode::Ipvs => &["--mode", "ipvs", "--iptables-backend", "nft"],
         }
     }
 
     /// Only the mode-selecting flags.
     pub fn mode_args(self) -> &'static [&'static str] {
-        let all = self.agent_args();
-        &all[..if self == Mode::Ebpf { 2 } else { all.len() }]
+        self.agent_args()
     }
 
     /// The mode-selecting flags followed by `extra` (a scenario's own flags).
@@ -49,42 +53,27 @@ impl Mode {
 
     /// Like [`Mode::sandbox`] with `backends` serving pods.
     pub fn sandbox_with(self, backends: u8) -> Result<Sandbox> {
-        let sb = Sandbox::with_backends(backends)?;
-        if self.is_iptables() {
-            prepare_node(&sb.topo.node)?;
+        if self == Mode::Ipvs {
+            require_ipvs();
         }
-        Ok(sb)
+        Sandbox::with_backends(backends)
+    }
+
+    pub fn is_ebpf(self) -> bool {
+        matches!(self, Mode::Ebpf | Mode::EbpfBaseline)
     }
 
     pub fn is_iptables(self) -> bool {
         matches!(self, Mode::Iptables | Mode::IptablesLegacy)
     }
 
-    /// A sandbox ready for this mode (see [`prepare_node`]).
+    /// A sandbox on a stock node (the same for every mode).
     pub fn sandbox(self) -> Result<Sandbox> {
-        let sb = Sandbox::new()?;
-        if self.is_iptables() {
-            prepare_node(&sb.topo.node)?;
+        if self == Mode::Ipvs {
+            require_ipvs();
         }
-        Ok(sb)
+        Sandbox::new()
     }
-}
-
-/// What a node running kube-proxy's iptables rules has and the bare test node lacks: a
-/// default route (here towards the external client, which does not forward). Service
-/// IPs are DNATed before routing, but a Service without endpoints is REJECTed in the
-/// filter table's FORWARD chain, which a packet reaches only once it has a route.
-pub fn prepare_node(node: &NetNs) -> Result<()> {
-    node.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        &CLIENT_IP.to_string(),
-        "dev",
-        NODE_EXT_IF,
-    ])?;
-    Ok(())
 }
 
 /// `iptables-<backend>-save -t TABLE` inside `ns`.
@@ -110,16 +99,31 @@ pub fn has_kube_chains(ns: &NetNs) -> Result<bool> {
 /// `in_mode!(module, Mode::X, [scenario, ...])`: a `#[test]` per scenario in `mod
 /// module`, calling the scenario function `fn scenario(m: Mode)` of the enclosing file
 /// with that mode. Every scenario file runs its scenarios once per mode from one source.
+/// Attributes before the module name go on every test (`#[ignore = "why"]` for a mode
+/// this kernel cannot run: the VM harness runs those with `--include-ignored`).
 #[macro_export]
 macro_rules! in_mode {
-    ($module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
+    (@module $attrs:tt $module:ident, $mode:expr, [$($name:ident),*]) => {
         mod $module {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($mode)
-                }
-            )*
+            $( $crate::in_mode!(@test $attrs $name, $mode); )*
         }
     };
+    (@test [$($attr:tt)*] $name:ident, $mode:expr) => {
+        #[test]
+        $($attr)*
+        fn $name() {
+            super::$name($mode)
+        }
+    };
+    ($(#[$attr:meta])* $module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
+        $crate::in_mode!(@module [$(#[$attr])*] $module, $mode, [$($name),*]);
+    };
+}
+
+/// For the IPVS scenarios: panics unless this kernel has IPVS, so that `ipvs::` tests
+/// never pass by falling back to iptables.
+pub fn require_ipvs() {
+    if let Err(why) = svclb_agent::dataplane::ipvs::probe() {
+        panic!("IPVS scenario on a kernel without IPVS: {why}");
+    }
 }

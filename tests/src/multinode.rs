@@ -29,6 +29,7 @@ use crate::{
     netns::{NetNs, veth},
     process::Process,
     sandbox::{Bins, TempDir, ensure_root},
+    stock::StockNode,
 };
 
 /// The external client (inside A's external subnet).
@@ -73,22 +74,9 @@ pub struct Node {
 impl Node {
     fn new(bins: &Bins, name: &str, index: u8, pods: u8) -> Result<Self> {
         let ns = NetNs::new(name)?;
-        // Before any interface exists, so every new one inherits them. accept_local:
-        // source-NATed packets and NodePort replies leave TC ingress with the node's own
-        // address as source.
-        for (key, value) in [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv4.conf.all.rp_filter", "0"),
-            ("net.ipv4.conf.default.rp_filter", "0"),
-            ("net.ipv4.conf.all.accept_local", "1"),
-            ("net.ipv4.conf.default.accept_local", "1"),
-            // A hairpinned packet goes back out of the link it came in on.
-            ("net.ipv4.conf.all.send_redirects", "0"),
-            ("net.ipv4.conf.default.send_redirects", "0"),
-        ] {
-            ns.sysctl(key, value)
-                .with_context(|| format!("{name} sysctls"))?;
-        }
+        // The RHEL family's strict rp_filter here (the single-node topology has systemd's
+        // loose one): the agent must cope with both.
+        StockNode::Rhel.apply(&ns)?;
         let pins = PinDir::new(&bins.agent, ns.name())?;
         let mut node = Node {
             agent: None,
@@ -217,8 +205,11 @@ impl TwoNodes {
             a.ns.ip(&["addr", "add", &format!("{node_ip}/24"), "dev", node_if])?;
             ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", INNER_IF])?;
             ns.ip(&["route", "add", "default", "via", &node_ip.to_string()])?;
-            // Hosts behind a NIC: full checksums on the wire.
-            ns.tx_checksum_off(INNER_IF)?;
+            // client keeps veth's TX checksum offload (partial checksums, as a pod or a
+            // VM's virtio NIC sends); client2 is a host behind a NIC (full checksums).
+            if node_if == "ext1" {
+                ns.tx_checksum_off(INNER_IF)?;
+            }
             a.ns.tx_checksum_off(node_if)?;
             a.ifaces.push(node_if.to_owned());
         }
@@ -253,11 +244,12 @@ impl TwoNodes {
                 bin: self.bins.agent.clone(),
                 source: AgentSource::Manifests(self.manifests.path().to_owned()),
                 ifaces: node.ifaces.clone(),
-                node_ip: node.ips[0],
+                node_ip: Some(node.ips[0]),
                 bpffs: node.pins.path().to_owned(),
                 log: self.tmp.path().join(format!("agent-{}.log", node.name)),
                 extra_args: args,
                 wrapper: Vec::new(),
+                cgroup: None,
             };
             let agent = node.agent.insert(Agent::start(&node.ns, config)?);
             agent.wait_dump(

@@ -164,7 +164,7 @@ impl Process {
 
     /// Skips stdout lines until one starts with `prefix`; returns it.
     pub fn wait_line(&self, prefix: &str, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + crate::slowdown::scaled(timeout);
         loop {
             let line = self.next_line(deadline)?;
             if line.starts_with(prefix) {

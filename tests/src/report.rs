@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Outcome of one probe run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProbeReport {
-    /// `tcp`, `udp` or `hold`.
+    /// `tcp`, `udp`, `resolver` or `hold`.
     pub mode: String,
     /// `ADDR:PORT` probed.
     pub target: String,
@@ -25,6 +25,10 @@ pub struct ProbeReport {
     pub latency_us: Option<LatencyStats>,
     /// Time until each failure was known, microseconds: "refused fast" vs "timed out".
     pub failure_latency_us: Option<LatencyStats>,
+    /// `resolver`: queries answered only after their socket failed at once and a new
+    /// one asked again.
+    #[serde(default)]
+    pub retried: u64,
 }
 
 impl ProbeReport {
@@ -72,7 +76,8 @@ impl LatencyStats {
 }
 
 /// Short name of a network error: `refused` (TCP RST or ICMP port unreachable),
-/// `unreachable` (ICMP host/net unreachable), `timeout`, `reset`, or `other`.
+/// `unreachable` (ICMP host/net unreachable), `timeout`, `reset`, `denied` (EPERM: a
+/// local filter or socket program said no), or `other`.
 pub fn failure_kind(err: &io::Error) -> &'static str {
     use io::ErrorKind::*;
     match err.kind() {
@@ -81,6 +86,7 @@ pub fn failure_kind(err: &io::Error) -> &'static str {
         TimedOut | WouldBlock => "timeout",
         ConnectionReset | ConnectionAborted | BrokenPipe => "reset",
         UnexpectedEof => "eof",
+        PermissionDenied => "denied",
         _ => "other",
     }
 }

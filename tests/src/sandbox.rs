@@ -15,10 +15,12 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::{
     agent::{Agent, AgentConfig, AgentSource},
     bpffs::PinDir,
+    cgroup::TestCgroup,
     manifests::ManifestDir,
     netns::NetNs,
     process::{Process, bin_path},
     report::ProbeReport,
+    stock::StockNode,
     topology::{NODE_IP, Pod, Topology},
 };
 
@@ -60,6 +62,14 @@ pub struct Sandbox {
     // Field order is drop order.
     agent: Option<Agent>,
     pins: PinDir,
+    /// Where the agent's socket programs attach and node-local clients run.
+    cgroup: TestCgroup,
+    /// `--cgroup-root` given to agents instead of `cgroup`'s (a test of bad input).
+    agent_cgroup: Option<PathBuf>,
+    /// `--node-ip` of agents (default NODE_IP; None: the agent's own choice).
+    agent_node_ip: Option<Ipv4Addr>,
+    /// `--bpffs` given to agents instead of the sandbox's pin directory.
+    agent_bpffs: Option<PathBuf>,
     /// The backend pods' servers, killed on drop.
     _servers: Vec<Process>,
     pub topo: Topology,
@@ -85,6 +95,11 @@ impl Sandbox {
     /// Like [`Sandbox::new`] with `backends` serving pods (1 ≤ backends ≤ 249), pod1..=N;
     /// pod N+1 is the client.
     pub fn with_backends(backends: u8) -> Result<Self> {
+        Self::on(backends, StockNode::Systemd)
+    }
+
+    /// Like [`Sandbox::with_backends`] on a node with `stock`'s sysctls.
+    pub fn on(backends: u8, stock: StockNode) -> Result<Self> {
         ensure!(
             (1..=249).contains(&backends),
             "backends must be in 1..=249, got {backends}"
@@ -92,8 +107,9 @@ impl Sandbox {
         ensure_root()?;
         let bins = Bins::locate()?;
         let tmp = TempDir::new()?;
-        let topo = Topology::new(backends + 1)?;
+        let topo = Topology::on(backends + 1, stock)?;
         let pins = PinDir::new(&bins.agent, topo.node.name())?;
+        let cgroup = TestCgroup::new("node")?;
         let manifests = ManifestDir::create(tmp.path())?;
         let mut servers = Vec::new();
         for pod in &topo.pods[..usize::from(backends)] {
@@ -105,6 +121,10 @@ impl Sandbox {
         Ok(Self {
             agent: None,
             pins,
+            cgroup,
+            agent_cgroup: None,
+            agent_node_ip: Some(NODE_IP),
+            agent_bpffs: None,
             _servers: servers,
             topo,
             manifests,
@@ -198,11 +218,19 @@ impl Sandbox {
             bin: self.bins.agent.clone(),
             source,
             ifaces: self.topo.node_ifaces(),
-            node_ip: NODE_IP,
-            bpffs: self.pins.path().to_owned(),
+            node_ip: self.agent_node_ip,
+            bpffs: self
+                .agent_bpffs
+                .clone()
+                .unwrap_or_else(|| self.pins.path().to_owned()),
             log: self.tmp.path().join(log),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             wrapper: self.wrapper.clone(),
+            cgroup: Some(
+                self.agent_cgroup
+                    .clone()
+                    .unwrap_or_else(|| self.cgroup.path().to_owned()),
+            ),
         }
     }
 
@@ -235,9 +263,98 @@ impl Sandbox {
 
     /// Starts `probe ARGS` in `ns` (for `hold`); finish it with [`finish_probe`].
     pub fn spawn_probe(&self, ns: &NetNs, args: &[&str]) -> Result<Process> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
         let mut cmd = ns.command(&self.bins.probe.to_string_lossy())?;
         cmd.args(args);
+        self.spawn_probe_cmd(cmd, args)
+    }
+
+    /// Starts `probe hold` from `from` (None: the node itself) to `target`: one
+    /// connection kept for `duration_ms`, a request every 100 ms; returns once the first
+    /// answer says where it went.
+    pub fn hold(&self, from: Option<&NetNs>, target: &str, duration_ms: u64) -> Result<Held> {
+        let duration = duration_ms.to_string();
+        let args = [
+            "hold",
+            "--target",
+            target,
+            "--interval-ms",
+            "100",
+            "--duration-ms",
+            &duration,
+        ];
+        let probe = match from {
+            Some(ns) => self.spawn_probe(ns, &args)?,
+            None => self.spawn_probe_node(&args)?,
+        };
+        let line = |prefix: &str| -> Result<String> {
+            Ok(probe
+                .wait_line(prefix, Duration::from_secs(5))?
+                .trim()
+                .trim_start_matches(prefix)
+                .to_owned())
+        };
+        let local = line("local ")?;
+        let backend = line("backend ")?;
+        Ok(Held {
+            probe,
+            local,
+            backend,
+        })
+    }
+
+    /// Runs `probe ARGS` on the node itself: a process of the node's network
+    /// namespace (as kubelet or a hostNetwork pod is), in the node's cgroup.
+    pub fn probe_node(&self, args: &[&str]) -> Result<ProbeReport> {
+        let (status, lines) = self
+            .spawn_probe_node(args)?
+            .finish(Duration::from_secs(120))?;
+        parse_report(status, &lines)
+    }
+
+    /// Starts `probe ARGS` on the node (see [`Sandbox::probe_node`]).
+    pub fn spawn_probe_node(&self, args: &[&str]) -> Result<Process> {
+        let mut cmd = self.node_command(&self.bins.probe.to_string_lossy())?;
+        cmd.args(args);
+        self.spawn_probe_cmd(cmd, args)
+    }
+
+    /// A command that runs on the node: its network namespace and cgroup.
+    pub fn node_command(&self, program: &str) -> Result<std::process::Command> {
+        let mut cmd = self.topo.node.command(program)?;
+        self.cgroup.enter(&mut cmd)?;
+        Ok(cmd)
+    }
+
+    /// Moves the calling process into the node's cgroup until the guard drops (its
+    /// threads then connect as node-local clients when they enter the node's
+    /// namespace). Drop the guard before the sandbox.
+    pub fn join_node_cgroup(&self) -> Result<crate::cgroup::Joined> {
+        self.cgroup.join_self()
+    }
+
+    /// Makes `cmd` (of any namespace) start in the node's cgroup.
+    pub fn enter_node_cgroup(&self, cmd: &mut std::process::Command) -> Result<()> {
+        self.cgroup.enter(cmd)
+    }
+
+    /// Agents started from now on get `--node-ip IP` (None: no flag).
+    pub fn set_agent_node_ip(&mut self, ip: Option<Ipv4Addr>) {
+        self.agent_node_ip = ip;
+    }
+
+    /// Agents started from now on pin under `path` (None: the sandbox's pin directory,
+    /// which its drop cleans; the caller cleans its own).
+    pub fn set_agent_bpffs(&mut self, path: Option<PathBuf>) {
+        self.agent_bpffs = path;
+    }
+
+    /// Agents started from now on get `--cgroup-root PATH` (None: the sandbox's own).
+    pub fn set_agent_cgroup(&mut self, path: Option<PathBuf>) {
+        self.agent_cgroup = path;
+    }
+
+    fn spawn_probe_cmd(&self, cmd: std::process::Command, args: &[&str]) -> Result<Process> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
         let log = self.tmp.path().join(format!(
             "probe-{}.log",
             NEXT.fetch_add(1, Ordering::Relaxed)
@@ -248,8 +365,28 @@ impl Sandbox {
 
 /// Waits for a probe started with [`Sandbox::spawn_probe`] and parses its report.
 pub fn finish_probe(probe: Process, timeout: Duration) -> Result<ProbeReport> {
-    let (status, lines) = probe.finish(timeout)?;
+    let (status, lines) = probe.finish(crate::slowdown::scaled(timeout))?;
     parse_report(status, &lines)
+}
+
+/// A connection held by `probe hold` ([`Sandbox::hold`]).
+pub struct Held {
+    /// The running probe ([`finish_probe`] gives its report).
+    pub probe: Process,
+    /// The connection's local `address:port`.
+    pub local: String,
+    /// The pod that answered first (`pod<n>`).
+    pub backend: String,
+}
+
+impl Held {
+    /// `n` of the `pod<n>` that answered.
+    pub fn pod(&self) -> u8 {
+        self.backend
+            .trim_start_matches("pod")
+            .parse()
+            .unwrap_or_else(|_| panic!("backend {:?} is not pod<n>", self.backend))
+    }
 }
 
 fn parse_report(status: std::process::ExitStatus, lines: &[String]) -> Result<ProbeReport> {

@@ -45,6 +45,7 @@ pub fn state(services: u32, endpoints: u32) -> DesiredState {
                 addr: vip(i),
                 port: 80,
                 proto: Proto::Tcp,
+                scope: Default::default(),
             },
             FrontendKind::ClusterIp,
         );

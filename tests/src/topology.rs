@@ -11,9 +11,12 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 
-use crate::netns::{NetNs, veth};
+use crate::{
+    netns::{NetNs, veth},
+    stock::StockNode,
+};
 
 /// The node's address on the external link: NodePorts answer here.
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
@@ -67,36 +70,39 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Builds the node, the client and `pods` pod namespaces (1 ≤ pods ≤ 250).
+    /// Builds the node (a systemd-based one), the client and `pods` pod namespaces
+    /// (1 ≤ pods ≤ 250).
     pub fn new(pods: u8) -> Result<Self> {
+        Self::on(pods, StockNode::Systemd)
+    }
+
+    /// Like [`Topology::new`] on a node with `stock`'s sysctls.
+    pub fn on(pods: u8, stock: StockNode) -> Result<Self> {
         ensure!(
             (1..=250).contains(&pods),
             "pods must be in 1..=250, got {pods}"
         );
         let node = NetNs::new("node")?;
-        // Before any interface exists, so every new one inherits the defaults.
-        for (key, value) in [
-            ("net.ipv4.ip_forward", "1"),
-            // Replies are reverse-translated at TC ingress, before the route check: their
-            // source (a ClusterIP) has no route back through the pod link they arrive on.
-            ("net.ipv4.conf.all.rp_filter", "0"),
-            ("net.ipv4.conf.default.rp_filter", "0"),
-            // NodePort replies leave reverse NAT with the node's own address as source.
-            ("net.ipv4.conf.all.accept_local", "1"),
-            ("net.ipv4.conf.default.accept_local", "1"),
-        ] {
-            node.sysctl(key, value).context("node sysctls")?;
-        }
+        stock.apply(&node)?;
 
         let client = NetNs::new("client")?;
         veth(&node, NODE_EXT_IF, &client, INNER_IF)?;
         node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", NODE_EXT_IF])?;
         client.ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", INNER_IF])?;
         client.ip(&["route", "add", "default", "via", &NODE_IP.to_string()])?;
-        // The client stands for a host behind a NIC: full checksums on the wire, which
-        // the node's XDP program updates by hand.
-        client.tx_checksum_off(INNER_IF)?;
-        // Every node-side link computes checksums itself on the way out (no offload), so
+        // A node has a default route (here towards the client, which does not forward):
+        // a Service IP nothing else routes is still routable, as on a real node.
+        node.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &CLIENT_IP.to_string(),
+            "dev",
+            NODE_EXT_IF,
+        ])?;
+        // The client keeps veth's default TX checksum offload (partial checksums), as
+        // pods do. Every node-side link computes checksums itself on the way out (no offload), so
         // each receiver verifies the checksums the data path rewrote. Pods keep veth's
         // default (offload on) and send CHECKSUM_PARTIAL packets, as real pods do: that
         // is the state TC's checksum helpers must get right.
@@ -115,7 +121,6 @@ impl Topology {
             topo.link_pod(&pod)?;
             topo.pods.push(pod);
         }
-        topo.node_if_sysctls(NODE_EXT_IF)?;
         Ok(topo)
     }
 
@@ -130,15 +135,16 @@ impl Topology {
             .ip(&["addr", "add", &format!("{}/24", pod.ip()), "dev", INNER_IF])?;
         pod.ns
             .ip(&["route", "add", "default", "via", &gateway.to_string()])?;
-        self.node.tx_checksum_off(&node_if)?;
-        self.node_if_sysctls(&node_if)
+        self.node.tx_checksum_off(&node_if)
     }
 
-    fn node_if_sysctls(&self, iface: &str) -> Result<()> {
-        self.node
-            .sysctl(&format!("net.ipv4.conf.{iface}.rp_filter"), "0")?;
-        self.node
-            .sysctl(&format!("net.ipv4.conf.{iface}.accept_local"), "1")
+    /// The client sends full checksums, like a host behind a NIC: for scenarios that
+    /// force XDP onto the external veth. (XDP cannot see that a frame from a veth peer
+    /// carries a partial checksum, so a peer keeping TX offload gets wrong checksums
+    /// rewritten; real NICs deliver full ones, and the agent attaches no XDP to a veth
+    /// unless told to.)
+    pub fn client_like_nic(&self) -> Result<()> {
+        self.client.tx_checksum_off(INNER_IF)
     }
 
     /// Deletes pod `n`'s link and creates it again (same names and addresses, a new

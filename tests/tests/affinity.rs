@@ -138,7 +138,7 @@ fn client_ip_affinity_per_port_with_timeout_and_failover(m: Mode) {
     // the backend that port's connections got.
     // eBPF only from here on: `dump --flow` reads the maps (the affinity state of
     // iptables mode is in xt_recent lists the dump does not read).
-    let ebpf = m == Mode::Ebpf;
+    let ebpf = m.is_ebpf();
     let (f80, f81) = if ebpf {
         (flow(&sb, 80), flow(&sb, 81))
     } else {

@@ -8,62 +8,20 @@ use std::{net::Ipv4Addr, time::Duration};
 use serde_json::Value;
 use svclb_tests::{
     agent::has_frontend,
-    manifests::{self, ServicePort, SlicePort, Target},
-    modes::{Mode, has_kube_chains, iptables_save, prepare_node},
+    fixtures::{self, DNS_IP, WEB_IP, WEB_NODE_PORT},
+    manifests,
+    modes::{Mode, has_kube_chains, iptables_save},
     process,
     report::ProbeReport,
-    sandbox::{POD_HTTP_PORT, POD_UDP_PORT, Sandbox},
+    sandbox::Sandbox,
     topology::NODE_IP,
 };
 
-const WEB_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
-const WEB_NODE_PORT: u16 = 30090;
-const DNS_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
 const SYNC: Duration = Duration::from_secs(10);
 
 /// web (ClusterIP + NodePort, TCP) over `web` and dns (ClusterIP, UDP) over `dns`.
 fn services(web: &[Ipv4Addr], dns: &[Ipv4Addr]) -> String {
-    manifests::documents(&[
-        manifests::service(
-            "web",
-            WEB_IP,
-            Some("web"),
-            &[
-                ServicePort::tcp(Some("http"), 80, Target::Number(POD_HTTP_PORT))
-                    .with_node_port(WEB_NODE_PORT),
-            ],
-        ),
-        manifests::endpoint_slice(
-            "web",
-            "web-c0mp4",
-            &[SlicePort {
-                name: "http",
-                protocol: "TCP",
-                port: POD_HTTP_PORT,
-            }],
-            web,
-        ),
-        manifests::service(
-            "dns",
-            DNS_IP,
-            Some("dns"),
-            &[ServicePort::udp(
-                Some("dns"),
-                53,
-                Target::Number(POD_UDP_PORT),
-            )],
-        ),
-        manifests::endpoint_slice(
-            "dns",
-            "dns-c0mp4",
-            &[SlicePort {
-                name: "dns",
-                protocol: "UDP",
-                port: POD_UDP_PORT,
-            }],
-            dns,
-        ),
-    ])
+    manifests::documents(&[fixtures::web(web), fixtures::dns(dns)])
 }
 
 fn all_frontends(d: &Value) -> bool {
@@ -74,8 +32,6 @@ fn all_frontends(d: &Value) -> bool {
 
 fn sandbox() -> Sandbox {
     let sb = Sandbox::new().unwrap();
-    // Whatever mode the agent ends up in, the node is ready for iptables (see modes.rs).
-    prepare_node(&sb.topo.node).unwrap();
     let pods = sb.backend_ips();
     let text = services(&pods, &pods);
     sb.manifests.write("svc.yaml", &text).unwrap();
@@ -146,6 +102,26 @@ fn wait_synced(sb: &mut Sandbox) -> String {
 
 fn pins_exist(sb: &Sandbox) -> bool {
     sb.pins().join("maps").exists() || sb.pins().join("links").exists()
+}
+
+/// Our netlink TC filters (the baseline's, and what kernels before 6.6 get) on the
+/// node's interfaces: `tc filter show` lines naming the program.
+fn tc_filters(sb: &Sandbox) -> Vec<String> {
+    let mut out = Vec::new();
+    for iface in ["ext0", "pod1"] {
+        let shown = sb
+            .topo
+            .node
+            .run("tc", &["filter", "show", "dev", iface, "ingress"])
+            .unwrap_or_default();
+        out.extend(
+            shown
+                .lines()
+                .filter(|l| l.contains("svclb_tc"))
+                .map(|l| format!("{iface}: {l}")),
+        );
+    }
+    out
 }
 
 fn cleanup(sb: &Sandbox) {
@@ -238,7 +214,8 @@ fn without_bpf_auto_mode_falls_back_to_iptables_and_serves() {
 }
 
 /// `--proxy-mode ipvs` on a kernel without IPVS: the reason is logged and the agent runs
-/// (and serves) in iptables mode, as kube-proxy did.
+/// (and serves) in iptables mode, as kube-proxy did. On a kernel with IPVS (the VMs) it
+/// runs IPVS mode and serves.
 #[test]
 fn ipvs_mode_without_ipvs_in_the_kernel_falls_back_to_iptables() {
     let mut sb = sandbox();
@@ -248,6 +225,15 @@ fn ipvs_mode_without_ipvs_in_the_kernel_falls_back_to_iptables() {
         .wait_dump("every frontend", SYNC, all_frontends)
         .unwrap();
     let log = agent.log();
+    if svclb_agent::dataplane::ipvs::probe().is_ok() {
+        assert!(
+            log_has(&log, &["data path mode chosen", "mode=\"ipvs\""]),
+            "{log}"
+        );
+        assert!(!pins_exist(&sb));
+        serves(&sb);
+        return;
+    }
     assert!(
         log_has(
             &log,
@@ -278,12 +264,24 @@ fn ipvs_mode_without_ipvs_in_the_kernel_falls_back_to_iptables() {
 /// mode's state and serves.
 #[test]
 fn switching_modes_removes_what_the_other_mode_left() {
+    for ebpf in [Mode::Ebpf, Mode::EbpfBaseline] {
+        switch_modes(ebpf);
+    }
+}
+
+fn switch_modes(ebpf: Mode) {
     let mut sb = sandbox();
-    sb.start_agent(Mode::Ebpf.agent_args()).unwrap();
+    sb.start_agent(ebpf.agent_args()).unwrap();
     sb.agent()
         .wait_dump("every frontend (ebpf)", SYNC, all_frontends)
         .unwrap();
     assert!(pins_exist(&sb));
+    assert_eq!(
+        tc_filters(&sb).is_empty(),
+        ebpf == Mode::Ebpf,
+        "netlink TC filters exactly in the baseline: {:?}",
+        tc_filters(&sb)
+    );
     assert!(!has_kube_chains(&sb.topo.node).unwrap());
     serves(&sb);
 
@@ -300,10 +298,11 @@ fn switching_modes_removes_what_the_other_mode_left() {
         "{log}"
     );
     assert!(!pins_exist(&sb), "eBPF pins left in iptables mode");
+    assert_eq!(tc_filters(&sb), Vec::<String>::new(), "TC filters left");
     assert!(has_kube_chains(&sb.topo.node).unwrap());
     serves(&sb);
 
-    sb.restart_agent(Mode::Ebpf.agent_args()).unwrap();
+    sb.restart_agent(ebpf.agent_args()).unwrap();
     let log = wait_synced(&mut sb);
     sb.agent()
         .wait_dump("every frontend (ebpf again)", SYNC, all_frontends)
@@ -324,7 +323,12 @@ fn switching_modes_removes_what_the_other_mode_left() {
 /// `cleanup` after either mode removes everything (pins and links; chains and jumps).
 #[test]
 fn cleanup_removes_every_modes_state() {
-    for mode in [Mode::Iptables, Mode::IptablesLegacy, Mode::Ebpf] {
+    for mode in [
+        Mode::Iptables,
+        Mode::IptablesLegacy,
+        Mode::Ebpf,
+        Mode::EbpfBaseline,
+    ] {
         let mut sb = sandbox();
         sb.start_agent(mode.agent_args()).unwrap();
         sb.agent()
@@ -337,6 +341,11 @@ fn cleanup_removes_every_modes_state() {
         sb.agent().stop();
         cleanup(&sb);
         assert!(!pins_exist(&sb), "{mode:?}: pins left");
+        assert_eq!(
+            tc_filters(&sb),
+            Vec::<String>::new(),
+            "{mode:?}: TC filters left"
+        );
         assert!(
             !has_kube_chains(&sb.topo.node).unwrap(),
             "{mode:?}: KUBE-* chains left"
@@ -421,7 +430,6 @@ fn serves_web_after_removal(sb: &Sandbox) {
 #[test]
 fn iptables_hairpin_pod_reaches_itself_through_its_service() {
     let mut sb = Sandbox::new().unwrap();
-    prepare_node(&sb.topo.node).unwrap();
     let pod1 = sb.backend_ips()[0];
     sb.manifests
         .write("svc.yaml", &services(&[pod1], &[pod1]))

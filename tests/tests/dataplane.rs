@@ -37,6 +37,9 @@ fn opts(p: &Pins) -> EbpfOptions {
         xdp_ifaces: vec![],
         xdp_mode: aya::programs::XdpMode::Skb,
         debug_log: false,
+        socket_lb: None,
+        proc_sys: Default::default(),
+        kernel_features: Default::default(),
     }
 }
 

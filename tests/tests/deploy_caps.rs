@@ -4,17 +4,14 @@
 //! loads and attaches TC and XDP, programs the maps, serves real TCP from a pod and from
 //! the external client, and `dump` works under the same capabilities. Needs root.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeSet, path::Path, process::Command, time::Duration};
 
 use svclb_tests::{
     agent::has_frontend,
-    manifests::{self, ServicePort, SlicePort, Target},
-    sandbox::{POD_HTTP_PORT, Sandbox, TempDir},
+    fixtures::{WEB_IP, WEB_NODE_PORT, web},
+    sandbox::{Sandbox, TempDir},
     topology::NODE_IP,
 };
-
-const WEB_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-const NODE_PORT: u16 = 30080;
 
 /// Capability bit numbers (linux/capability.h) of the names deploy/ may use.
 fn cap_bit(name: &str) -> u32 {
@@ -62,6 +59,43 @@ fn daemonset_caps() -> BTreeSet<String> {
         })
         .find(|d| d["kind"] == "DaemonSet")
         .unwrap();
+    // What the data path needs from the host besides capabilities: the host's cgroup v2
+    // root and a writable /proc/sys/net, named in the agent's config.
+    let pod = &ds["spec"]["template"]["spec"];
+    let host_path = |volume: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == volume)
+            .and_then(|v| v["hostPath"]["path"].as_str())
+            .map(str::to_owned)
+    };
+    let mount = |volume: &str| {
+        pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume)
+            .cloned()
+            .unwrap_or_else(|| panic!("no mount of {volume}"))
+    };
+    assert_eq!(host_path("cgroup2").as_deref(), Some("/sys/fs/cgroup"));
+    assert_eq!(mount("cgroup2")["mountPath"], "/run/svclb/cgroupv2");
+    assert_eq!(host_path("proc-sys-net").as_deref(), Some("/proc/sys/net"));
+    assert_eq!(mount("proc-sys-net")["mountPath"], "/host/proc/sys/net");
+    assert_ne!(mount("proc-sys-net")["readOnly"], true);
+    let config = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| <serde_yaml_ng::Value as serde::Deserialize>::deserialize(d).unwrap())
+        .find(|d| {
+            d["kind"].as_str() == Some("ConfigMap")
+                && d["metadata"]["name"].as_str() == Some("svclb-agent")
+        })
+        .unwrap();
+    let config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(config["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(config["cgroup-root"].as_str(), Some("/run/svclb/cgroupv2"));
+    assert_eq!(config["proc-sys"].as_str(), Some("/host/proc/sys"));
     let sc = &ds["spec"]["template"]["spec"]["containers"][0]["securityContext"];
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
     sc["capabilities"]["add"]
@@ -125,25 +159,10 @@ fn agent_serves_with_only_the_daemonsets_capabilities() {
 
     let mut sb = Sandbox::new().unwrap();
     sb.set_agent_bin(wrapper);
-    let slice_port = SlicePort {
-        name: "http",
-        protocol: "TCP",
-        port: POD_HTTP_PORT,
-    };
-    let web = manifests::documents(&[
-        manifests::service(
-            "web",
-            WEB_IP,
-            Some("web"),
-            &[
-                ServicePort::tcp(Some("http"), 80, Target::Number(POD_HTTP_PORT))
-                    .with_node_port(NODE_PORT),
-            ],
-        ),
-        manifests::endpoint_slice("web", "web-x7k2p", &[slice_port], &sb.backend_ips()),
-    ]);
+    let web = web(&sb.backend_ips());
     sb.manifests.write("web.yaml", &web).unwrap();
     // XDP on the external link too, so its attach runs under these capabilities.
+    sb.topo.client_like_nic().unwrap();
     sb.start_agent(&["--xdp-iface", "ext0"]).unwrap();
     sb.agent()
         .wait_dump(
@@ -151,7 +170,7 @@ fn agent_serves_with_only_the_daemonsets_capabilities() {
             Duration::from_secs(10),
             |d| {
                 has_frontend(d, WEB_IP, 80, "TCP", 3)
-                    && has_frontend(d, NODE_IP, NODE_PORT, "TCP", 3)
+                    && has_frontend(d, NODE_IP, WEB_NODE_PORT, "TCP", 3)
             },
         )
         .unwrap();
@@ -162,7 +181,7 @@ fn agent_serves_with_only_the_daemonsets_capabilities() {
 
     for (ns, target) in [
         (sb.client_pod(), format!("{WEB_IP}:80")),
-        (sb.client(), format!("{NODE_IP}:{NODE_PORT}")),
+        (sb.client(), format!("{NODE_IP}:{WEB_NODE_PORT}")),
     ] {
         let r = sb
             .probe(ns, &["tcp", "--target", &target, "--count", "20"])
@@ -179,12 +198,25 @@ fn agent_serves_with_only_the_daemonsets_capabilities() {
             );
         }
     }
+    // The node's own clients, through the socket programs attached under these
+    // capabilities; and the sysctls the agent set itself (the external client's
+    // NodePort replies above depend on them).
+    let r = sb
+        .probe_node(&["tcp", "--target", &format!("{WEB_IP}:80"), "--count", "20"])
+        .unwrap();
+    assert_eq!(r.ok, 20, "node-local: {r:?}");
+    let log = sb.agent().log();
+    assert!(log.contains("socket programs attached"), "{log}");
+    assert!(
+        log.contains("node sysctls set for the eBPF data path"),
+        "{log}"
+    );
     // `dump` under the same capabilities, as `kubectl exec` into the agent's pod runs
     // it (its text is what docs/operating.md shows).
     let text = sb.agent().dump_text().unwrap();
     for frontend in [
         format!("TCP  {WEB_IP}:80 "),
-        format!("TCP  {NODE_IP}:{NODE_PORT} "),
+        format!("TCP  {NODE_IP}:{WEB_NODE_PORT} "),
     ] {
         assert!(text.contains(&frontend), "{frontend:?} in {text}");
     }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use svclb_tests::{
-    agent::has_frontend,
+    agent::{backend_addrs, frontend, has_frontend},
     in_mode,
     manifests::{self, ServicePort, SlicePort, Target},
     modes::Mode,
@@ -198,9 +198,13 @@ fn dig_loses_no_query_while_backends_are_removed_and_added(m: Mode) {
     for n in [1u8, 2, 3] {
         let live: Vec<Ipv4Addr> = (1..=3).filter(|m| *m != n).map(pod_ip).collect();
         sb.manifests.write("dns.yaml", &manifests(&live)).unwrap();
+        // Applied: exactly the live pods in both frontends' slots (not just two of them).
+        let want: Vec<String> = live.iter().map(|ip| format!("{ip}:53")).collect();
         sb.agent()
             .wait_dump(&format!("dns without pod{n}"), SYNC, |d| {
-                has_frontend(d, DNS_IP, 53, "UDP", 2) && has_frontend(d, DNS_IP, 53, "TCP", 2)
+                ["UDP", "TCP"].into_iter().all(|proto| {
+                    frontend(d, DNS_IP, 53, proto).is_some_and(|f| backend_addrs(f) == want)
+                })
             })
             .unwrap();
         let applied = Instant::now();

@@ -60,6 +60,7 @@ fn external_and_load_balancer_ips_answer_from_outside(m: Mode) {
         )
         .unwrap();
     // XDP on the external link as well, the fast path real NICs get.
+    sb.topo.client_like_nic().unwrap();
     sb.start_agent(&m.args_with(&["--xdp-iface", "ext0"]))
         .unwrap();
     let dump = sb

@@ -9,7 +9,7 @@ use serde_json::Value;
 use svclb_tests::{
     agent::has_frontend,
     manifests::{self, ServicePort, SlicePort, Target},
-    sandbox::{POD_HTTP_PORT, POD_UDP_PORT, Sandbox, finish_probe},
+    sandbox::{Held, POD_HTTP_PORT, POD_UDP_PORT, Sandbox, finish_probe},
     semantics::{dump_flow, flow_backend, with_maglev},
     topology::pod_ip,
 };
@@ -115,24 +115,13 @@ fn dump_flow_names_the_backend_of_real_tracked_flows() {
     let client_ip = pod_ip(4);
 
     // An open TCP connection: its conntrack entry names the pod that answers on it.
-    let hold = sb
-        .spawn_probe(
-            client,
-            &[
-                "hold",
-                "--target",
-                &format!("{WEB_IP}:80"),
-                "--interval-ms",
-                "100",
-                "--duration-ms",
-                "3000",
-            ],
-        )
+    let Held {
+        probe: hold,
+        local,
+        backend: held,
+    } = sb
+        .hold(Some(client), &format!("{WEB_IP}:80"), 3000)
         .unwrap();
-    let local = hold.wait_line("local ", Duration::from_secs(5)).unwrap();
-    let local = local.trim_start_matches("local ").to_owned();
-    let held = hold.wait_line("backend ", Duration::from_secs(5)).unwrap();
-    let held = held.trim_start_matches("backend ").to_owned();
     let v = flow(&sb, &format!("{local}-{WEB_IP}:80/tcp"));
     assert_eq!(v["decision"], "conntrack", "{v:#}");
     assert_eq!(

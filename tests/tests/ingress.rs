@@ -155,6 +155,7 @@ fn nodeport_to_nginx_to_clusterip_routes_by_host(m: Mode) {
     }
 
     sb.manifests.write("ingress.yaml", &manifests()).unwrap();
+    sb.topo.client_like_nic().unwrap();
     sb.start_agent(&m.args_with(&["--xdp-iface", "ext0"]))
         .unwrap();
     sb.agent()

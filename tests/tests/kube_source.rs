@@ -209,6 +209,7 @@ impl Env {
             .args(["--hostname-override", NODE_NAME])
             .args(["--metrics-bind-address", METRICS])
             .args(["--healthz-bind-address", HEALTHZ])
+            .arg("--socket-lb=false")
             .args(extra)
             .env("NO_COLOR", "1")
             .env("RUST_LOG_STYLE", "never");

@@ -3,11 +3,11 @@
 //! checks the verdict, every output byte against a packet etherparse serialized
 //! independently, the checksums recomputed from the bytes, the maps and the counters.
 //!
-//! Needs root (BPF_PROG_TEST_RUN); kernel ≥ 5.18 for bpf_xdp_{load,store}_bytes.
-//! `cargo test -p svclb-tests --test packet_fixtures`
+//! Needs root (BPF_PROG_TEST_RUN). `cargo test -p svclb-tests --test packet_fixtures`
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{Context as _, Result, ensure};
+use svclb_agent::dataplane::ebpf::features::Choice;
 use svclb_common::{
     AffinityValue, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, CtValue, MAP_AFFINITY, MAP_BACKENDS,
     MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_SERVICES, MAP_SLOTS, MAP_SVC_NAMES, MAP_SVC_STATS,
@@ -55,8 +55,13 @@ fn client_pkt(proto: L4, sport: u16) -> Pkt {
     }
 }
 
+/// The feature variants these fixtures run with; packet_baseline.rs runs them again
+/// with the oldest kernel's (it includes this file as a module).
+#[allow(dead_code)]
+const FEATURES: Choice = Choice::Probe;
+
 fn setup(hook: Hook, svc: &Service) -> Result<Harness> {
-    let mut h = Harness::load().with_context(|| format!("{hook:?}: load"))?;
+    let mut h = Harness::load_with(crate::FEATURES).with_context(|| format!("{hook:?}: load"))?;
     h.install(svc)?;
     Ok(h)
 }
@@ -658,6 +663,21 @@ fn session_affinity_until_timeout() -> Result<()> {
         let others: Vec<u32> = (1..=3).filter(|id| *id != chosen).collect();
         h.set_slots(&svc, &others)?;
         ensure!(dnat_target(&h.run(hook, &client_pkt(L4::Tcp, 1100).bytes())?)? == first);
+        // ...also when another CPU stamped the entry a little later than this CPU's
+        // clock reads (each CPU caches its own read per tick): that is no expiry.
+        h.put_affinity(
+            CLIENT,
+            svc.svc_id,
+            AffinityValue {
+                backend_id: chosen,
+                _pad: 0,
+                last_used_ns: monotonic_ns() + 500_000_000,
+            },
+        )?;
+        ensure!(
+            dnat_target(&h.run(hook, &client_pkt(L4::Tcp, 1099).bytes())?)? == first,
+            "an entry stamped slightly ahead was taken for expired"
+        );
         // ...until the entry is older than the timeout: then a slot decides.
         let stale = monotonic_ns() - 11_000_000_000;
         h.put_affinity(

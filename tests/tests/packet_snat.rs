@@ -10,11 +10,17 @@
 //! Needs root. `cargo test -p svclb-tests --test packet_snat`
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use svclb_agent::dataplane::ebpf::features::Choice;
+
+/// The feature variants (see packet_fixtures.rs).
+#[allow(dead_code)]
+const FEATURES: Choice = Choice::Probe;
+
 use anyhow::{Context as _, Result, ensure};
 use svclb_common::{
     BE_F_LOCAL, Backend, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_CLOSING, CT_F_SNAT, CT_F_SRC_RANGES,
-    CtValue, KIND_CLUSTER_IP, KIND_LOAD_BALANCER, KIND_NODE_PORT, MAP_CONNTRACK, PROTO_TCP,
-    SNAT_PORT_MIN, SVC_F_LOCAL, SVC_F_NO_LOCAL_DROP, SVC_F_SRC_RANGES, ServiceValue,
+    CtValue, IfaceInfo, KIND_CLUSTER_IP, KIND_LOAD_BALANCER, KIND_NODE_PORT, MAP_CONNTRACK,
+    PROTO_TCP, SNAT_PORT_MIN, SVC_F_LOCAL, SVC_F_NO_LOCAL_DROP, SVC_F_SRC_RANGES, ServiceValue,
 };
 use svclb_tests::{
     netns::NetNs,
@@ -64,7 +70,17 @@ fn setup(
     backend: Ipv4Addr,
     be_flags: u8,
 ) -> Result<Harness> {
-    let mut h = Harness::load()?;
+    let mut h = Harness::load_with(crate::FEATURES)?;
+    // The interface table as the agent fills it: where source NAT finds the node's
+    // address on kernels whose FIB lookup cannot return one.
+    let d0 = svclb_agent::netif::ifindex("d0")?;
+    h.put_iface(
+        d0,
+        IfaceInfo {
+            flags: 0,
+            addr_be: addr_be(NODE_SRC),
+        },
+    )?;
     h.put_backend(
         BE_ID,
         Backend {
@@ -373,7 +389,7 @@ fn local_policy_without_local_endpoint_drops_instead_of_rejecting() -> Result<()
             Pkt::tcp(CLIENT, CPORT, FE, NP),
             Pkt::udp(CLIENT, CPORT, FE, NP),
         ] {
-            let mut h = Harness::load()?;
+            let mut h = Harness::load_with(crate::FEATURES)?;
             h.put_service(
                 service_key(FE, NP, pkt.l4.proto()),
                 ServiceValue {

@@ -152,24 +152,13 @@ fn pods(list: &[u8]) -> BTreeSet<String> {
 fn terminating_endpoints_serve_only_when_no_ready_one_is_left(m: Mode) {
     let mut env = Env::new(m, 3, &ready(&[1, 2, 3]));
     env.wait_backends(&[1, 2, 3], false);
-    let hold = env
+    let conn = env
         .k
         .sb
-        .spawn_probe(
-            env.k.sb.client_pod(),
-            &[
-                "hold",
-                "--target",
-                &format!("{WEB_IP}:80"),
-                "--interval-ms",
-                "100",
-                "--duration-ms",
-                "6000",
-            ],
-        )
+        .hold(Some(env.k.sb.client_pod()), &format!("{WEB_IP}:80"), 6000)
         .unwrap();
-    let held = hold.wait_line("backend ", Duration::from_secs(5)).unwrap();
-    let held: u8 = held.trim_start_matches("backend pod").parse().unwrap();
+    let held = conn.pod();
+    let hold = conn.probe;
     let others: Vec<u8> = (1..=3).filter(|n| *n != held).collect();
 
     // The held pod starts terminating: new connections go to the ready ones only.

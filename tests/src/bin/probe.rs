@@ -3,6 +3,11 @@
 //!
 //! - `tcp`: `--count` new TCP connections, one `GET /` each (`Connection: close`).
 //! - `udp`: `--count` datagrams, each from a new socket (a new flow).
+//! - `resolver`: one connected UDP socket kept, as a stub resolver keeps it, a query
+//!   every `--interval-ms` for `--duration-ms`; when the socket reports an error
+//!   (closed under it, refused) it opens a new one and asks again at once. A query
+//!   that gets no answer in `--timeout-ms` is lost (a failure); one answered after
+//!   such a retry counts in `retried`.
 //! - `hold`: one connection kept open, a request every `--interval-ms` for
 //!   `--duration-ms`; prints `local ADDR:PORT` and `backend NAME` as soon as the first
 //!   answer arrives, and stops
@@ -51,6 +56,16 @@ enum Mode {
     Udp {
         #[arg(long, default_value_t = 1)]
         count: u64,
+        /// sendto/recvfrom on an unconnected socket (the answer's source must be the
+        /// target) instead of connect/send/recv.
+        #[arg(long)]
+        unconnected: bool,
+    },
+    Resolver {
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 3000)]
+        duration_ms: u64,
     },
     Hold {
         #[arg(long, default_value_t = 100)]
@@ -113,7 +128,7 @@ fn main() -> Result<()> {
     let mut tally = Tally::default();
     tally.report.target = args.target.to_string();
     match args.mode {
-        Mode::Tcp { count } | Mode::Udp { count } if count > MAX_COUNT => {
+        Mode::Tcp { count } | Mode::Udp { count, .. } if count > MAX_COUNT => {
             bail!("--count {count} is above the bound {MAX_COUNT}")
         }
         Mode::Tcp { count } => {
@@ -126,23 +141,37 @@ fn main() -> Result<()> {
                 tally.record(started, tcp_once(args.target, timeout));
             }
         }
-        Mode::Udp { count } => {
+        Mode::Udp { count, unconnected } => {
             tally.report.mode = "udp".into();
             for _ in 0..count {
                 if Instant::now() >= deadline {
                     break;
                 }
                 let started = Instant::now();
-                tally.record(started, udp_once(args.target, timeout, args.sport));
+                let result = if unconnected {
+                    udp_unconnected_once(args.target, timeout, args.sport)
+                } else {
+                    udp_once(args.target, timeout, args.sport)
+                };
+                tally.record(started, result);
             }
         }
-        Mode::Hold {
+        Mode::Resolver {
+            interval_ms,
+            duration_ms,
+        }
+        | Mode::Hold {
             interval_ms,
             duration_ms,
         } => {
-            tally.report.mode = "hold".into();
+            type Run = fn(SocketAddr, Duration, Duration, Instant, &mut Tally);
+            let (name, run): (&str, Run) = match args.mode {
+                Mode::Resolver { .. } => ("resolver", resolver),
+                _ => ("hold", hold),
+            };
+            tally.report.mode = name.into();
             let end = (Instant::now() + Duration::from_millis(duration_ms)).min(deadline);
-            hold(
+            run(
                 args.target,
                 timeout,
                 Duration::from_millis(interval_ms),
@@ -185,16 +214,53 @@ fn request(
     })
 }
 
+/// The socket must see the address it asked for as its peer, whatever the data path
+/// did underneath (node-local sockets are pointed at a backend at connect time).
+fn check_peer(peer: SocketAddr, target: SocketAddr) -> io::Result<()> {
+    if peer != target {
+        return Err(io::Error::other(format!(
+            "peer is {peer}, not the target {target}"
+        )));
+    }
+    Ok(())
+}
+
 fn tcp_once(target: SocketAddr, timeout: Duration) -> io::Result<Answer> {
     let mut stream = connect(target, timeout)?;
+    check_peer(stream.peer_addr()?, target)?;
     request(&mut stream, &target.ip().to_string(), true, &mut Vec::new())
 }
 
-fn udp_once(target: SocketAddr, timeout: Duration, sport: u16) -> io::Result<Answer> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, sport))?;
-    // Connected, so an ICMP port unreachable comes back as ECONNREFUSED.
+/// A UDP socket of the target's family (an IPv6 one for `[::ffff:a.b.c.d]`).
+fn udp_socket(target: SocketAddr, sport: u16) -> io::Result<UdpSocket> {
+    if target.is_ipv6() {
+        UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, sport))
+    } else {
+        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, sport))
+    }
+}
+
+fn udp_unconnected_once(target: SocketAddr, timeout: Duration, sport: u16) -> io::Result<Answer> {
+    let socket = udp_socket(target, sport)?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.send_to(b"ping", target)?;
+    let mut buf = [0u8; 512];
+    let (n, from) = socket.recv_from(&mut buf)?;
+    check_peer(from, target)?;
+    Ok(Answer {
+        backend: String::from_utf8_lossy(&buf[..n]).trim().to_owned(),
+        port: None,
+    })
+}
+
+fn resolver_socket(target: SocketAddr, timeout: Duration) -> io::Result<UdpSocket> {
+    let socket = udp_socket(target, 0)?;
     socket.connect(target)?;
     socket.set_read_timeout(Some(timeout))?;
+    Ok(socket)
+}
+
+fn query(socket: &UdpSocket) -> io::Result<Answer> {
     socket.send(b"ping")?;
     let mut buf = [0u8; 512];
     let n = socket.recv(&mut buf)?;
@@ -202,6 +268,54 @@ fn udp_once(target: SocketAddr, timeout: Duration, sport: u16) -> io::Result<Ans
         backend: String::from_utf8_lossy(&buf[..n]).trim().to_owned(),
         port: None,
     })
+}
+
+fn resolver(
+    target: SocketAddr,
+    timeout: Duration,
+    interval: Duration,
+    end: Instant,
+    tally: &mut Tally,
+) {
+    let mut socket = resolver_socket(target, timeout);
+    loop {
+        let started = Instant::now();
+        let first = match &socket {
+            Ok(s) => query(s),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        };
+        let result = match first {
+            // A timeout is a lost query: the resolver waited it out.
+            Err(e) if failure_kind(&e) == "timeout" => Err(e),
+            // The socket failed at once (closed under us, refused): a new one, ask again.
+            Err(_) => {
+                socket = resolver_socket(target, timeout);
+                let again = socket
+                    .as_ref()
+                    .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+                let r = again.and_then(query);
+                if r.is_ok() {
+                    tally.report.retried += 1;
+                }
+                r
+            }
+            ok => ok,
+        };
+        tally.record(started, result);
+        if Instant::now() + interval >= end {
+            break;
+        }
+        thread::sleep(interval);
+    }
+}
+
+fn udp_once(target: SocketAddr, timeout: Duration, sport: u16) -> io::Result<Answer> {
+    let socket = udp_socket(target, sport)?;
+    // Connected, so an ICMP port unreachable comes back as ECONNREFUSED.
+    socket.connect(target)?;
+    check_peer(socket.peer_addr()?, target)?;
+    socket.set_read_timeout(Some(timeout))?;
+    query(&socket)
 }
 
 fn hold(

@@ -53,6 +53,9 @@ fn main() -> Result<()> {
                     xdp_ifaces: vec![],
                     xdp_mode: aya::programs::XdpMode::Skb,
                     debug_log: false,
+                    socket_lb: None,
+                    proc_sys: Default::default(),
+                    kernel_features: Default::default(),
                 })?;
                 let t = Instant::now();
                 let r = dp.sync(&desired)?;

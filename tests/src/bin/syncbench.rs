@@ -76,7 +76,7 @@ fn key(i: u32) -> ServiceKey {
         addr_be: u32::from(vip(i)).to_be(),
         port_be: 80u16.to_be(),
         proto: PROTO_TCP,
-        _pad: 0,
+        scope: 0,
     }
 }
 
@@ -174,6 +174,7 @@ fn main() -> Result<()> {
 
     let mut cmd = ns.command(&agent_bin.to_string_lossy())?;
     cmd.args(["run", "--kubeconfig"]).arg(&kubeconfig).args([
+        "--socket-lb=false",
         "--iface",
         "d0",
         "--xdp-mode",

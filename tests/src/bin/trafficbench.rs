@@ -6,6 +6,10 @@
 //!   talks to the target Service's ClusterIP. The target Service sorts last (namespace
 //!   `zz`), so rule-list data paths walk every other Service first.
 //!
+//! `--from node`: the client is the node itself (a process of the node's namespace in
+//! its cgroup, as a hostNetwork pod is): eBPF mode serves it with the socket programs,
+//! iptables mode from the nat OUTPUT chain.
+//!
 //! Each connection carries one HTTP request (connect, GET, read to the end, close);
 //! one client, sequential, so the rate is the inverse of the per-connection time. The
 //! modes' runs are interleaved within every repetition (order rotated), so machine
@@ -128,9 +132,19 @@ fn request(to: SocketAddrV4, buf: &mut Vec<u8>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Connections to `to` from the client pod for `secs` (bounded in count too).
-fn load(sb: &Sandbox, to: SocketAddrV4, secs: f64) -> Result<Run> {
-    sb.client_pod().in_thread(move || {
+/// The namespace connections start in.
+fn client(sb: &Sandbox, from_node: bool) -> &svclb_tests::netns::NetNs {
+    if from_node {
+        &sb.topo.node
+    } else {
+        sb.client_pod()
+    }
+}
+
+/// Connections to `to` from the client (pod, or the node) for `secs` (bounded in
+/// count too).
+fn load(sb: &Sandbox, from_node: bool, to: SocketAddrV4, secs: f64) -> Result<Run> {
+    client(sb, from_node).in_thread(move || {
         let mut run = Run::default();
         let mut buf = Vec::with_capacity(256);
         let start = Instant::now();
@@ -192,6 +206,11 @@ fn main() -> Result<()> {
         "--modes: one to three (each gets its own source-port range)"
     );
     let json_out = arg(&args, "--json").map(PathBuf::from);
+    let from_node = match arg(&args, "--from").as_deref() {
+        None | Some("pod") => false,
+        Some("node") => true,
+        Some(other) => bail!("--from {other}: pod or node"),
+    };
 
     let mut rows = Vec::new();
     let mut table = String::new();
@@ -209,7 +228,31 @@ fn main() -> Result<()> {
     for &n in &sizes {
         let mut sb = Sandbox::with_backends(1)?;
         // Many short connections from one client: reuse TIME_WAIT ports.
-        sb.client_pod().sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+        client(&sb, from_node).sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+        if from_node {
+            // Node-local packets need a route before iptables' OUTPUT DNAT sees them; a
+            // real node has a default route.
+            if sb
+                .topo
+                .node
+                .ip(&["route", "show", "default"])?
+                .trim()
+                .is_empty()
+            {
+                sb.topo.node.ip(&[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &svclb_tests::topology::CLIENT_IP.to_string(),
+                ])?;
+            }
+        }
+        let _joined = if from_node {
+            Some(sb.join_node_cgroup()?)
+        } else {
+            None
+        };
         let backend = sb.backend_ips()[0];
         sb.manifests.write("bench.yaml", &manifest(n, backend))?;
         let mut runs: Vec<(String, Vec<Run>)> =
@@ -224,13 +267,23 @@ fn main() -> Result<()> {
                 // TIME_WAIT with newer timestamps (PAWS) and the connection stalls, which
                 // showed as a ~15 ms p99 in every mode once the modes were interleaved.
                 let (lo, hi) = (10_000 + 18_000 * i, 10_000 + 18_000 * i + 17_999);
-                sb.client_pod()
+                client(&sb, from_node)
                     .sysctl("net.ipv4.ip_local_port_range", &format!("{lo} {hi}"))?;
                 let run = if mode == "direct" {
-                    load(&sb, SocketAddrV4::new(backend, POD_HTTP_PORT), secs)?
+                    load(
+                        &sb,
+                        from_node,
+                        SocketAddrV4::new(backend, POD_HTTP_PORT),
+                        secs,
+                    )?
                 } else {
                     start(&mut sb, &mode).with_context(|| format!("{n} Services, mode {mode}"))?;
-                    let run = load(&sb, SocketAddrV4::new(TARGET_VIP, TARGET_PORT), secs);
+                    let run = load(
+                        &sb,
+                        from_node,
+                        SocketAddrV4::new(TARGET_VIP, TARGET_PORT),
+                        secs,
+                    );
                     sb.stop_agent_and_cleanup()?;
                     run?
                 };

@@ -3,6 +3,7 @@
 //! run in parallel without touching bpffs or each other.
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
+    sync::OnceLock,
     time::Duration,
 };
 
@@ -12,10 +13,12 @@ use aya::{
     maps::{HashMap, Map, MapData, PerCpuArray},
     programs::{Program, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
+use svclb_agent::dataplane::ebpf::features::{Choice, Features};
 use svclb_common::{
     AffinityKey, AffinityValue, Backend, COUNTER_COUNT, COUNTER_NAMES, Counter, CtKey, CtValue,
-    MAP_AFFINITY, MAP_BACKENDS, MAP_CONNTRACK, MAP_COUNTERS, MAP_SERVICES, MAP_SLOTS,
-    MAP_SVC_STATS, PROG_TC, PROG_XDP, ServiceKey, ServiceValue, SlotKey, SvcStats,
+    GLOBAL_FEATURES, IfaceInfo, MAP_AFFINITY, MAP_BACKENDS, MAP_CONNTRACK, MAP_COUNTERS,
+    MAP_IFACES, MAP_SERVICES, MAP_SLOTS, MAP_SVC_STATS, PROG_TC, PROG_XDP, ServiceKey,
+    ServiceValue, SlotKey, SvcStats,
 };
 
 /// The no-op XDP program, the floor of benchmarks.
@@ -142,7 +145,7 @@ pub fn service_key(vip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
         addr_be: addr_be(vip),
         port_be: port.to_be(),
         proto,
-        _pad: 0,
+        scope: 0,
     }
 }
 
@@ -206,16 +209,34 @@ impl Harness {
         Self::load_sized(&FIXTURE_SIZES)
     }
 
+    /// Loads with [`FIXTURE_SIZES`] and the feature variants of `choice`.
+    pub fn load_with(choice: Choice) -> Result<Self> {
+        Self::load_sized_with(&FIXTURE_SIZES, choice)
+    }
+
     /// Loads with the capacities the object declares (the ABI's).
     pub fn load_full() -> Result<Self> {
         Self::load_sized(&[])
     }
 
     pub fn load_sized(sizes: &[(&str, u32)]) -> Result<Self> {
+        Self::load_sized_with(sizes, Choice::Probe)
+    }
+
+    pub fn load_sized_with(sizes: &[(&str, u32)], choice: Choice) -> Result<Self> {
+        // The variants the agent would choose (probed once per test process).
+        static PROBED: OnceLock<Features> = OnceLock::new();
+        svclb_agent::memlock::raise();
+        let features = match choice {
+            Choice::Probe => *PROBED.get_or_init(Features::probe),
+            Choice::Baseline => Features::BASELINE,
+        };
+        let bits = features.bits();
         let mut loader = EbpfLoader::new();
         for (name, size) in sizes {
             loader.map_max_entries(name, *size);
         }
+        loader.override_global(GLOBAL_FEATURES, &bits, true);
         let mut bpf = loader
             .load(svclb_agent::EBPF_OBJECT)
             .context("load the eBPF object (root needed)")?;
@@ -349,6 +370,13 @@ impl Harness {
         Ok(self
             .hash_mut::<u32, Backend>(MAP_BACKENDS)?
             .insert(id, b, 0)?)
+    }
+
+    /// An interface table entry, as the agent writes one for every node interface.
+    pub fn put_iface(&mut self, ifindex: u32, info: IfaceInfo) -> Result<()> {
+        Ok(self
+            .hash_mut::<u32, IfaceInfo>(MAP_IFACES)?
+            .insert(ifindex, info, 0)?)
     }
 
     /// Adds `addr/len` to the `loadBalancerSourceRanges` allow-list of `svc_id`.
