@@ -139,6 +139,15 @@ pub fn run(quick: bool, out: Option<&Path>) -> Result<()> {
             .arg("--json")
             .arg(json("trafficbench")),
     )?;
+    // The node itself as the client (socket programs in eBPF mode, OUTPUT in iptables).
+    let mut node_args: Vec<&str> = traffic_args.to_vec();
+    node_args.extend(["--from", "node"]);
+    let node_traffic = capture(
+        Command::new(bin("trafficbench"))
+            .args(&node_args)
+            .arg("--json")
+            .arg(json("trafficbench-node")),
+    )?;
     capture(Command::new(bin("benchplot")).arg(&out_dir))?;
 
     let uname = cmd::output(Command::new("uname").arg("-r")).unwrap_or_default();
@@ -198,6 +207,12 @@ pub fn run(quick: bool, out: Option<&Path>) -> Result<()> {
         "`trafficbench {}`\n\n```text\n{}```",
         traffic_args.join(" "),
         traffic
+    );
+    let _ = writeln!(
+        md,
+        "\n## Real traffic from the node itself (hostNetwork clients)\n\n`trafficbench {}`\n\n```text\n{}```",
+        node_args.join(" "),
+        node_traffic
     );
     let md_path = report_dir.join("BENCHMARKS.md");
     fs::write(&md_path, md).with_context(|| format!("writing {}", md_path.display()))?;
@@ -336,7 +351,8 @@ fn targets(dir: &Path) -> String {
             Some(p99 <= 10.0),
         );
     }
-    if let Some(traffic) = load("trafficbench") {
+    for (file, who) in [("trafficbench", ""), ("trafficbench-node", "node-local ")] {
+        let Some(traffic) = load(file) else { continue };
         for r in traffic
             .as_array()
             .into_iter()
@@ -357,7 +373,7 @@ fn targets(dir: &Path) -> String {
                     .unwrap_or_default();
                 row(
                     format!(
-                        "ebpf connection rate ≥ 0.95× direct at {n} Services (median of paired repetitions)"
+                        "{who}ebpf connection rate ≥ 0.95× direct at {n} Services (median of paired repetitions)"
                     ),
                     format!("{ratio:.3}×{spread}"),
                     Some(ratio >= 0.95),

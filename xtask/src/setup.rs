@@ -26,6 +26,14 @@ const APT_PACKAGES: &[&str] = &[
     // iptables mode: purging UDP flows of removed endpoints, as kube-proxy does.
     "conntrack",
     "fonts-dejavu-core",
+    // `cargo xtask test --kernel`: Debian's other kernels in qemu, and IPVS mode there.
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "kmod",
+    "xz-utils",
+    "zstd",
+    "ipvsadm",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -15,11 +15,8 @@ use crate::{cmd, toolchain};
 /// Cargo arguments selecting every host crate (the eBPF crate only builds for BPF).
 const PACKAGES: &[&str] = &["--workspace", "--exclude", "svclb-ebpf"];
 
-pub fn run(test_args: &[String]) -> Result<()> {
-    cmd::ensure_root("`cargo xtask test`")?;
-    let started = Instant::now();
-    let root = cmd::workspace_root();
-
+/// Builds every binary the tests run (agent, pod, probe; the eBPF object inside).
+pub fn build(root: &std::path::Path) -> Result<()> {
     let mut build = Command::new("cargo");
     if toolchain::apply(&mut build) {
         println!(
@@ -28,11 +25,18 @@ pub fn run(test_args: &[String]) -> Result<()> {
     }
     cmd::run(
         build
-            .current_dir(&root)
+            .current_dir(root)
             .arg("build")
             .args(PACKAGES)
             .arg("--bins"),
-    )?;
+    )
+}
+
+pub fn run(test_args: &[String]) -> Result<()> {
+    cmd::ensure_root("`cargo xtask test`")?;
+    let started = Instant::now();
+    let root = cmd::workspace_root();
+    build(&root)?;
     let built = started.elapsed();
 
     let mut test = Command::new("cargo");
@@ -81,17 +85,17 @@ pub fn run(test_args: &[String]) -> Result<()> {
 
 /// Sums of libtest's `test result:` lines.
 #[derive(Debug, Default, PartialEq)]
-struct Totals {
-    suites: u64,
-    failed_suites: u64,
-    passed: u64,
-    failed: u64,
-    ignored: u64,
+pub struct Totals {
+    pub suites: u64,
+    pub failed_suites: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
 }
 
 impl Totals {
     /// Adds `test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out`.
-    fn add(&mut self, line: &str) {
+    pub fn add(&mut self, line: &str) {
         let Some(rest) = line.trim().strip_prefix("test result: ") else {
             return;
         };
