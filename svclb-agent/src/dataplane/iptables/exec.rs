@@ -170,6 +170,25 @@ fn output(cmd: &mut Command) -> Result<String> {
     String::from_utf8(out.stdout).with_context(|| format!("{what}: output is not UTF-8"))
 }
 
+/// Deletes the conntrack entries of the UDP flows to every endpoint that left between
+/// `old` and `new` (iptables and IPVS modes): how many went.
+pub fn purge_removed_udp(
+    old: &crate::model::DesiredState,
+    new: &crate::model::DesiredState,
+) -> usize {
+    let mut purged = 0;
+    for (vip, backend) in crate::dataplane::removed_udp_endpoints(old, new) {
+        match purge_udp(vip, backend) {
+            Ok(n) => purged += n,
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "UDP flows of a removed endpoint stay until they time out"
+            ),
+        }
+    }
+    purged
+}
+
 /// Deletes the conntrack entries of UDP flows from `frontend` to `endpoint`, so they
 /// move to a live endpoint (as kube-proxy does; TCP flows end on their own). Returns
 /// how many were deleted; a missing `conntrack` tool is logged once per call site.

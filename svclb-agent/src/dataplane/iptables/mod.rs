@@ -142,17 +142,7 @@ impl IptablesDataplane {
     }
 
     fn purge_udp(&self, desired: &DesiredState) -> usize {
-        let mut purged = 0;
-        for (vip, backend) in super::removed_udp_endpoints(&self.last, desired) {
-            match exec::purge_udp(vip, backend) {
-                Ok(n) => purged += n,
-                Err(e) => warn!(
-                    error = format!("{e:#}"),
-                    "UDP flows of a removed endpoint stay until they time out"
-                ),
-            }
-        }
-        purged
+        exec::purge_removed_udp(&self.last, desired)
     }
 }
 

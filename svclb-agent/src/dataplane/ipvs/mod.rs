@@ -97,11 +97,16 @@ pub fn virtual_servers(
         if set.endpoints.is_empty() {
             continue;
         }
-        for fe in set.frontends.keys() {
+        for (fe, kind) in &set.frontends {
             // Host scope: IPVS serves node-local clients from its own virtual servers
             // (IPVS sees locally originated connections), so of those frontends only
-            // the one no packet-scope frontend has, 127.0.0.1:<NodePort>, is added.
-            if fe.scope == Scope::Host && !fe.addr.is_loopback() {
+            // the one no packet-scope frontend has, 127.0.0.1:<NodePort>, is added
+            // (iptables rules serve it: rules.rs). A load balancer with source ranges
+            // is iptables mode's rules only: a virtual server would take in the node's
+            // own connections from outside the ranges.
+            if (fe.scope == Scope::Host && !fe.addr.is_loopback())
+                || rules::source_ranged(*kind, set)
+            {
                 continue;
             }
             let vs = VirtualServer {
@@ -241,13 +246,26 @@ impl Dataplane for IpvsDataplane {
     fn mode(&self) -> &'static str {
         "ipvs"
     }
-    /// Only for `127.0.0.1:<NodePort>` (see [`virtual_servers`]).
+    /// `127.0.0.1:<NodePort>` and the node's view of Local-policy external frontends
+    /// (see [`virtual_servers`] and rules.rs).
     fn serves_host_scope(&self) -> bool {
-        self.localhost_node_ports
+        true
     }
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport> {
         let start = Instant::now();
+        let without_localhost;
+        let desired = if self.localhost_node_ports {
+            desired
+        } else {
+            // --iptables-localhost-nodeports=false: no 127.0.0.1 NodePorts at all.
+            let mut d = desired.clone();
+            for set in d.sets.values_mut() {
+                set.frontends.retain(|fe, _| !fe.addr.is_loopback());
+            }
+            without_localhost = d;
+            &without_localhost
+        };
         let mut writes = 0;
         // Addresses and rules first, so a new virtual server is reachable at once.
         let want_vips = vips(desired);
@@ -329,10 +347,7 @@ impl Dataplane for IpvsDataplane {
             ip(&["addr", "del", &format!("{a}/32"), "dev", DUMMY_IF])?;
             writes += 1;
         }
-        let purged = super::removed_udp_endpoints(&self.last, desired)
-            .into_iter()
-            .map(|(vip, backend)| iptables::exec::purge_udp(vip, backend).unwrap_or(0))
-            .sum();
+        let purged = iptables::exec::purge_removed_udp(&self.last, desired);
         self.last = desired.clone();
         Ok(SyncReport {
             writes,
@@ -454,7 +469,8 @@ pub fn dump_view(iptables: Option<crate::dump::DumpView>) -> Result<crate::dump:
             bytes: 0,
         });
     }
-    // Frontends without endpoints have no virtual server, only their REJECT rule.
+    // Frontends without a virtual server, as their rules show them: those without
+    // endpoints (REJECT) and those iptables rules serve (rules::by_iptables).
     let served: BTreeSet<_> = frontends
         .iter()
         .map(|f| (f.address, f.port, f.protocol))
@@ -462,7 +478,7 @@ pub fn dump_view(iptables: Option<crate::dump::DumpView>) -> Result<crate::dump:
     frontends.extend(
         labels
             .into_iter()
-            .filter(|(k, f)| f.backends.is_empty() && !served.contains(k))
+            .filter(|(k, _)| !served.contains(k))
             .map(|(_, f)| f),
     );
     Ok(crate::dump::DumpView {
@@ -624,11 +640,80 @@ mod tests {
                 .any(|r| r.starts_with("-d 127.0.0.1/32") && r.ends_with("-j KUBE-MARK-MASQ")),
             "{services:?}"
         );
-        // 127.0.0.1, the ClusterIP, the node address: no rule for the twin.
-        assert_eq!(services.len(), 3, "{services:?}");
+        // 127.0.0.1, the ClusterIP, the node address, the jump to KUBE-NODEPORTS last:
+        // no rule for the twin.
+        assert_eq!(services.len(), 4, "{services:?}");
+        assert!(services[3].ends_with("-j KUBE-NODEPORTS"), "{services:?}");
+        // IPVS cannot forward a loopback source: iptables DNATs 127.0.0.1 before it, and
+        // the twin (the node's own view) the same way, to every endpoint.
+        let node_ports = &chains[&(Table::Nat, "KUBE-NODEPORTS".into())];
+        assert_eq!(node_ports.len(), 2, "{node_ports:?}");
+        assert!(
+            node_ports[0].starts_with("-d 127.0.0.1/32") && node_ports[0].contains("-j KUBE-EXT-"),
+            "{node_ports:?}"
+        );
+        assert!(
+            node_ports[1].starts_with("-d 198.18.100.1/32")
+                && node_ports[1].contains("--src-type LOCAL -j KUBE-EXT-"),
+            "{node_ports:?}"
+        );
+        let ext = node_ports[0].rsplit(' ').next().unwrap();
+        let svc = chains[&(Table::Nat, ext.to_owned())].last().unwrap().clone();
+        let svc = svc.rsplit(' ').next().unwrap();
+        let seps = &chains[&(Table::Nat, svc.to_owned())];
+        assert_eq!(seps.len(), 2 * 2, "affinity checks + choices: {seps:?}");
+        assert!(
+            chains
+                .iter()
+                .any(|((_, c), r)| c.starts_with("KUBE-SEP-")
+                    && r.iter().any(|r| r.contains("DNAT --to-destination 198.19.1.2:8080"))),
+        );
         assert_eq!(
             chains[&(Table::Filter, "KUBE-FIREWALL".into())],
             [crate::dataplane::iptables::rules::LOCALNET_GUARD]
+        );
+    }
+
+    #[test]
+    fn a_source_ranged_load_balancer_is_served_by_iptables_rules_not_ipvs() {
+        let mut st = state();
+        let web = st
+            .sets
+            .get_mut(&SetKey("default/web:http/TCP".into()))
+            .unwrap();
+        let lb = Frontend {
+            addr: Ipv4Addr::new(198, 18, 200, 1),
+            port: 80,
+            proto: Proto::Tcp,
+            scope: Scope::Packet,
+        };
+        web.frontends.insert(lb, FrontendKind::LoadBalancer);
+        web.source_ranges = Some(vec![(Ipv4Addr::new(198, 18, 100, 0), 24)]);
+        assert!(
+            !virtual_servers(&st, "rr").contains_key(&(lb.addr, 80, 6)),
+            "IPVS would take the node's own connections from outside the ranges"
+        );
+        assert!(vips(&st).contains(&lb.addr));
+        let chains = rules::generate(&st).unwrap();
+        let services = &chains[&(Table::Nat, "KUBE-SERVICES".into())];
+        let fw = services
+            .iter()
+            .find(|r| r.starts_with("-d 198.18.200.1/32"))
+            .and_then(|r| r.rsplit(' ').next())
+            .unwrap();
+        assert!(fw.starts_with("KUBE-FW-"), "{services:?}");
+        let fw_rules = &chains[&(Table::Nat, fw.to_owned())];
+        assert!(fw_rules[0].starts_with("-s 198.18.100.0/24"), "{fw_rules:?}");
+        // The node's own connections leave from the VIP on kube-ipvs0.
+        assert!(fw_rules[1].starts_with("-s 198.18.200.1/32"), "{fw_rules:?}");
+        st.sets.values_mut().for_each(|s| s.node_denied = true);
+        let denied = rules::generate(&st).unwrap();
+        assert_eq!(denied[&(Table::Nat, fw.to_owned())].len(), 1, "{denied:?}");
+        assert!(
+            chains[&(Table::Filter, "KUBE-EXTERNAL-SERVICES".into())]
+                .iter()
+                .any(|r| r.starts_with("-d 198.18.200.1/32") && r.ends_with("-j DROP")),
+            "the rest is dropped"
         );
     }
 
