@@ -568,3 +568,43 @@ fn agent_restart_under_traffic_fails_no_request() {
         })
         .unwrap();
 }
+
+/// Seed 000 in kube mode: a Service without a selector and its Endpoints written by
+/// hand, `kubectl apply -f`; the control plane's mirroring controller makes the slice
+/// the agent reads, and the ClusterIP answers from both pods. Removing an address from
+/// the Endpoints takes it out of the data path.
+#[test]
+fn hand_written_endpoints_of_a_selectorless_service_carry_traffic() {
+    let mut env = Env::new(2);
+    env.start_agent();
+    const UNNAMED: SlicePort = SlicePort {
+        name: "",
+        protocol: "TCP",
+        port: POD_HTTP_PORT,
+    };
+    let service = manifests::service(
+        "web",
+        WEB_IP,
+        None,
+        &[ServicePort::tcp(
+            None,
+            WEB_PORT,
+            Target::Number(POD_HTTP_PORT),
+        )],
+    );
+    let both = manifests::endpoints("web", &[UNNAMED], &[pod_ip(1), pod_ip(2)]);
+    let out = env.kubectl_file("apply", "web.yaml", &[service.clone(), both]);
+    assert!(out.contains("endpoints/web created"), "{out}");
+    env.wait_backends(&[1, 2]);
+    let slices = env.kubectl(&["get", "endpointslices", "-o", "name"]);
+    assert_eq!(slices.trim(), "endpointslice.discovery.k8s.io/web-mirror-0");
+    let r = env.tcp(60);
+    assert_spread(&r, &[1, 2], 0.15);
+
+    let one = manifests::endpoints("web", &[UNNAMED], &[pod_ip(2)]);
+    env.kubectl_file("apply", "web.yaml", &[service, one]);
+    env.wait_backends(&[2]);
+    let r = env.tcp(20);
+    assert_eq!((r.ok, r.backends.len()), (20, 1), "{r:?}");
+    assert!(r.backends.contains_key(&pod_name(2)), "{r:?}");
+}

@@ -14,7 +14,19 @@ pub fn apply(kind: &str, obj: &mut Value) {
                 }
             }
         }
-        "EndpointSlice" => default_protocols(obj.get_mut("ports")),
+        "EndpointSlice" => {
+            default_protocols(obj.get_mut("ports"));
+            // SetDefaults_EndpointPort: a nil name becomes "" (kubectl describe
+            // dereferences it).
+            if let Some(ports) = obj.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    let name = p.entry("name").or_insert(Value::Null);
+                    if name.is_null() {
+                        *name = json!("");
+                    }
+                }
+            }
+        }
         "Namespace" => namespace(obj),
         _ => {}
     }
@@ -208,5 +220,26 @@ pub fn keep_allocated(old: &Value, new: &mut Value) {
                 p.insert("nodePort".into(), json!(old));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_slice_ports_get_an_empty_name_and_tcp() {
+        let mut slice = json!({
+            "kind": "EndpointSlice",
+            "ports": [{"port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]
+        });
+        apply("EndpointSlice", &mut slice);
+        assert_eq!(
+            slice["ports"],
+            json!([
+                {"name": "", "port": 80, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "protocol": "UDP"}
+            ])
+        );
     }
 }

@@ -8,7 +8,8 @@
 //! deletecollection, `/status` subresources, watches with resource versions, bookmarks,
 //! timeouts and 410 Expired, server-side field validation, Tables for `kubectl get`.
 //! Test hooks (`/_test/…` or methods of [`TestApiServer`]) cut watch streams, compact the
-//! history, and simulate restarts.
+//! history, and simulate restarts. Beside it runs the EndpointSlice mirroring controller
+//! (`mirror`; `Config::mirroring`, `--no-endpointslice-mirroring`).
 //!
 //! ```no_run
 //! let server = svclb_testapi::TestApiServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -25,6 +26,7 @@ pub mod error;
 pub mod hooks;
 pub mod http;
 pub mod kubeconfig;
+pub mod mirror;
 pub mod objects;
 pub mod resource;
 pub mod selector;

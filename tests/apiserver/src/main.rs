@@ -28,6 +28,10 @@ struct Args {
     /// Range for cluster IPs of Services that leave spec.clusterIP unset.
     #[arg(long, default_value = "198.18.0.0/24")]
     service_cidr: Ipv4Cidr,
+    /// Do not mirror hand-written Endpoints of selectorless Services into EndpointSlices
+    /// (kube-controller-manager's mirroring controller runs by default).
+    #[arg(long)]
+    no_endpointslice_mirroring: bool,
 }
 
 fn main() -> Result<()> {
@@ -42,6 +46,7 @@ fn main() -> Result<()> {
         history: args.history,
         bookmark_interval: Duration::from_millis(args.bookmark_interval_ms.max(1)),
         service_cidr: args.service_cidr,
+        mirroring: !args.no_endpointslice_mirroring,
         ..Config::default()
     };
     let server = TestApiServer::start_with(args.listen, config)

@@ -31,6 +31,9 @@ pub struct Config {
     pub service_cidr: Ipv4Cidr,
     /// Tokio worker threads of the server's runtime.
     pub worker_threads: usize,
+    /// Run the EndpointSlice mirroring controller (hand-written Endpoints of
+    /// selectorless Services → EndpointSlices), as kube-controller-manager does.
+    pub mirroring: bool,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(1),
             service_cidr: DEFAULT_SERVICE_CIDR,
             worker_threads: 2,
+            mirroring: true,
         }
     }
 }
@@ -94,10 +98,14 @@ impl TestApiServer {
             bookmark_interval: config.bookmark_interval,
             restart: restart_tx.clone(),
         };
+        let mirror_store = config.mirroring.then(|| store.clone());
         let thread = std::thread::Builder::new()
             .name("svclb-testapi".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    if let Some(store) = mirror_store {
+                        tokio::spawn(crate::mirror::run(store));
+                    }
                     match TcpListener::from_std(listener) {
                         Ok(listener) => {
                             accept_loop(listener, addr, state, restart_rx, shutdown_rx).await

@@ -411,3 +411,157 @@ fn kubectl_lists_cluster_scoped_and_uses_short_names() {
     k.ok(&["delete", "svc", "web"]);
     assert!(k.ok(&["get", "svc", "-o", "name"]).trim().is_empty());
 }
+
+/// Seed 000: a Service without a selector and its Endpoints written by hand.
+const SEED_000: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: db
+  namespace: default
+spec:
+  ports:
+  - port: 5432
+    targetPort: 5432
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: db
+  namespace: default
+subsets:
+- addresses:
+  - ip: 198.18.1.1
+  - ip: 198.18.1.2
+  ports:
+  - port: 5432
+"#;
+
+/// The mirrored slices of `name` as JSON, once `ready` holds (bounded: 10 s).
+fn wait_slices(k: &Kubectl, name: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let selector = format!("kubernetes.io/service-name={name}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = k.ok(&["get", "endpointslices", "-l", &selector, "-o", "json"]);
+        let items = serde_json::from_str::<Value>(&out).unwrap()["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if ready(&items) {
+            return items;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mirrored slices of {name} not as expected: {items:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn addresses(slices: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = slices
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["addresses"][0].as_str().map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn hand_written_endpoints_of_a_selectorless_service_are_mirrored_and_described() {
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&s, dir.path());
+    assert!(
+        k.run(&["apply", "-f", "-"], Some(SEED_000))
+            .status
+            .success()
+    );
+    let slices = wait_slices(&k, "db", |s| s.len() == 1);
+    assert_eq!(
+        slices[0]["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslicemirroring-controller.k8s.io"
+    );
+    assert_eq!(addresses(&slices), ["198.18.1.1", "198.18.1.2"]);
+    // The real apiserver's defaults, which kubectl describe dereferences.
+    assert_eq!(
+        slices[0]["ports"],
+        json!([{"name": "", "port": 5432, "protocol": "TCP"}])
+    );
+    let get = k.ok(&["get", "endpoints", "db"]);
+    assert!(get.contains("198.18.1.1:5432,198.18.1.2:5432"), "{get}");
+    let describe = k.ok(&["describe", "svc", "db"]);
+    assert!(
+        lines(&describe)
+            .iter()
+            .any(|l| l.starts_with("Endpoints:") && l.ends_with(" 198.18.1.1:5432,198.18.1.2:5432")),
+        "{describe}"
+    );
+    let describe = k.ok(&["describe", "endpoints", "db"]);
+    assert!(describe.contains("198.18.1.1,198.18.1.2"), "{describe}");
+
+    // An address leaves the Endpoints: the slice follows.
+    let fewer = SEED_000.replace("  - ip: 198.18.1.2\n", "");
+    assert!(k.run(&["apply", "-f", "-"], Some(&fewer)).status.success());
+    wait_slices(&k, "db", |s| addresses(s) == ["198.18.1.1"]);
+    // skip-mirror: the slice goes; taking the label off brings it back.
+    k.ok(&[
+        "label",
+        "endpoints",
+        "db",
+        "endpointslice.kubernetes.io/skip-mirror=true",
+    ]);
+    wait_slices(&k, "db", <[Value]>::is_empty);
+    k.ok(&[
+        "label",
+        "endpoints",
+        "db",
+        "endpointslice.kubernetes.io/skip-mirror-",
+    ]);
+    wait_slices(&k, "db", |s| s.len() == 1);
+    // A selector makes the Service the EndpointSlice controller's: no mirror.
+    k.ok(&[
+        "patch",
+        "svc",
+        "db",
+        "-p",
+        r#"{"spec":{"selector":{"app":"db"}}}"#,
+    ]);
+    wait_slices(&k, "db", <[Value]>::is_empty);
+    k.ok(&[
+        "patch",
+        "svc",
+        "db",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/selector"}]"#,
+    ]);
+    wait_slices(&k, "db", |s| s.len() == 1);
+    // The Endpoints deleted: the mirror too.
+    k.ok(&["delete", "endpoints", "db"]);
+    wait_slices(&k, "db", <[Value]>::is_empty);
+}
+
+#[test]
+fn without_mirroring_hand_written_endpoints_stay_alone() {
+    let s = svclb_testapi::TestApiServer::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        svclb_testapi::Config {
+            mirroring: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&s, dir.path());
+    assert!(
+        k.run(&["apply", "-f", "-"], Some(SEED_000))
+            .status
+            .success()
+    );
+    // The controller would have written within milliseconds; give it a second.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(wait_slices(&k, "db", |_| true).is_empty());
+}

@@ -658,16 +658,18 @@ mod tests {
             "{node_ports:?}"
         );
         let ext = node_ports[0].rsplit(' ').next().unwrap();
-        let svc = chains[&(Table::Nat, ext.to_owned())].last().unwrap().clone();
+        let svc = chains[&(Table::Nat, ext.to_owned())]
+            .last()
+            .unwrap()
+            .clone();
         let svc = svc.rsplit(' ').next().unwrap();
         let seps = &chains[&(Table::Nat, svc.to_owned())];
         assert_eq!(seps.len(), 2 * 2, "affinity checks + choices: {seps:?}");
-        assert!(
-            chains
-                .iter()
-                .any(|((_, c), r)| c.starts_with("KUBE-SEP-")
-                    && r.iter().any(|r| r.contains("DNAT --to-destination 198.19.1.2:8080"))),
-        );
+        assert!(chains.iter().any(|((_, c), r)| {
+            c.starts_with("KUBE-SEP-")
+                && r.iter()
+                    .any(|r| r.contains("DNAT --to-destination 198.19.1.2:8080"))
+        }),);
         assert_eq!(
             chains[&(Table::Filter, "KUBE-FIREWALL".into())],
             [crate::dataplane::iptables::rules::LOCALNET_GUARD]
@@ -703,9 +705,15 @@ mod tests {
             .unwrap();
         assert!(fw.starts_with("KUBE-FW-"), "{services:?}");
         let fw_rules = &chains[&(Table::Nat, fw.to_owned())];
-        assert!(fw_rules[0].starts_with("-s 198.18.100.0/24"), "{fw_rules:?}");
+        assert!(
+            fw_rules[0].starts_with("-s 198.18.100.0/24"),
+            "{fw_rules:?}"
+        );
         // The node's own connections leave from the VIP on kube-ipvs0.
-        assert!(fw_rules[1].starts_with("-s 198.18.200.1/32"), "{fw_rules:?}");
+        assert!(
+            fw_rules[1].starts_with("-s 198.18.200.1/32"),
+            "{fw_rules:?}"
+        );
         st.sets.values_mut().for_each(|s| s.node_denied = true);
         let denied = rules::generate(&st).unwrap();
         assert_eq!(denied[&(Table::Nat, fw.to_owned())].len(), 1, "{denied:?}");
@@ -739,7 +747,11 @@ mod tests {
         use crate::dataplane::iptables::dump;
         let mut save = String::new();
         for ((table, chain), rules) in &chains {
-            save.push_str(if *table == Table::Nat { "*nat\n" } else { "*filter\n" });
+            save.push_str(if *table == Table::Nat {
+                "*nat\n"
+            } else {
+                "*filter\n"
+            });
             for r in rules {
                 save.push_str(&format!("-A {chain} {r}\n"));
             }
@@ -753,7 +765,11 @@ mod tests {
             .map(|f| (f.address, f.kind, f.service.as_str()))
             .collect();
         assert!(
-            kinds.contains(&(Ipv4Addr::new(198, 18, 0, 10), "ClusterIP", "default/web:http/TCP")),
+            kinds.contains(&(
+                Ipv4Addr::new(198, 18, 0, 10),
+                "ClusterIP",
+                "default/web:http/TCP"
+            )),
             "{kinds:?}"
         );
         assert_eq!(
