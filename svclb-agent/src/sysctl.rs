@@ -265,6 +265,22 @@ impl ProcSys {
         }
     }
 
+    /// [`Self::ensure_route_localnet`] for the localhost NodePorts of the iptables and
+    /// IPVS modes, saying in the log what changed or what will not answer.
+    pub fn route_localnet_for_node_ports(&self) {
+        match self.ensure_route_localnet() {
+            Ok(true) => tracing::info!(
+                "net.ipv4.conf.all.route_localnet: 0 → 1, for NodePorts on 127.0.0.1 \
+                 (--iptables-localhost-nodeports=false turns them off)"
+            ),
+            Ok(false) => {}
+            Err(e) => warn!(
+                error = %e,
+                "NodePorts on 127.0.0.1 will not answer (route_localnet not set)"
+            ),
+        }
+    }
+
     /// `net.ipv4.conf.all.route_localnet=1`: the rule-based modes DNAT
     /// `127.0.0.1:<NodePort>` to a pod, and the kernel routes a 127.0.0.1 source off
     /// the node only with it (kube-proxy sets it the same way). True when it changed.

@@ -116,17 +116,7 @@ impl IptablesDataplane {
             }
         }
         if opts.localhost_node_ports {
-            match proc_sys.ensure_route_localnet() {
-                Ok(true) => info!(
-                    "net.ipv4.conf.all.route_localnet: 0 → 1, for NodePorts on 127.0.0.1 \
-                     (--iptables-localhost-nodeports=false turns them off)"
-                ),
-                Ok(false) => {}
-                Err(e) => warn!(
-                    error = %e,
-                    "NodePorts on 127.0.0.1 will not answer (route_localnet not set)"
-                ),
-            }
+            proc_sys.route_localnet_for_node_ports();
         }
         Ok(IptablesDataplane {
             backend,
